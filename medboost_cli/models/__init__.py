@@ -1,0 +1,88 @@
+"""Models compose: a backbone produces tokens, the booster wraps them, a linear head reads the pooled CLS token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..errors import MedboostError
+from ..hardware import bf16_supported
+from ..recipes import Recipe
+from ..tasks import Task
+from .backbones import BACKBONES, build_backbone
+from .booster import Booster
+from .llm_loading import LoadedLayer, llm_spec, load_llm_layer
+
+__all__ = ["BACKBONES", "BuiltModel", "Classifier", "build_model", "count_parameters"]
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, booster: Booster, n_outputs: int):
+        super().__init__()
+        self.backbone = backbone
+        self.booster = booster
+        self.head = nn.Linear(backbone.num_features, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.booster(self.backbone.forward_tokens(x))
+        return self.head(self.backbone.pool(tokens))
+
+
+@dataclass
+class BuiltModel:
+    model: Classifier
+    llm: LoadedLayer | None  # the LM layer and where it came from (None for mode none/mlp)
+    frozen_sha256: str | None  # hash of the frozen F_L weights, stored in checkpoints instead of the layer
+
+
+def llm_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+    """A frozen F_L is stored in bf16 where the device runs bf16 natively; a trained one always in fp32."""
+    if not recipe.booster.freeze:
+        return torch.float32
+    choice = recipe.booster.dtype
+    if choice == "bf16" or (choice == "auto" and bf16_supported(device)):
+        return torch.bfloat16
+    return torch.float32
+
+
+def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") -> BuiltModel:
+    """Build backbone, booster and head with seeds that make paired runs share every common part:
+    the backbone and head get the same initial weights whatever the booster, F_E/F_D their own stream."""
+    device = torch.device(device)
+    seed = recipe.seed
+    cfg = recipe.booster
+    loaded = None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = build_backbone(recipe.backbone, task.dims)
+        torch.manual_seed(seed + 2_000)
+        if cfg.mode == "none":
+            booster = Booster("none", backbone.num_features)
+        elif cfg.mode == "mlp":  # F_L removed: only its width is needed, no weights are read
+            booster = Booster("mlp", backbone.num_features, None, llm_spec(cfg.llm).hidden)
+        else:
+            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed)
+            torch.manual_seed(seed + 2_000)
+            booster = Booster(cfg.mode, backbone.num_features, loaded.block, loaded.spec.hidden)
+            booster.lm.requires_grad_(not cfg.freeze)
+        torch.manual_seed(seed + 1_000)
+        model = Classifier(backbone, booster, task.n_classes)
+    frozen = loaded.sha256 if loaded is not None and cfg.freeze else None
+    return BuiltModel(model.to(device), loaded, frozen)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def check_frozen_hash(built: BuiltModel, expected: str | None, where: str) -> None:
+    if expected != built.frozen_sha256:
+        raise MedboostError(
+            f"{where}: the frozen LM layer differs from the one this run was trained with "
+            f"(hash {str(built.frozen_sha256)[:12]} vs {str(expected)[:12]}); point booster.llm at the same checkpoint"
+        )

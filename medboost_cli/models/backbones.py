@@ -1,0 +1,147 @@
+"""Backbones: image or volume -> token sequence (B, N, D), and tokens -> pooled features (B, D).
+
+Every backbone exposes ``forward_tokens(x)`` (everything up to, not including, the final norm),
+``pool(tokens)`` (final norm + CLS pooling), ``num_features``, ``input_size``, ``n_tokens``, ``mean``/``std``.
+The booster sits between the two calls. Backbones are registered by name in ``BACKBONES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import PatchEmbed
+
+from ..errors import MedboostError
+from ..hub import cached_file, ensure_reachable
+from ..recipes import BackboneConfig
+
+
+@dataclass(frozen=True)
+class TimmViTSpec:
+    timm_name: str
+    img_size: int
+    dims: int = 2
+    overrides: tuple[tuple[str, object], ...] = ()  # fixed timm kwargs that make this variant
+
+
+class ConvStemEmbed(PatchEmbed):
+    """Patch embedding by a stack of stride-2 3x3 convolutions instead of one patch-sized convolution
+    ("Early convolutions help transformers see better", Xiao et al. 2021): the same token grid, with the
+    local inductive bias that a ViT trained from scratch on a few hundred images lacks."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        patch = self.patch_size[0]
+        steps = patch.bit_length() - 1
+        if patch != 2**steps or steps < 1 or self.patch_size[0] != self.patch_size[1]:
+            raise MedboostError(f"backbone.stem=conv needs a square power-of-two patch size, not {self.patch_size}")
+        in_chans, dim = self.proj.in_channels, self.proj.out_channels
+        layers: list[nn.Module] = []
+        for i in range(steps):
+            out = max(dim >> (steps - i), 16)
+            layers += [nn.Conv2d(in_chans, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            in_chans = out
+        self.proj = nn.Sequential(*layers, nn.Conv2d(in_chans, dim, 1))
+
+
+class TimmViT(nn.Module):
+    """A timm VisionTransformer split at the booster's insertion point (after the last block, before the norm)."""
+
+    dims = 2
+
+    def __init__(self, vit: nn.Module, input_size: int, in_chans: int):
+        super().__init__()
+        self.vit = vit
+        self.num_features = vit.num_features
+        self.input_size = input_size
+        self.n_tokens = vit.patch_embed.num_patches + vit.num_prefix_tokens
+        cfg = vit.pretrained_cfg or {}
+        self.mean = tuple(cfg.get("mean", (0.5, 0.5, 0.5)))
+        self.std = tuple(cfg.get("std", (0.5, 0.5, 0.5)))
+        self.in_chans = in_chans
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.vit
+        x = v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
+        return v.blocks(x)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_head(self.vit.norm(tokens), pre_logits=True)
+
+
+TIMM_VITS: dict[str, TimmViTSpec] = {
+    "vit-s": TimmViTSpec("vit_small_patch16_224", 224),  # the paper's ViT-S/16
+    "vit-t": TimmViTSpec("vit_tiny_patch16_224", 224),
+    "vit-b": TimmViTSpec("vit_base_patch16_224", 224),
+    # CPU-sized: 28x28 input, 4x4 patches (49 tokens + CLS), ViT-Tiny width, 6 blocks.
+    "vit-mini": TimmViTSpec("vit_tiny_patch16_224", 28, overrides=(("patch_size", 4), ("depth", 6))),
+}
+
+
+def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
+    kwargs: dict = dict(spec.overrides)
+    kwargs.update(
+        {k: v for k, v in {
+            "patch_size": cfg.patch_size, "embed_dim": cfg.dim, "depth": cfg.depth, "num_heads": cfg.heads,
+            "mlp_ratio": cfg.mlp_ratio,
+        }.items() if v is not None}
+    )
+    img_size = cfg.img_size or spec.img_size
+    kwargs.update(img_size=img_size, in_chans=cfg.in_chans, num_classes=0, drop_path_rate=cfg.drop_path,
+                  proj_drop_rate=cfg.dropout)
+    if cfg.stem == "conv":
+        kwargs["embed_layer"] = ConvStemEmbed
+    if cfg.pretrained:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(_pretrained_file(spec.timm_name, cfg))}
+    try:
+        vit = timm.create_model(spec.timm_name, pretrained=cfg.pretrained, **kwargs)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise MedboostError(
+            f"backbone {cfg.name}: cannot build {spec.timm_name} with {kwargs} ({str(e).splitlines()[0]}); "
+            f"check backbone.weights and the size keys"
+        ) from None
+    return TimmViT(vit, img_size, cfg.in_chans)
+
+
+def _pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
+    """The local weights file: backbone.weights, else the hub cache, else fetched from the hub."""
+    if cfg.weights:
+        path = Path(cfg.weights).expanduser()
+        if not path.is_file():
+            raise MedboostError(f"backbone.weights: file not found: {path}; point it at a local weights file")
+        return path
+    hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        if (cached := cached_file(hub_id, filename)) is not None:
+            return cached
+    ensure_reachable(
+        f"pretrained weights for {timm_name} (hub id {hub_id})",
+        f"download https://huggingface.co/{hub_id}/resolve/main/model.safetensors and set backbone.weights=PATH, "
+        f"or train from scratch with backbone.pretrained=false",
+    )
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(hub_id, "model.safetensors"))
+
+
+BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
+    name: (lambda cfg, spec=spec: build_timm_vit(spec, cfg)) for name, spec in TIMM_VITS.items()
+}
+BACKBONE_DIMS: dict[str, int] = {name: spec.dims for name, spec in TIMM_VITS.items()}
+
+
+def build_backbone(cfg: BackboneConfig, dims: int) -> nn.Module:
+    if cfg.name not in BACKBONES:
+        raise MedboostError(f"backbone.name='{cfg.name}' is not registered; choose one of {', '.join(BACKBONES)}")
+    if BACKBONE_DIMS[cfg.name] != dims:
+        fits = [n for n, d in BACKBONE_DIMS.items() if d == dims]
+        raise MedboostError(
+            f"backbone '{cfg.name}' takes {BACKBONE_DIMS[cfg.name]}D input but the task is {dims}D; "
+            f"use one of {', '.join(fits)}"
+        )
+    return BACKBONES[cfg.name](cfg)

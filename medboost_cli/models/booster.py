@@ -1,0 +1,44 @@
+"""The booster: wraps a backbone's token sequence (B, N, D) with a frozen LM layer F_L between two linear maps.
+
+F_E: D -> D_lm and F_D: D_lm -> D are bias-free linear maps. With x the backbone's tokens:
+
+    none     z = x
+    rllm     z = F_D(F_L(F_E x) + F_E x)              R-LLM, the paper's Eq. 2
+    out      z = x + F_D(F_L(F_E x))                  "Out R-LLM" (Table 6)
+    hybrid   z = x + F_D(F_L(F_E x) + F_E x)          both residuals (Table 6)
+    mlp      z = F_D(F_E x)                           F_L removed, F_E/F_D kept: the capacity control (Table 5)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class Booster(nn.Module):
+    def __init__(self, mode: str, dim: int, lm: nn.Module | None = None, lm_dim: int | None = None):
+        super().__init__()
+        self.mode = mode
+        if mode == "none":
+            return
+        if lm_dim is None or (mode != "mlp" and lm is None):
+            raise ValueError(f"booster mode '{mode}' needs an LM layer and its width")
+        self.encode = nn.Linear(dim, lm_dim, bias=False)  # F_E
+        self.lm = lm if mode != "mlp" else None  # F_L
+        self.decode = nn.Linear(lm_dim, dim, bias=False)  # F_D
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        r = self.encode(x)
+        if self.mode == "mlp":
+            return self.decode(r)
+        h = self.lm(r)
+        if self.mode == "rllm":
+            return self.decode(h + r)
+        if self.mode == "out":
+            return x + self.decode(h)
+        return x + self.decode(h + r)  # hybrid
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"

@@ -1,0 +1,283 @@
+"""F_L: one transformer layer of a pretrained language model, position-free and bidirectional.
+
+Two layer families, each readable top to bottom:
+
+* ``LlamaBlock`` (LLaMA, Mistral, Qwen2): pre-norm RMSNorm, grouped-query attention, SwiGLU MLP.
+* ``BertBlock`` (BERT, MiniLM): post-norm LayerNorm, multi-head attention, GELU MLP.
+
+Both drop what ties them to text: no rotary/absolute position embedding (RoPE lives in the attention of
+LLaMA models and is simply not applied; BERT's positions live in its embedding layer, which is not used) and
+no causal mask (``scaled_dot_product_attention`` is called with ``is_causal=False`` and no mask).
+
+Precision: the weights may be stored in bf16; norms and the residual stream run in fp32, and each linear
+casts its input to the weight dtype, so the layer works with or without autocast on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import MedboostError
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Shape and flavour of one LM layer, read from the checkpoint's config."""
+
+    arch: Literal["llama", "bert"]
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    n_layers: int
+    qkv_bias: bool = False
+    init_std: float = 0.02
+
+    @property
+    def n_params(self) -> int:
+        attn = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
+        if self.arch == "llama":
+            return attn + 3 * self.hidden * self.intermediate + 2 * self.hidden + int(self.qkv_bias) * self.head_dim * (
+                self.heads + 2 * self.kv_heads
+            )
+        return attn + 2 * self.hidden * self.intermediate + 9 * self.hidden + self.intermediate  # + biases, 2 LNs
+
+    @classmethod
+    def from_hf_config(cls, cfg: dict, where: str) -> LayerSpec:
+        model_type = cfg.get("model_type", "")
+        try:
+            hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+            if model_type == "bert":
+                return cls(
+                    arch="bert", hidden=hidden, intermediate=int(cfg["intermediate_size"]), heads=heads,
+                    kv_heads=heads, head_dim=hidden // heads, eps=float(cfg.get("layer_norm_eps", 1e-12)),
+                    n_layers=int(cfg["num_hidden_layers"]), qkv_bias=True,
+                    init_std=float(cfg.get("initializer_range", 0.02)),
+                )
+            if model_type in ("llama", "mistral", "qwen2"):
+                if cfg.get("hidden_act", "silu") != "silu":
+                    raise MedboostError(f"{where}: hidden_act '{cfg['hidden_act']}' is not supported (LLaMA uses silu)")
+                return cls(
+                    arch="llama", hidden=hidden, intermediate=int(cfg["intermediate_size"]), heads=heads,
+                    kv_heads=int(cfg.get("num_key_value_heads") or heads),
+                    head_dim=int(cfg.get("head_dim") or hidden // heads), eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                    n_layers=int(cfg["num_hidden_layers"]),
+                    qkv_bias=bool(cfg.get("attention_bias", model_type == "qwen2")),
+                    init_std=float(cfg.get("initializer_range", 0.02)),
+                )
+        except KeyError as e:
+            raise MedboostError(f"{where}: config lacks '{e.args[0]}'") from None
+        raise MedboostError(
+            f"{where}: model_type '{model_type}' is not supported; medboost reads llama, mistral, qwen2 and bert layers"
+        )
+
+    @classmethod
+    def from_meta_params(cls, params: dict, where: str) -> LayerSpec:
+        """Meta's params.json (dim, n_heads, multiple_of, ...) -> spec; the MLP width follows llama's rule."""
+        try:
+            dim, heads = int(params["dim"]), int(params["n_heads"])
+            multiple = int(params.get("multiple_of", 256))
+            hidden = int(2 * (4 * dim) / 3)
+            if params.get("ffn_dim_multiplier"):
+                hidden = int(float(params["ffn_dim_multiplier"]) * hidden)
+            hidden = multiple * ((hidden + multiple - 1) // multiple)
+            return cls(
+                arch="llama", hidden=dim, intermediate=hidden, heads=heads,
+                kv_heads=int(params.get("n_kv_heads") or heads), head_dim=dim // heads,
+                eps=float(params.get("norm_eps", 1e-6)), n_layers=int(params["n_layers"]),
+            )
+        except KeyError as e:
+            raise MedboostError(f"{where}: params.json lacks '{e.args[0]}'") from None
+
+
+# Shapes known without a checkpoint (for `random:NAME` and benchmarks).
+KNOWN_SPECS = {
+    "llama-7b": LayerSpec("llama", 4096, 11008, 32, 32, 128, 1e-6, n_layers=32),
+    "llama-13b": LayerSpec("llama", 5120, 13824, 40, 40, 128, 1e-6, n_layers=40),
+    "minilm": LayerSpec("bert", 384, 1536, 12, 12, 32, 1e-12, n_layers=6, qkv_bias=True),
+}
+
+
+# ------------------------------------------------------------------------------------------------ layers
+
+
+def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return layer(x.to(layer.weight.dtype))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 whatever the stored dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head (or grouped-query) attention without positional encoding."""
+
+    def __init__(self, spec: LayerSpec, out_bias: bool):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = spec.heads, spec.kv_heads, spec.head_dim
+        self.q_proj = nn.Linear(spec.hidden, spec.heads * spec.head_dim, bias=spec.qkv_bias)
+        self.k_proj = nn.Linear(spec.hidden, spec.kv_heads * spec.head_dim, bias=spec.qkv_bias)
+        self.v_proj = nn.Linear(spec.hidden, spec.kv_heads * spec.head_dim, bias=spec.qkv_bias)
+        self.o_proj = nn.Linear(spec.heads * spec.head_dim, spec.hidden, bias=out_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = _linear(self.q_proj, x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        k = _linear(self.k_proj, x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = _linear(self.v_proj, x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False)
+        return _linear(self.o_proj, out.transpose(1, 2).reshape(b, n, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, spec: LayerSpec):
+        super().__init__()
+        self.gate_proj = nn.Linear(spec.hidden, spec.intermediate, bias=False)
+        self.up_proj = nn.Linear(spec.hidden, spec.intermediate, bias=False)
+        self.down_proj = nn.Linear(spec.intermediate, spec.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.gate_proj.weight.dtype)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    """One LLaMA decoder layer (parameter names as in transformers' LlamaDecoderLayer), minus RoPE and mask."""
+
+    def __init__(self, spec: LayerSpec):
+        super().__init__()
+        self.input_layernorm = RMSNorm(spec.hidden, spec.eps)
+        self.self_attn = SelfAttention(spec, out_bias=False)
+        self.post_attention_layernorm = RMSNorm(spec.hidden, spec.eps)
+        self.mlp = LlamaMLP(spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        x = x + self.self_attn(self.input_layernorm(x)).float()
+        return x + self.mlp(self.post_attention_layernorm(x)).float()
+
+
+class BertMLP(nn.Module):
+    def __init__(self, spec: LayerSpec):
+        super().__init__()
+        self.fc1 = nn.Linear(spec.hidden, spec.intermediate)
+        self.fc2 = nn.Linear(spec.intermediate, spec.hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear(self.fc2, F.gelu(_linear(self.fc1, x)))
+
+
+class BertBlock(nn.Module):
+    """One BERT encoder layer (post-norm). Checkpoint names are mapped by ``BERT_RENAMES``."""
+
+    def __init__(self, spec: LayerSpec):
+        super().__init__()
+        self.attn = SelfAttention(spec, out_bias=True)
+        self.attn_norm = LayerNorm(spec.hidden, eps=spec.eps)
+        self.mlp = BertMLP(spec)
+        self.mlp_norm = LayerNorm(spec.hidden, eps=spec.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attn_norm(x.float() + self.attn(x).float())
+        return self.mlp_norm(x + self.mlp(x).float())
+
+
+# checkpoint name (after the layer prefix) -> our name
+BERT_RENAMES = {
+    "attention.self.query": "attn.q_proj",
+    "attention.self.key": "attn.k_proj",
+    "attention.self.value": "attn.v_proj",
+    "attention.output.dense": "attn.o_proj",
+    "attention.output.LayerNorm": "attn_norm",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+    "output.LayerNorm": "mlp_norm",
+}
+META_RENAMES = {
+    "attention.wq": "self_attn.q_proj",
+    "attention.wk": "self_attn.k_proj",
+    "attention.wv": "self_attn.v_proj",
+    "attention.wo": "self_attn.o_proj",
+    "feed_forward.w1": "mlp.gate_proj",
+    "feed_forward.w2": "mlp.down_proj",
+    "feed_forward.w3": "mlp.up_proj",
+    "attention_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+# Buffers some checkpoints carry that a position-free layer does not use.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def build_block(spec: LayerSpec) -> nn.Module:
+    return LlamaBlock(spec) if spec.arch == "llama" else BertBlock(spec)
+
+
+def rename_key(key: str, arch: str, scheme: str) -> str:
+    """Map a checkpoint key (layer prefix removed) onto ``build_block``'s parameter names."""
+    table = META_RENAMES if scheme == "meta" else BERT_RENAMES if arch == "bert" else {}
+    for old, new in table.items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old) :]
+    return key
+
+
+def random_init_(block: nn.Module, spec: LayerSpec, generator: torch.Generator) -> None:
+    """The LM's own initialisation for a fresh layer: normal(0, initializer_range) weights, zero biases,
+    unit norm scales (what transformers' ``_init_weights`` does for LLaMA and BERT)."""
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32) * spec.init_std)
+
+
+def shuffle_(block: nn.Module, generator: torch.Generator) -> None:
+    """Permute each tensor's entries: the same values, none of the learned structure."""
+    with torch.no_grad():
+        for p in block.parameters():
+            flat = p.reshape(-1)
+            p.copy_(flat[torch.randperm(flat.numel(), generator=generator)].view_as(p))
+
+
+def layer_flops(spec: LayerSpec, tokens: int) -> int:
+    """Forward FLOPs of one layer on ``tokens`` tokens (2 per multiply-add; attention scores and mixing)."""
+    linear = 2 * tokens * (spec.hidden * spec.head_dim * (2 * spec.heads + 2 * spec.kv_heads))
+    mlp = 2 * tokens * spec.hidden * spec.intermediate * (3 if spec.arch == "llama" else 2)
+    attn = 2 * 2 * tokens * tokens * spec.heads * spec.head_dim
+    return linear + mlp + attn
+
+
+def normalise_layer_index(layer: int, spec: LayerSpec, where: str) -> int:
+    index = layer + spec.n_layers if layer < 0 else layer
+    if not 0 <= index < spec.n_layers:
+        raise MedboostError(
+            f"booster.layer={layer} is out of range for {where}, which has {spec.n_layers} layers (0..{spec.n_layers - 1})"
+        )
+    return index

