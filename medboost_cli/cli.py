@@ -1,0 +1,118 @@
+"""The ``medboost`` command: parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import MedboostError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST).",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = typer.Option(None, "--data-dir", help="MedMNIST folder (default: $MEDBOOST_DATA, else ~/.medmnist)")
+ResultsDir = typer.Option(None, "--results-dir", help="results folder (default: $MEDBOOST_RESULTS, else ./results)")
+
+
+def _results_dir(arg: Optional[Path]) -> Path:
+    return Path(arg or os.environ.get("MEDBOOST_RESULTS") or "results")
+
+
+@app.command()
+def download(
+    tasks: list[str] = typer.Argument(..., help="short names (breast, adrenal3d, ...) or medmnist flags"),
+    size: int = typer.Option(28, "--size", help="image size: 28, 64, 128 or 224 (3D: 28 or 64)"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Download MedMNIST files (medmnist's URLs) and check their MD5, also for files already present."""
+    from .data import data_dir_from, download as fetch
+    from .tasks import resolve_task
+
+    folder = data_dir_from(data_dir)
+    for name in tasks:
+        fetch(resolve_task(name), size, folder, log=console.print)
+
+
+@app.command()
+def train(
+    task: str = typer.Argument(..., help="short name (breast, derma, ...) or medmnist flag"),
+    booster: Optional[str] = typer.Option(None, "--booster", help="none, rllm, out, hybrid or mlp"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="registered backbone, e.g. vit-s, vit-mini"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed (default: the recipe's, 0)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu: a laptop-sized configuration"),
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+    sets: list[str] = typer.Option([], "--set", help="override any recipe key: --set train.lr=1e-3 (repeatable)"),
+    resume: bool = typer.Option(False, "--resume", help="continue this run from its last epoch checkpoint"),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="use this YAML file instead of recipes/TASK.yaml"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Train a classifier with or without the booster; select on val, score test once, write a results row."""
+    from .data import data_dir_from
+    from .engine import train as run_training
+    from .progress import RichReporter
+    from .recipes import load_recipe
+
+    flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
+    recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
+    folder = _results_dir(results_dir)
+    row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume,
+                       reporter=None if quiet else RichReporter(err_console), log=err_console.print)
+    table = Table(title=f"{row['run_id']} (best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val "
+                        f"{row['select_metric']})")
+    for col in ("split", "ACC", "AUC"):
+        table.add_column(col, justify="right")
+    table.add_row("val", f"{row['val_acc']:.4f}", f"{row['val_auc']:.4f}")
+    table.add_row("test", f"{row['test_acc']:.4f}", f"{row['test_auc']:.4f}")
+    console.print(table)
+    console.print(
+        f"params {row['params_total'] / 1e6:.2f}M total, {row['params_trainable'] / 1e6:.2f}M trainable; "
+        f"train {row['train_seconds']:.0f}s ({row['images_per_second']:.0f} img/s); "
+        f"peak memory {row['peak_memory_mb']:.0f} MB; result: {folder / 'runs' / (row['run_id'] + '.parquet')}"
+    )
+
+
+@app.command()
+def evaluate(
+    run: str = typer.Argument(..., help="run id (or a unique prefix of one, or its .parquet file)"),
+    split: str = typer.Option("test", "--split", help="val or test"),
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+) -> None:
+    """Re-score a saved run's best checkpoint on a split and compare with the recorded metrics."""
+    from .data import data_dir_from
+    from .engine import evaluate_run
+
+    if split not in ("val", "test"):
+        raise MedboostError(f"--split {split}: choose val or test")
+    out = evaluate_run(run, _results_dir(results_dir), data_dir_from(data_dir), split)
+    table = Table(title=f"{out['run_id']} on {split} (checkpoint of epoch {out['best_epoch'] + 1})")
+    for col in ("", "ACC", "AUC"):
+        table.add_column(col, justify="right")
+    table.add_row("now", f"{out['acc']:.4f}", f"{out['auc']:.4f}")
+    table.add_row("recorded", f"{out['recorded_acc']:.4f}", f"{out['recorded_auc']:.4f}")
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except MedboostError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""A rich progress display for training runs (the engine itself stays silent unless given a reporter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class RichReporter:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task = None
+        self.epochs = 0
+        self.loss = float("nan")
+        self.best: dict[str, Any] = {}
+
+    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
+        self.epochs = epochs
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            f"{run_id} epoch {first_epoch + 1}/{epochs}", total=(epochs - first_epoch) * steps_per_epoch,
+            loss="-", val="-",
+        )
+
+    def step(self, loss: float | None) -> None:
+        if loss is not None:
+            self.loss = loss
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=f"{self.loss:.4f}")
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        e = record["epoch"] + 1
+        val = f"auc {record['val_auc']:.4f} acc {record['val_acc']:.4f}"
+        self.progress.update(self.task, description=self.progress.tasks[0].description.rsplit(" epoch", 1)[0]
+                             + f" epoch {min(e + 1, self.epochs)}/{self.epochs}", val=val)
+        best = " *" if record["best_epoch"] == record["epoch"] else ""
+        self.progress.console.print(
+            f"epoch {e:>3}/{self.epochs}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
+            f"{val}{best}  ({record['seconds']:.1f}s)"
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

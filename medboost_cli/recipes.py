@@ -1,0 +1,282 @@
+"""Recipes: a YAML file per task under recipes/, validated by a pydantic schema.
+
+A run's configuration is built in layers, later ones winning: the task recipe (which ``extends`` a base),
+a preset (``recipes/presets/NAME.yaml``, with a section per dimensionality), the CLI's flags (--backbone,
+--booster, --seed) and ``--set key=value`` overrides. Validation happens once, on the merged result; an error
+names the layer that introduced the bad key, the key and its value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import MedboostError
+from .tasks import Task, resolve_task
+
+BoosterMode = Literal["none", "rllm", "out", "hybrid", "mlp"]
+BOOSTER_MODES: tuple[str, ...] = BoosterMode.__args__  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    size: int = Field(28, description="MedMNIST file size (28, 64, 128, 224; 3D: 28, 64)")
+    verify: bool = Field(True, description="check MD5 and split sizes against medmnist's INFO")
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of flipping the last (W) axis")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the H axis")
+    dflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the depth axis (3D)")
+    scale: tuple[float, float] = Field((0.8, 1.0), description="zoom: fraction of the field of view kept")
+    translate: float = Field(0.1, ge=0, le=0.5, description="shift, as a fraction of the image side")
+    rotate: float = Field(10.0, ge=0, le=180, description="in-plane rotation range in degrees (2D)")
+    padding: Literal["zeros", "border", "reflection"] = Field(
+        "border", description="fill outside the image; border matches the eval resize at the rim")
+
+
+class BackboneConfig(_Strict):
+    name: str = Field("vit-s", description="registered backbone (see `medboost train --help`)")
+    pretrained: bool = False
+    weights: str | None = Field(None, description="local file with pretrained weights (safetensors or .pth)")
+    img_size: int | None = Field(None, description="input size; default: the backbone's own")
+    in_chans: int = 3
+    patch_size: int | None = None
+    stem: Literal["patch", "conv"] = Field("patch", description="patch: one strided conv (ViT); conv: stride-2 3x3 stack")
+    dim: int | None = None
+    depth: int | None = None
+    temporal_depth: int | None = None
+    heads: int | None = None
+    dim_head: int | None = None
+    mlp_ratio: float | None = None
+    drop_path: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class BoosterConfig(_Strict):
+    mode: BoosterMode = "rllm"
+    llm: str = Field(
+        "huggyllama/llama-7b",
+        description="'minilm' (packaged, offline), a Hugging Face folder or hub id, a Meta-format folder, "
+        "or 'random:llama-7b' (exact shape, random weights)",
+    )
+    layer: int = Field(31, description="layer index; negative counts from the end")
+    freeze: bool = Field(True, description="false trains F_L too (the paper's FT ablation)")
+    llm_init: Literal["pretrained", "random", "shuffled"] = Field(
+        "pretrained",
+        description="random: the LM's own init for a layer of the same shape; shuffled: each pretrained tensor's "
+        "entries permuted (same value distribution, no learned structure)",
+    )
+    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="storage dtype of a frozen F_L")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    min_lr: float = Field(1e-6, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(5.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    select_metric: Literal["auc", "acc", "loss"] = "auc"
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better val metric")
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+
+
+class Recipe(_Strict):
+    task: str
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    booster: BoosterConfig = BoosterConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def task_info(self) -> Task:
+        return resolve_task(self.task)
+
+    def config_hash(self) -> str:
+        """Hash of everything that defines the experiment (not where or on what it runs, not the seed)."""
+        cfg = self.model_dump(mode="json")
+        cfg.pop("seed")
+        for key in ("device", "threads"):
+            cfg["train"].pop(key)
+        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+
+    def run_id(self) -> str:
+        return f"{self.task_info.short}-{self.backbone.name}-{self.booster.mode}-{self.config_hash()}-s{self.seed}"
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def recipes_dir() -> Path:
+    """recipes/ beside the package (editable install), else $MEDBOOST_RECIPES, else the installed copy."""
+    if os.environ.get("MEDBOOST_RECIPES"):
+        return Path(os.environ["MEDBOOST_RECIPES"])
+    for candidate in (Path(__file__).resolve().parents[1] / "recipes", Path(sys.prefix) / "share/medboost/recipes"):
+        if candidate.is_dir():
+            return candidate
+    raise MedboostError("recipes folder not found; set $MEDBOOST_RECIPES to the project's recipes/ folder")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise MedboostError(f"recipe file not found: {path}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise MedboostError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
+    if not isinstance(data, dict):
+        raise MedboostError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _recipe_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+    """The file and the files it ``extends``, base first."""
+    if path in seen:
+        raise MedboostError(f"{path}: 'extends' loops back to itself")
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    layers = []
+    if parent is not None:
+        parent_path = (path.parent / parent) if (path.parent / parent).exists() else recipes_dir() / parent
+        layers = _recipe_layers(parent_path, seen + (path,))
+    return layers + [(str(path), data)]
+
+
+def task_recipe_path(task: Task) -> Path:
+    specific = recipes_dir() / f"{task.short}.yaml"
+    return specific if specific.exists() else recipes_dir() / "base" / f"{task.dims}d.yaml"
+
+
+def preset_layer(name: str, dims: int) -> tuple[str, dict]:
+    path = recipes_dir() / "presets" / f"{name}.yaml"
+    if not path.exists():
+        names = sorted(p.stem for p in (recipes_dir() / "presets").glob("*.yaml"))
+        raise MedboostError(f"unknown preset '{name}'; available: {', '.join(names)}")
+    data = read_yaml(path)
+    section = f"{dims}d"
+    if section not in data:
+        raise MedboostError(f"{path}: preset '{name}' has no '{section}' section for {dims}D tasks")
+    return f"{path} [{section}]", data[section] or {}
+
+
+def parse_set(items: list[str]) -> list[tuple[str, dict]]:
+    """``--set train.lr=1e-3`` -> a layer {"train": {"lr": 0.001}}; values are parsed as YAML scalars/lists."""
+    layers = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise MedboostError(f"--set '{item}': expected KEY=VALUE, e.g. --set train.lr=1e-3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        layers.append((f"--set {item}", _nest(key.strip().split("."), value)))
+    return layers
+
+
+def _nest(keys: list[str], value: Any) -> dict:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_recipe(
+    task: str,
+    preset: str | None = None,
+    flags: list[tuple[str, str, Any]] | None = None,
+    sets: list[str] | None = None,
+    recipe_file: Path | None = None,
+) -> Recipe:
+    """Build and validate a run's recipe.
+
+    ``flags`` are the CLI's own options as (label, dotted key, value), e.g. ("--booster", "booster.mode", "rllm");
+    a value of None is skipped. ``sets`` are ``--set KEY=VALUE`` strings, applied last.
+    """
+    task_info = resolve_task(task)
+    path = Path(recipe_file) if recipe_file else task_recipe_path(task_info)
+    layers = _recipe_layers(path)
+    layers.insert(0, ("task", {"task": task_info.flag}))
+    if preset:
+        layers.append(preset_layer(preset, task_info.dims))
+    for label, key, value in flags or []:
+        if value is not None:
+            layers.append((f"{label} {value}", _nest(key.split("."), value)))
+    layers += parse_set(sets or [])
+    return validate_layers(layers)
+
+
+def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
+    merged: dict = {}
+    for _, layer in layers:
+        merged = merge(merged, layer)
+    try:
+        recipe = Recipe.model_validate(merged)
+    except ValidationError as e:
+        raise MedboostError(_explain(e, layers)) from None
+    resolve_task(recipe.task)  # a task named inside a recipe file must exist too
+    if recipe.task_info.flag != layers[0][1]["task"] and layers[0][0] == "task":
+        raise MedboostError(
+            f"{_source_of(('task',), layers)}: sets task '{recipe.task}' but the command asked for '{layers[0][1]['task']}'"
+        )
+    recipe.task_info.check_size(recipe.data.size)
+    return recipe
+
+
+def _source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:
+    for source, layer in reversed(layers):
+        node: Any = layer
+        for key in loc:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            return source
+    return "recipe"
+
+
+def _explain(error: ValidationError, layers: list[tuple[str, dict]]) -> str:
+    first = error.errors()[0]
+    loc = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
+    key = ".".join(loc)
+    source = _source_of(loc, layers)
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = ", ".join(parent.model_fields) if parent else ""
+        return f"{source}: unknown key '{key}' (value {value!r}); valid keys here: {valid}"
+    if first["type"] == "missing":
+        return f"{source}: required key '{key}' is missing"
+    return f"{source}: bad value for '{key}': {value!r} ({first['msg']})"
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for key in loc:
+        field = model.model_fields.get(key)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
