@@ -1,0 +1,27 @@
+# medboost: `make demo` installs and runs the main job on its default; `make test` installs and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export MEDBOOST_DATA ?= $(abspath ../shared/medmnist)
+
+.PHONY: setup demo test bench clean
+
+# torch and torchvision first, pinned: on this kind of machine pip takes them from the local disk.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job on its default: BreastMNIST, R-LLM booster, CPU preset (minutes on 2 cores).
+demo: setup
+	$(BIN)/medboost train breast --booster rllm --preset cpu
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --durations=15
+
+clean:
+	rm -rf results .pytest_cache
