@@ -58,6 +58,8 @@ class BackboneConfig(_Strict):
     mlp_ratio: float | None = None
     drop_path: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
+    booster_site: Literal["tokens", "temporal", "spatial"] | None = Field(
+        None, description="where the booster wraps the tokens; default: the backbone's own (ViViT: temporal)")
 
 
 class BoosterConfig(_Strict):

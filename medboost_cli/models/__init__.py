@@ -26,7 +26,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(backbone.num_features, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.booster(self.backbone.forward_tokens(x))
+        tokens = self.backbone.forward_tokens(x, self.booster)  # the backbone applies the booster at its site
         return self.head(self.backbone.pool(tokens))
 
 

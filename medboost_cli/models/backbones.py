@@ -1,8 +1,14 @@
 """Backbones: image or volume -> token sequence (B, N, D), and tokens -> pooled features (B, D).
 
-Every backbone exposes ``forward_tokens(x)`` (everything up to, not including, the final norm),
-``pool(tokens)`` (final norm + CLS pooling), ``num_features``, ``input_size``, ``n_tokens``, ``mean``/``std``.
-The booster sits between the two calls. Backbones are registered by name in ``BACKBONES``.
+Every backbone exposes:
+
+* ``forward_tokens(x, boost=None)``: everything up to, not including, the final norm. ``boost`` (the booster,
+  a tokens -> tokens module) is applied at the backbone's booster site: for ViTs after the last block, on all
+  tokens, CLS included;
+* ``pool(tokens)``: final norm, then the CLS token;
+* ``num_features``, ``input_size``, ``in_chans``, ``n_tokens`` (tokens the booster sees), ``mean``/``std``, ``dims``.
+
+Backbones are registered by name in ``BACKBONES`` with the input dimensionality in ``BACKBONE_DIMS``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from timm.layers import PatchEmbed
 from ..errors import MedboostError
 from ..hub import cached_file, ensure_reachable
 from ..recipes import BackboneConfig
+from .backbones3d import BACKBONES_3D
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,10 @@ class TimmViT(nn.Module):
         self.std = tuple(cfg.get("std", (0.5, 0.5, 0.5)))
         self.in_chans = in_chans
 
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
         v = self.vit
-        x = v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
-        return v.blocks(x)
+        x = v.blocks(v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x)))))
+        return boost(x) if boost is not None else x
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.vit.forward_head(self.vit.norm(tokens), pre_logits=True)
@@ -84,6 +91,8 @@ TIMM_VITS: dict[str, TimmViTSpec] = {
 
 
 def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
+    if cfg.booster_site not in (None, "tokens"):
+        raise MedboostError(f"backbone.booster_site={cfg.booster_site} is for ViViT; a ViT has one site, 'tokens'")
     kwargs: dict = dict(spec.overrides)
     kwargs.update(
         {k: v for k, v in {
@@ -130,9 +139,10 @@ def _pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
 
 
 BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
-    name: (lambda cfg, spec=spec: build_timm_vit(spec, cfg)) for name, spec in TIMM_VITS.items()
+    **{name: (lambda cfg, spec=spec: build_timm_vit(spec, cfg)) for name, spec in TIMM_VITS.items()},
+    **BACKBONES_3D,
 }
-BACKBONE_DIMS: dict[str, int] = {name: spec.dims for name, spec in TIMM_VITS.items()}
+BACKBONE_DIMS: dict[str, int] = {**{name: spec.dims for name, spec in TIMM_VITS.items()}, **{n: 3 for n in BACKBONES_3D}}
 
 
 def build_backbone(cfg: BackboneConfig, dims: int) -> nn.Module:
