@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from medboost_cli.errors import MedboostError
 from medboost_cli.models.llm import KNOWN_SPECS, LayerSpec, build_block, layer_flops
-from medboost_cli.models.llm_loading import load_llm_layer, weights_sha256
+from medboost_cli.models.llm_loading import load_llm_layer, safetensors_header, weights_sha256
 
 SMALL_LLAMA = LayerSpec("llama", 32, 48, 4, 2, 8, 1e-6, n_layers=2)
 SMALL_BERT = LayerSpec("bert", 32, 64, 4, 4, 8, 1e-12, n_layers=2, qkv_bias=True)
@@ -70,13 +70,13 @@ def test_only_the_layers_shards_are_opened(tiny_llama, monkeypatch):
     import medboost_cli.models.llm_loading as loading
 
     opened = []
-    real = loading.safe_open
+    real = loading.read_safetensors
 
     def spy(path, *a, **k):
         opened.append(Path(path).name)
         return real(path, *a, **k)
 
-    monkeypatch.setattr(loading, "safe_open", spy)
+    monkeypatch.setattr(loading, "read_safetensors", spy)
     load_llm_layer(str(folder), 1)
     index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
     layer_files = {f for k, f in index.items() if k.startswith("model.layers.1.")}
@@ -178,3 +178,94 @@ def test_weights_hash_sees_every_byte(block):
     with torch.no_grad():
         next(block.parameters()).view(-1)[0] += 1e-3
     assert weights_sha256(block) != before
+
+
+# --------------------------------------------------------------------------------------------- Meta format
+
+
+def _meta_from_hf(model, folder: Path, shards: int = 1, permute_back: bool = True) -> Path:
+    """Write a Meta-format checkpoint (params.json + consolidated.NN.pth) of a transformers LLaMA.
+
+    transformers' conversion permutes the rows of wq/wk within each head (RoPE's layout); Meta's files hold the
+    un-permuted rows. ``permute_back`` undoes it, like a genuine Meta checkpoint."""
+    from medboost_cli.models.llm import META_RENAMES
+
+    cfg = model.config
+    folder.mkdir()
+    (folder / "params.json").write_text(json.dumps({
+        "dim": cfg.hidden_size, "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads,
+        "n_layers": cfg.num_hidden_layers, "multiple_of": 32, "norm_eps": cfg.rms_norm_eps, "vocab_size": 50,
+        "ffn_dim_multiplier": cfg.intermediate_size / int(2 * 4 * cfg.hidden_size / 3)}))
+    inverse = {v: k for k, v in META_RENAMES.items()}
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+
+    def unpermute(w, heads):
+        return w.view(heads, 2, head_dim // 2, -1).transpose(1, 2).reshape(w.shape)
+
+    state = {}
+    for i, layer in enumerate(model.model.layers):
+        for key, tensor in layer.state_dict().items():
+            module, leaf = key.rsplit(".", 1)
+            if permute_back and module == "self_attn.q_proj":
+                tensor = unpermute(tensor, cfg.num_attention_heads)
+            if permute_back and module == "self_attn.k_proj":
+                tensor = unpermute(tensor, cfg.num_key_value_heads)
+            state[f"layers.{i}.{inverse[module]}.{leaf}"] = tensor.clone()
+    state["tok_embeddings.weight"] = model.model.embed_tokens.weight.detach().clone()
+    split_dim = {"attention.wq": 0, "attention.wk": 0, "attention.wv": 0, "feed_forward.w1": 0,
+                 "feed_forward.w3": 0, "attention.wo": 1, "feed_forward.w2": 1}
+    for rank in range(shards):
+        part = {}
+        for key, tensor in state.items():
+            dim = split_dim.get(key.split(".", 2)[-1].rsplit(".", 1)[0]) if key.startswith("layers.") else None
+            part[key] = tensor.chunk(shards, dim=dim)[rank].clone() if dim is not None else tensor
+        torch.save(part, folder / f"consolidated.{rank:02d}.pth")
+    return folder
+
+
+def test_meta_pth_maps_onto_the_same_layer(tiny_llama, tmp_path):
+    folder, model = tiny_llama
+    hf = load_llm_layer(str(folder), 1)
+    meta = load_llm_layer(str(_meta_from_hf(model, tmp_path / "meta", permute_back=False)), 1)
+    assert meta.sha256 == hf.sha256 and meta.spec == hf.spec
+
+
+def test_meta_rope_layout_gives_the_same_outputs_without_rope(tiny_llama, tmp_path):
+    """Meta's q/k rows differ from HF's by a per-head permutation; without RoPE every q.k product is the same."""
+    folder, model = tiny_llama
+    hf = load_llm_layer(str(folder), 2)
+    meta = load_llm_layer(str(_meta_from_hf(model, tmp_path / "meta", permute_back=True)), 2)
+    assert meta.sha256 != hf.sha256  # the stored rows really differ
+    x = torch.randn(2, 7, 64)
+    with torch.no_grad():
+        assert torch.allclose(meta.block(x), hf.block(x), atol=1e-5)
+
+
+def test_meta_model_parallel_shards_are_concatenated(tiny_llama, tmp_path):
+    folder, model = tiny_llama
+    one = load_llm_layer(str(_meta_from_hf(model, tmp_path / "one")), 0)
+    two = load_llm_layer(str(_meta_from_hf(model, tmp_path / "two", shards=2)), 0)
+    assert two.sha256 == one.sha256
+
+
+def test_meta_unexpected_key_is_named(tiny_llama, tmp_path):
+    folder = _meta_from_hf(tiny_llama[1], tmp_path / "meta")
+    state = torch.load(folder / "consolidated.00.pth", weights_only=True)
+    state["layers.1.attention.wq.bias"] = torch.zeros(64)
+    torch.save(state, folder / "consolidated.00.pth")
+    with pytest.raises(MedboostError, match=r"unexpected key\(s\) self_attn\.q_proj\.bias"):
+        load_llm_layer(str(folder), 1)
+
+
+def test_truncated_safetensors_shard_is_a_clear_error(tiny_llama, tmp_path):
+    folder, tensors = _copy_checkpoint(tiny_llama[0], tmp_path / "ckpt")
+    save_file(tensors, folder / "model.safetensors")
+    header, base = safetensors_header(folder / "model.safetensors")
+    first = min(v["data_offsets"][0] for k, v in header.items() if k.startswith("model.layers.2."))
+    raw = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(raw[: base + first + 10])  # cut inside layer 2's first tensor
+    with pytest.raises(MedboostError, match=r"model.safetensors: tensor .* cut short .* corrupt or truncated"):
+        load_llm_layer(str(folder), 2)
+    (folder / "model.safetensors").write_bytes(raw[:5])
+    with pytest.raises(MedboostError, match=r"not a readable safetensors file"):
+        load_llm_layer(str(folder), 2)
