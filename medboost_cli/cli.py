@@ -106,6 +106,41 @@ def evaluate(
     console.print(table)
 
 
+@app.command()
+def bench(
+    task: Optional[str] = typer.Argument(None, help="a task's recipe to measure (or use --shape)"),
+    shape: Optional[str] = typer.Option(None, "--shape", help="the paper's shapes: 2d-224 (ViT-S/16) or 3d-28"),
+    boosters: list[str] = typer.Option(["none", "rllm"], "--booster", help="modes to compare (repeatable)"),
+    batch: Optional[int] = typer.Option(None, "--batch", help="batch size (default: the recipe's)"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="F_L source; random:llama-7b = LLaMA-7B's shape, random weights"),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="registered backbone"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
+    warmup: int = typer.Option(2, "--warmup", help="untimed steps first"),
+    steps: int = typer.Option(5, "--steps", help="timed steps"),
+    sets: list[str] = typer.Option([], "--set", help="override any recipe key (repeatable)"),
+    results_dir: Optional[Path] = ResultsDir,
+) -> None:
+    """Measure each booster mode's train step and eval throughput, memory, parameters and FLOPs, side by side."""
+    from .bench import bench_recipe, run_bench
+
+    recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=backbone)
+    label = shape or task
+    rows = run_bench(recipe, boosters, warmup, steps, _results_dir(results_dir), label, log=err_console.print)
+    table = Table(title=f"{label}: batch {recipe.train.batch_size}, {rows[0]['device']}, {rows[0]['precision']}; "
+                        f"bf16 matmul {rows[0]['matmul_tflops']:.3f} TFLOP/s")
+    columns = ["booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s", "eval img/s",
+               "peak MB", "step TFLOP/s", "step % matmul", "F_L TFLOP/s", "F_L % matmul"]
+    for col in columns:
+        table.add_column(col, justify="right")
+    for r in rows:
+        layer = (f"{r['layer_tflops']:.3f}", f"{100 * r['layer_fraction_of_matmul']:.0f}%") if r["layer_tflops"] else ("-", "-")
+        table.add_row(r["booster"], f"{r['params_total'] / 1e6:.1f}", f"{r['params_trainable'] / 1e6:.1f}",
+                      f"{r['gmacs_per_image']:.2f}", f"{r['train_ms_per_step']:.0f}", f"{r['train_images_per_second']:.1f}",
+                      f"{r['eval_images_per_second']:.1f}", f"{r['peak_memory_mb']:.0f}", f"{r['step_tflops']:.3f}",
+                      f"{100 * r['step_fraction_of_matmul']:.0f}%", *layer)
+    console.print(table)
+
+
 def main() -> None:
     try:
         app()

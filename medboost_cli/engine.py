@@ -102,6 +102,14 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, task_type: str, label_sm
     return F.cross_entropy(logits, labels[:, 0], label_smoothing=label_smoothing)
 
 
+def prepare_runner(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default,
+    see the README's performance section); it shares its parameters with ``model``."""
+    if recipe.train.channels_last and recipe.task_info.dims == 2:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if recipe.train.compile else model
+
+
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """AdamW over trainable parameters only; no weight decay on biases, norms, position embeddings and tokens."""
     decay, no_decay = [], []
@@ -220,6 +228,7 @@ def train(
     data = load_dataset(task, recipe.data.size, data_dir, verify=recipe.data.verify).to(device)
     built = build_model(recipe, task, device)
     model = built.model
+    runner = prepare_runner(model, recipe)
     train_tf, eval_tf = make_transforms(recipe, model.backbone)
     n_train = len(data.splits["train"])
     steps_per_epoch = math.ceil(n_train / recipe.train.batch_size)
@@ -279,8 +288,8 @@ def train(
     train_split = data.splits["train"]
     try:
         for epoch in range(state["epoch"] + 1, recipe.train.epochs):
-            record = _train_epoch(model, optimizer, schedule, train_split, train_tf, recipe, epoch, amp, reporter)
-            scores, val_loss = predict(model, data.splits["val"], eval_tf, recipe.train.eval_batch_size, amp,
+            record = _train_epoch(runner, optimizer, schedule, train_split, train_tf, recipe, epoch, amp, reporter)
+            scores, val_loss = predict(runner, data.splits["val"], eval_tf, recipe.train.eval_batch_size, amp,
                                        task.task_type)
             record.update(val_loss=val_loss, **{f"val_{k}": v for k, v in
                                                 metrics.evaluate(data.splits["val"].labels.cpu().numpy(), scores,
@@ -314,7 +323,7 @@ def train(
     best = load_checkpoint(paths.best)
     load_trainable_state(model, best["trainable"], paths.best)
     test = data.splits["test"]
-    scores, _ = predict(model, test, eval_tf, recipe.train.eval_batch_size, amp, task.task_type)
+    scores, _ = predict(runner, test, eval_tf, recipe.train.eval_batch_size, amp, task.task_type)
     test_metrics = metrics.evaluate(test.labels.cpu().numpy(), scores, task.task_type)
     final = row(
         "completed", test_acc=test_metrics["acc"], test_auc=test_metrics["auc"], ended_at=_now(),
@@ -326,33 +335,40 @@ def train(
     return final
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+               transform: BatchTransform, augment: torch.Generator | None, amp: torch.dtype | None, task_type: str,
+               label_smoothing: float = 0.0, grad_clip: float | None = None) -> torch.Tensor:
+    """One optimisation step on a uint8 batch already on the device; returns the (detached) loss, no host sync."""
+    x = transform(images, augment)
+    with _autocast(images.device, amp):
+        logits = model(x)
+    loss = loss_fn(logits, labels, task_type, label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 def _train_epoch(model, optimizer, schedule, split: Split, transform: BatchTransform, recipe: Recipe, epoch: int,
                  amp, reporter: Reporter) -> dict[str, Any]:
     device = next(model.parameters()).device
-    task_type = recipe.task_info.task_type
+    t = recipe.train
     torch.manual_seed(epoch_generator(recipe.seed, epoch, stream=2).initial_seed())  # dropout / drop-path
     order = torch.randperm(len(split), generator=epoch_generator(recipe.seed, epoch)).to(device)
     augment = epoch_generator(recipe.seed, epoch, stream=1)
-    bs = recipe.train.batch_size
     model.train()
     loss_sum = torch.zeros((), device=device)
     lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    for i, first in enumerate(range(0, len(split), bs)):
-        idx = order[first : first + bs]
-        x = transform(split.images[idx], augment)
-        y = split.labels[idx]
-        with _autocast(device, amp):
-            logits = model(x)
-        loss = loss_fn(logits, y, task_type, recipe.train.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.train.grad_clip:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], recipe.train.grad_clip)
-        optimizer.step()
+    for i, first in enumerate(range(0, len(split), t.batch_size)):
+        idx = order[first : first + t.batch_size]
+        loss = train_step(model, optimizer, split.images[idx], split.labels[idx], transform, augment, amp,
+                          recipe.task_info.task_type, t.label_smoothing, t.grad_clip)
         schedule.step()
-        loss_sum += loss.detach() * len(idx)
-        reporter.step(loss.item() if (i % 10 == 0 and device.type == "cpu") else None)
+        loss_sum += loss * len(idx)
+        reporter.step(loss.item() if (i % 10 == 0 and device.type == "cpu") else None)  # no GPU sync in the loop
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -93,7 +93,9 @@ class TrainConfig(_Strict):
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better val metric")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's (the cores)")
+    compile: bool = Field(False, description="torch.compile the model (see the README's performance section)")
+    channels_last: bool = Field(False, description="channels-last memory format for convolutional parts (2D)")
 
 
 class Recipe(_Strict):

@@ -56,7 +56,10 @@ def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") 
     loaded = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        backbone = build_backbone(recipe.backbone, task.dims)
+        backbone_cfg = recipe.backbone
+        if task.dims == 3 and backbone_cfg.img_size is None:  # 3D backbones take the volume at its own size
+            backbone_cfg = backbone_cfg.model_copy(update={"img_size": recipe.data.size})
+        backbone = build_backbone(backbone_cfg, task.dims)
         torch.manual_seed(seed + 2_000)
         if cfg.mode == "none":
             booster = Booster("none", backbone.num_features)
