@@ -170,3 +170,26 @@ def test_schedule_warms_up_then_decays():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"])
+
+
+TINY_3D = ["data.verify=false", "backbone.dim=32", "backbone.depth=1", "backbone.heads=2", "backbone.dim_head=16",
+           "train.epochs=1", "train.batch_size=8", "train.warmup_epochs=0"]
+
+
+@pytest.mark.parametrize("backbone, site", [("vit3d", None), ("vivit-s", None), ("vivit-m", "spatial")])
+def test_3d_end_to_end_on_small_volumes(tmp_path, backbone, site):
+    write_medmnist(tmp_path / "d", "adrenal3d", n=(16, 8, 8))
+    sets = TINY_3D + (["backbone.temporal_depth=1"] if backbone.startswith("vivit") else [])
+    sets += [f"backbone.booster_site={site}"] if site else []
+    recipe = load_recipe("adrenal3d", preset="cpu", flags=[("--backbone", "backbone.name", backbone)], sets=sets)
+    row = train(recipe, tmp_path / "d", tmp_path / "r", log=quiet)
+    assert row["status"] == "completed" and row["backbone"] == backbone and row["booster"] == "rllm"
+    assert np.array(row["test_scores"]).shape == (8, 2)
+    out = evaluate_run(row["run_id"], tmp_path / "r", tmp_path / "d", "test")
+    assert out["auc"] == pytest.approx(row["test_auc"])
+
+
+def test_3d_backbone_follows_the_data_size(tmp_path):
+    recipe = load_recipe("adrenal3d", preset="cpu", sets=TINY_3D + ["data.size=64", "backbone.patch_size=8"])
+    model = build_model(recipe, recipe.task_info).model
+    assert model.backbone.input_size == 64 and model.backbone.n_tokens == 8**3 + 1

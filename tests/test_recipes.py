@@ -92,3 +92,22 @@ def test_schema_lists_all_booster_modes():
     assert BOOSTER_MODES == ("none", "rllm", "out", "hybrid", "mlp")
     assert Recipe.model_fields["booster"].annotation.model_fields["llm_init"].annotation.__args__ == (
         "pretrained", "random", "shuffled")
+
+
+@pytest.mark.parametrize("task", ["fracture3d", "adrenal3d", "nodule3d", "vessel3d"])
+@pytest.mark.parametrize("backbone", ["vit3d", "vivit-s", "vivit-m"])
+def test_3d_recipes_have_the_papers_settings(task, backbone):
+    r = load_recipe(task, flags=[("--backbone", "backbone.name", backbone)])
+    assert r.task_info.dims == 3 and r.backbone.name == backbone and not r.backbone.pretrained
+    assert (r.train.lr, r.train.batch_size, r.train.epochs) == (1e-5, 128, 100)
+    assert (r.booster.llm, r.booster.layer) == ("huggyllama/llama-7b", 31)
+    cpu = load_recipe(task, preset="cpu", flags=[("--backbone", "backbone.name", backbone)])
+    assert cpu.backbone.name == backbone and cpu.booster.llm == "minilm" and cpu.backbone.patch_size == 7
+
+
+def test_2d_backbone_on_a_3d_task_is_a_clear_error():
+    from medboost_cli.models import build_model
+
+    r = load_recipe("adrenal3d", preset="cpu", flags=[("--backbone", "backbone.name", "vit-mini")])
+    with pytest.raises(MedboostError, match="backbone 'vit-mini' takes 2D input but the task is 3D; use one of vit3d"):
+        build_model(r, r.task_info)
