@@ -107,6 +107,41 @@ def evaluate(
 
 
 @app.command()
+def ablate(
+    study: str = typer.Argument(..., help="main2d, main3d, capacity, residual, control or layers (recipes/studies/)"),
+    tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="only these tasks (repeatable)"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeds 0..N-1 per configuration"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and their commands, train nothing"),
+    sets: list[str] = typer.Option([], "--set", help="override a recipe key in every run (repeatable)"),
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Expand a study into runs and train those not already completed in the results (reruns skip them)."""
+    from .data import data_dir_from
+    from .engine import train as run_training
+    from .progress import RichReporter
+    from .studies import completed_run_ids, expand, load_study, run_study
+
+    plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=sets)
+    folder = _results_dir(results_dir)
+    if dry_run:
+        done = completed_run_ids(folder)
+        for run in plan:
+            console.print(f"{'done' if run.run_id in done else 'todo'}  {run.command()}", highlight=False, soft_wrap=True)
+        return
+
+    def train_one(recipe, data, results, resume):
+        row = run_training(recipe, data, results, resume=resume, reporter=None if quiet else RichReporter(err_console),
+                           log=err_console.print)
+        console.print(f"{row['run_id']}: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
+
+    counts = run_study(plan, data_dir_from(data_dir), folder, train_one, log=console.print)
+    console.print(f"{study}: {counts['trained']} trained, {counts['skipped']} already completed")
+
+
+@app.command()
 def bench(
     task: Optional[str] = typer.Argument(None, help="a task's recipe to measure (or use --shape)"),
     shape: Optional[str] = typer.Option(None, "--shape", help="the paper's shapes: 2d-224 (ViT-S/16) or 3d-28"),

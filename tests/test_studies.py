@@ -1,0 +1,81 @@
+"""Studies expand into paired runs; `ablate` is idempotent."""
+
+from __future__ import annotations
+
+import pytest
+
+from medboost_cli.errors import MedboostError
+from medboost_cli.studies import expand, load_study, run_study, study_names
+
+from .conftest import TINY_SETS, write_medmnist
+
+
+def test_all_studies_load_and_expand_under_both_configurations():
+    assert study_names() == ["capacity", "control", "layers", "main2d", "main3d", "residual"]
+    sizes = {"main2d": 6 * 2, "main3d": 4 * 3 * 2, "capacity": 2 * 4, "residual": 2 * 4, "control": 2 * 4}
+    for name, n in sizes.items():
+        for preset in (None, "cpu"):
+            assert len(expand(load_study(name, preset), seeds=1, preset=preset)) == n, (name, preset)
+    assert len(expand(load_study("layers"), seeds=1)) == 2 * 6  # none + 5 layers
+    assert len(expand(load_study("layers", "cpu"), seeds=1, preset="cpu")) == 2 * 7  # none + MiniLM's 6 layers
+
+
+def test_residual_study_expansion():
+    runs = expand(load_study("residual"), tasks=["adrenal3d"], seeds=2)
+    assert [(r.variant, r.seed) for r in runs] == [(v, s) for v in ("none", "rllm", "out", "hybrid") for s in (0, 1)]
+    assert {r.backbone for r in runs} == {"vivit-m"} and {r.task for r in runs} == {"adrenal3d"}
+    assert runs[2].command() == "medboost train adrenal3d --backbone vivit-m --booster rllm --seed 0"
+    assert len({r.run_id for r in runs}) == 8 and len({r.cell for r in runs}) == 4
+
+
+def test_paired_runs_differ_only_by_booster_and_share_seeds():
+    runs = expand(load_study("control"), tasks=["breast"], seeds=2, preset="cpu")
+    by = {(r.variant, r.seed): r.recipe for r in runs}
+    for seed in (0, 1):
+        base, boosted = by[("none", seed)], by[("rllm-random", seed)]
+        assert base.seed == boosted.seed == seed
+        assert base.model_dump(exclude={"booster"}) == boosted.model_dump(exclude={"booster"})
+        assert boosted.booster.llm_init == "random" and boosted.booster.mode == "rllm"
+
+
+def test_studies_share_runs_across_tables():
+    residual = {r.run_id for r in expand(load_study("residual"), seeds=1)}
+    capacity = {r.run_id for r in expand(load_study("capacity"), seeds=1)}
+    assert {r for r in residual & capacity if "-none-" in r or "-rllm-" in r} == residual & capacity
+    assert len(residual & capacity) == 4  # none and rllm on two tasks
+
+
+def test_comparisons_and_bad_studies(tmp_path, monkeypatch):
+    study = load_study("capacity")
+    assert study.comparisons() == [("mlp", "none"), ("rllm", "none"), ("rllm-ft", "none"), ("rllm", "mlp"),
+                                   ("rllm", "rllm-ft")]
+    with pytest.raises(MedboostError, match="unknown study 'tabel6'; available: capacity, control"):
+        load_study("tabel6")
+    with pytest.raises(MedboostError, match="unknown task 'lung'"):
+        expand(study, tasks=["lung"])
+    with pytest.raises(MedboostError, match="study 'capacity' has no 2D backbone for task 'breast'"):
+        expand(study, tasks=["breast"])
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "bad.yaml").write_text("title: t\ntasks: [breast]\nvariants: {none: {booster: nope}}\n")
+    monkeypatch.setenv("MEDBOOST_RECIPES", str(tmp_path))
+    with pytest.raises(MedboostError, match=r"bad.yaml: bad study key 'variants.none.booster': 'nope'"):
+        load_study("bad")
+
+
+def test_ablate_runs_only_what_is_missing(tmp_path):
+    from medboost_cli.engine import train
+
+    write_medmnist(tmp_path / "d", "breast")
+    runs = expand(load_study("control"), tasks=["breast"], seeds=1, preset="cpu",
+                  extra_sets=TINY_SETS + ["train.epochs=1"])
+    assert {r.backbone for r in runs} == {"vit-mini"}  # a study without backbones takes the recipe's
+    calls = []
+
+    def quiet_train(recipe, data_dir, results_dir, resume):
+        calls.append(recipe.run_id())
+        return train(recipe, data_dir, results_dir, resume=resume, log=lambda *a: None)
+
+    first = run_study(runs, tmp_path / "d", tmp_path / "r", quiet_train, log=lambda *a: None)
+    assert first == {"planned": 4, "skipped": 0, "trained": 4} and len(calls) == 4
+    second = run_study(runs, tmp_path / "d", tmp_path / "r", quiet_train, log=lambda *a: None)
+    assert second == {"planned": 4, "skipped": 4, "trained": 0} and len(calls) == 4
