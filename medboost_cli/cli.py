@@ -141,6 +141,51 @@ def ablate(
     console.print(f"{study}: {counts['trained']} trained, {counts['skipped']} already completed")
 
 
+report_app = typer.Typer(help="Regenerate the paper's Tables 1-6, our control and layer studies, statistics and "
+                                "figures from the results alone; `report gradcam RUN` draws Grad-CAM maps.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.callback(invoke_without_command=True)
+def report(
+    ctx: typer.Context,
+    markdown: bool = typer.Option(False, "--markdown", help="write report.md and print it (the default format)"),
+    latex: bool = typer.Option(False, "--latex", help="write report.tex (booktabs; compiles with pdflatex)"),
+    html: bool = typer.Option(False, "--html", help="write report.html"),
+    out: Path = typer.Option(Path("reports"), "--out", help="output folder (with cells.csv, pairs.csv, figures)"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeds the fill-in commands ask for"),
+    n_boot: int = typer.Option(2000, "--n-boot", min=100, help="bootstrap replicates per interval"),
+    results_dir: Optional[Path] = ResultsDir,
+) -> None:
+    if ctx.invoked_subcommand:
+        return
+    from .report import make_report
+
+    formats = [f for f, on in (("markdown", markdown), ("latex", latex), ("html", html)) if on] or ["markdown"]
+    written = make_report(_results_dir(results_dir), out, formats, seeds=seeds, n_boot=n_boot)
+    if "markdown" in written and markdown:
+        console.print(written["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True)
+    for fmt, path in written.items():
+        err_console.print(f"{fmt}: {path}")
+    err_console.print(f"traces: {out / 'cells.csv'}, {out / 'pairs.csv'}")
+
+
+@report_app.command("gradcam")
+def gradcam(
+    run: str = typer.Argument(..., help="a 2D run id (baseline or booster); its paired run must exist too"),
+    images: int = typer.Option(4, "--images", min=1, help="how many test images"),
+    out: Path = typer.Option(Path("reports"), "--out", help="output folder"),
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+) -> None:
+    """Grad-CAM maps of a baseline run and its booster run, side by side (the paper's Figure 3)."""
+    from .data import data_dir_from
+    from .gradcam import gradcam_figure
+
+    for path in gradcam_figure(run, _results_dir(results_dir), data_dir_from(data_dir), images, out):
+        console.print(str(path))
+
+
 @app.command()
 def bench(
     task: Optional[str] = typer.Argument(None, help="a task's recipe to measure (or use --shape)"),

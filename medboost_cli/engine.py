@@ -378,8 +378,8 @@ def _train_epoch(model, optimizer, schedule, split: Split, transform: BatchTrans
 # ---------------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate_run(run: str, results_dir: Path, data_dir: Path, split: str = "test") -> dict[str, Any]:
-    """Re-score a saved run on ``split`` from its best checkpoint; returns the new and the recorded metrics."""
+def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, BuiltModel]:
+    """A completed run's row, recipe and model with its best checkpoint loaded (frozen layer hash checked)."""
     row = find_run(Path(results_dir), run)
     if row["status"] != "completed":
         raise MedboostError(f"run {row['run_id']} has status '{row['status']}', not completed; finish it with --resume")
@@ -388,14 +388,21 @@ def evaluate_run(run: str, results_dir: Path, data_dir: Path, split: str = "test
     if not paths.best.exists():
         raise MedboostError(f"{paths.best}: the run's best checkpoint is missing; retrain the run")
     set_threads(recipe.train.threads)
-    device = resolve_device(recipe.train.device)
-    amp = autocast_dtype(recipe.train.precision, device)
-    task = recipe.task_info
-    data = load_dataset(task, recipe.data.size, Path(data_dir), verify=recipe.data.verify).to(device)
-    built: BuiltModel = build_model(recipe, task, device)
+    built = build_model(recipe, recipe.task_info, resolve_device(recipe.train.device))
     ckpt = load_checkpoint(paths.best)
     check_frozen_hash(built, ckpt["frozen_sha256"], str(paths.best))
     load_trainable_state(built.model, ckpt["trainable"], paths.best)
+    built.model.eval()
+    return row, recipe, built
+
+
+def evaluate_run(run: str, results_dir: Path, data_dir: Path, split: str = "test") -> dict[str, Any]:
+    """Re-score a saved run on ``split`` from its best checkpoint; returns the new and the recorded metrics."""
+    row, recipe, built = load_run(run, results_dir)
+    device = next(built.model.parameters()).device
+    amp = autocast_dtype(recipe.train.precision, device)
+    task = recipe.task_info
+    data = load_dataset(task, recipe.data.size, Path(data_dir), verify=recipe.data.verify).to(device)
     _, eval_tf = make_transforms(recipe, built.model.backbone)
     target: Split = data.splits[split]
     scores, loss = predict(built.model, target, eval_tf, recipe.train.eval_batch_size, amp, task.task_type)
