@@ -23,5 +23,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -n 2 --durations=15
 
+# Speed and memory figures (printed, not asserted in unit tests): the paper's 2D shape and one-layer loading.
+bench: setup
+	$(BIN)/python benchmarks/paper_shape.py
+	$(BIN)/python benchmarks/load_memory.py
+
 clean:
 	rm -rf results .pytest_cache

@@ -40,7 +40,7 @@ from .hardware import (
 )
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
 from .recipes import Recipe
-from .results import find_run, package_versions, git_commit, write_row
+from .results import find_run, git_commit, package_versions, row_path, write_row
 
 CHECKPOINT_FORMAT = 1
 
@@ -221,6 +221,11 @@ def train(
     task = recipe.task_info
     run_id = recipe.run_id()
     paths = RunPaths(results_dir, run_id)
+    if resume and row_path(results_dir, run_id).exists() and paths.best.exists():
+        finished = find_run(results_dir, run_id)
+        if finished["status"] == "completed":
+            log(f"{run_id} is already completed; nothing to resume")
+            return finished
     set_threads(recipe.train.threads)
     device = resolve_device(recipe.train.device)
     amp = autocast_dtype(recipe.train.precision, device)

@@ -112,7 +112,7 @@ class PatchEmbed3D(nn.Sequential):
 
 
 def _token(*shape: int) -> nn.Parameter:
-    return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))
+    return nn.Parameter(torch.randn(*shape))  # unit scale, as the released code (lucidrains) initialises them
 
 
 def _init_weights(m: nn.Module) -> None:
