@@ -314,13 +314,14 @@ def table_pairs(pairs: list[Pair]) -> Table:
                              "column": f"{p.variant}-{p.reference}", "metric": metric,
                              "mean": round(100 * d.mean_diff, 4), "std": None, "n": d.n_seeds,
                              "run_ids": ";".join(p.run_ids)})
-    t.notes.append("† = the interval includes zero: no clear difference. Method: " + STATS_METHOD)
+    n_boot = pairs[0].auc.n_boot if pairs else 2000
+    t.notes.append("† = the interval includes zero: no clear difference. Method: " + STATS_METHOD.format(n_boot=n_boot))
     return t
 
 
 STATS_METHOD = ("for each pair of runs with the same seed, the difference in test ACC/AUC; the point estimate is the "
                 "mean over seeds; the interval resamples seeds and test samples (the same samples for both arms) "
-                "2000 times and takes the 2.5th and 97.5th percentiles (medboost_cli.stats).")
+                "{n_boot} times and takes the 2.5th and 97.5th percentiles (medboost_cli.stats).")
 
 
 def summary(pairs: list[Pair]) -> list[str]:

@@ -51,6 +51,7 @@ def test_paired_intervals_marked_and_summarised(report):
     by_variant = {l.split(" | ")[4]: l for l in lines}
     assert "better" in by_variant["rllm − none"] and "†" not in by_variant["rllm − none"].split(" | ")[7]
     assert "†" in by_variant["out − none"] and "no clear difference" in by_variant["out − none"]
+    assert "resamples seeds and test samples (the same samples for both arms) 500 times" in pairs  # n_boot=500
     assert len(lines) == 3  # rllm, out, hybrid vs none, each once although three studies share the runs
     summary = md.split("## Summary")[1].split("## ")[0]
     assert summary.count("- AdrenalMNIST3D (ViViT-M, --preset cpu): the booster raised AUC") == 1
