@@ -145,5 +145,6 @@ def run_study(runs: list[PlannedRun], data_dir: Path, results_dir: Path, train: 
     log(f"{len(runs)} runs planned, {len(runs) - len(todo)} already completed, {len(todo)} to train")
     for i, run in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {run.command()}")
-        train(run.recipe, data_dir, results_dir, resume=True)
+        interrupted = (Path(results_dir) / "checkpoints" / run.run_id / "last.pt").exists()
+        train(run.recipe, data_dir, results_dir, resume=interrupted)
     return {"planned": len(runs), "skipped": len(runs) - len(todo), "trained": len(todo)}

@@ -79,3 +79,17 @@ def test_ablate_runs_only_what_is_missing(tmp_path):
     assert first == {"planned": 4, "skipped": 0, "trained": 4} and len(calls) == 4
     second = run_study(runs, tmp_path / "d", tmp_path / "r", quiet_train, log=lambda *a: None)
     assert second == {"planned": 4, "skipped": 4, "trained": 0} and len(calls) == 4
+
+
+def test_ablate_resumes_only_runs_that_were_interrupted(tmp_path):
+    runs = expand(load_study("control"), tasks=["breast"], seeds=1, preset="cpu", extra_sets=TINY_SETS)
+    interrupted = runs[1].run_id
+    (tmp_path / "r" / "checkpoints" / interrupted).mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / interrupted / "last.pt").write_bytes(b"")
+    seen = {}
+
+    def record(recipe, data_dir, results_dir, resume):
+        seen[recipe.run_id()] = resume
+
+    run_study(runs, tmp_path / "d", tmp_path / "r", record, log=lambda *a: None)
+    assert seen == {r.run_id: r.run_id == interrupted for r in runs}
