@@ -19,11 +19,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST).",
 )
-console = Console()
-err_console = Console(stderr=True)
+# Wide enough for the tables when the output is a file or a pipe (rich would use 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 DataDir = typer.Option(None, "--data-dir", help="MedMNIST folder (default: $MEDBOOST_DATA, else ~/.medmnist)")
 ResultsDir = typer.Option(None, "--results-dir", help="results folder (default: $MEDBOOST_RESULTS, else ./results)")
+
+
+def _log(message: str) -> None:
+    err_console.print(message, soft_wrap=True, highlight=False)
+
+
+def _say(message: str) -> None:
+    console.print(message, soft_wrap=True, highlight=False)
 
 
 def _results_dir(arg: Optional[Path]) -> Path:
@@ -42,7 +51,7 @@ def download(
 
     folder = data_dir_from(data_dir)
     for name in tasks:
-        fetch(resolve_task(name), size, folder, log=console.print)
+        fetch(resolve_task(name), size, folder, log=_say)
 
 
 @app.command()
@@ -69,15 +78,15 @@ def train(
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder = _results_dir(results_dir)
     row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume,
-                       reporter=None if quiet else RichReporter(err_console), log=err_console.print)
-    table = Table(title=f"{row['run_id']} (best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val "
-                        f"{row['select_metric']})")
+                       reporter=None if quiet else RichReporter(err_console), log=_log)
+    _say(f"{row['run_id']}: best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val {row['select_metric']}")
+    table = Table()
     for col in ("split", "ACC", "AUC"):
         table.add_column(col, justify="right")
     table.add_row("val", f"{row['val_acc']:.4f}", f"{row['val_auc']:.4f}")
     table.add_row("test", f"{row['test_acc']:.4f}", f"{row['test_auc']:.4f}")
     console.print(table)
-    console.print(
+    _say(
         f"params {row['params_total'] / 1e6:.2f}M total, {row['params_trainable'] / 1e6:.2f}M trainable; "
         f"train {row['train_seconds']:.0f}s ({row['images_per_second']:.0f} img/s); "
         f"peak memory {row['peak_memory_mb']:.0f} MB; result: {folder / 'runs' / (row['run_id'] + '.parquet')}"
@@ -98,7 +107,8 @@ def evaluate(
     if split not in ("val", "test"):
         raise MedboostError(f"--split {split}: choose val or test")
     out = evaluate_run(run, _results_dir(results_dir), data_dir_from(data_dir), split)
-    table = Table(title=f"{out['run_id']} on {split} (checkpoint of epoch {out['best_epoch'] + 1})")
+    _say(f"{out['run_id']} on {split}, checkpoint of epoch {out['best_epoch'] + 1}")
+    table = Table()
     for col in ("", "ACC", "AUC"):
         table.add_column(col, justify="right")
     table.add_row("now", f"{out['acc']:.4f}", f"{out['auc']:.4f}")
@@ -129,16 +139,16 @@ def ablate(
     if dry_run:
         done = completed_run_ids(folder)
         for run in plan:
-            console.print(f"{'done' if run.run_id in done else 'todo'}  {run.command()}", highlight=False, soft_wrap=True)
+            _say(f"{'done' if run.run_id in done else 'todo'}  {run.command()}")
         return
 
     def train_one(recipe, data, results, resume):
         row = run_training(recipe, data, results, resume=resume, reporter=None if quiet else RichReporter(err_console),
-                           log=err_console.print)
-        console.print(f"{row['run_id']}: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
+                           log=_log)
+        _say(f"{row['run_id']}: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
 
-    counts = run_study(plan, data_dir_from(data_dir), folder, train_one, log=console.print)
-    console.print(f"{study}: {counts['trained']} trained, {counts['skipped']} already completed")
+    counts = run_study(plan, data_dir_from(data_dir), folder, train_one, log=_say)
+    _say(f"{study}: {counts['trained']} trained, {counts['skipped']} already completed")
 
 
 report_app = typer.Typer(help="Regenerate the paper's Tables 1-6, our control and layer studies, statistics and "
@@ -166,8 +176,8 @@ def report(
     if "markdown" in written and markdown:
         console.print(written["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True)
     for fmt, path in written.items():
-        err_console.print(f"{fmt}: {path}")
-    err_console.print(f"traces: {out / 'cells.csv'}, {out / 'pairs.csv'}")
+        _log(f"{fmt}: {path}")
+    _log(f"traces: {out / 'cells.csv'}, {out / 'pairs.csv'}")
 
 
 @report_app.command("gradcam")
@@ -183,7 +193,7 @@ def gradcam(
     from .gradcam import gradcam_figure
 
     for path in gradcam_figure(run, _results_dir(results_dir), data_dir_from(data_dir), images, out):
-        console.print(str(path))
+        _say(str(path))
 
 
 @app.command()
@@ -205,7 +215,7 @@ def bench(
 
     recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=backbone)
     label = shape or task
-    rows = run_bench(recipe, boosters, warmup, steps, _results_dir(results_dir), label, log=err_console.print)
+    rows = run_bench(recipe, boosters, warmup, steps, _results_dir(results_dir), label, log=_log)
     table = Table(title=f"{label}: batch {recipe.train.batch_size}, {rows[0]['device']}, {rows[0]['precision']}; "
                         f"bf16 matmul {rows[0]['matmul_tflops']:.3f} TFLOP/s")
     columns = ["booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s", "eval img/s",
