@@ -27,6 +27,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/paper_shape.py
 	$(BIN)/python benchmarks/load_memory.py
+	$(BIN)/python benchmarks/bootstrap_auc.py
 
 clean:
 	rm -rf results .pytest_cache

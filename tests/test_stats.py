@@ -170,9 +170,3 @@ def test_describe_is_one_sentence():
     worse = stats.describe("DermaMNIST", acc=_diff("acc", -0.05, -0.08, -0.02, 1), auc=_diff("auc", 0.0, 0.0, 0.0, 1))
     assert worse.startswith("DermaMNIST: ") and worse.endswith(".") and "\n" not in worse and ". " not in worse
     assert "lowered ACC by 5.0 points (CI -8.0 to -2.0)" in worse and "1 seed," in worse and "AUC" in worse
-
-
-def test_weighted_auc_timing():
-    """R=2000 bootstrap replicates of N=20,000 samples, K=11 classes (prints the time; no assertion on it)."""
-    seconds = stats.benchmark()
-    assert seconds > 0
