@@ -35,6 +35,16 @@ def _say(message: str) -> None:
     console.print(message, soft_wrap=True, highlight=False)
 
 
+def _metrics_table(first: str, rows: list[tuple[str, float, float]]) -> None:
+    """An ACC/AUC table with one row per (label, acc, auc)."""
+    table = Table()
+    for col in (first, "ACC", "AUC"):
+        table.add_column(col, justify="right")
+    for label, acc, auc in rows:
+        table.add_row(label, f"{acc:.4f}", f"{auc:.4f}")
+    console.print(table)
+
+
 def _results_dir(arg: Optional[Path]) -> Path:
     return Path(arg or os.environ.get("MEDBOOST_RESULTS") or "results")
 
@@ -80,12 +90,7 @@ def train(
     row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume,
                        reporter=None if quiet else RichReporter(err_console), log=_log)
     _say(f"{row['run_id']}: best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val {row['select_metric']}")
-    table = Table()
-    for col in ("split", "ACC", "AUC"):
-        table.add_column(col, justify="right")
-    table.add_row("val", f"{row['val_acc']:.4f}", f"{row['val_auc']:.4f}")
-    table.add_row("test", f"{row['test_acc']:.4f}", f"{row['test_auc']:.4f}")
-    console.print(table)
+    _metrics_table("split", [("val", row["val_acc"], row["val_auc"]), ("test", row["test_acc"], row["test_auc"])])
     _say(
         f"params {row['params_total'] / 1e6:.2f}M total, {row['params_trainable'] / 1e6:.2f}M trainable; "
         f"train {row['train_seconds']:.0f}s ({row['images_per_second']:.0f} img/s); "
@@ -108,12 +113,7 @@ def evaluate(
         raise MedboostError(f"--split {split}: choose val or test")
     out = evaluate_run(run, _results_dir(results_dir), data_dir_from(data_dir), split)
     _say(f"{out['run_id']} on {split}, checkpoint of epoch {out['best_epoch'] + 1}")
-    table = Table()
-    for col in ("", "ACC", "AUC"):
-        table.add_column(col, justify="right")
-    table.add_row("now", f"{out['acc']:.4f}", f"{out['auc']:.4f}")
-    table.add_row("recorded", f"{out['recorded_acc']:.4f}", f"{out['recorded_auc']:.4f}")
-    console.print(table)
+    _metrics_table("", [("now", out["acc"], out["auc"]), ("recorded", out["recorded_acc"], out["recorded_auc"])])
 
 
 @app.command()
