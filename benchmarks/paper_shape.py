@@ -29,7 +29,7 @@ def main() -> int:
     rows = run_bench(recipe, ["none", "rllm"], args.warmup, args.steps, args.results_dir, "2d-224")
     matmul = rows[0]["matmul_tflops"]
     print(f"\n{rows[0]['device']}, {rows[0]['precision']}, batch {args.batch}, compile={args.compile}; "
-          f"bf16 matmul {matmul:.3f} TFLOP/s (2048x4096 @ 4096x4096)")
+          f"{rows[0]['matmul_dtype']} matmul {matmul:.3f} TFLOP/s (2048x4096 @ 4096x4096)")
     print(f"{'booster':8s} {'params M':>9s} {'GMACs/img':>10s} {'ms/step':>9s} {'img/s':>7s} {'eval img/s':>10s} "
           f"{'peak MB':>8s} {'step TF/s':>9s} {'step %':>7s} {'F_L TF/s':>9s} {'F_L %':>6s}")
     for r in rows:

@@ -3,7 +3,8 @@
 For each mode the real training step (``engine.train_step``: batched resize/augment on the device, autocast,
 backward, AdamW) runs on a synthetic uint8 batch; after warm-up steps, the timed steps give ms/step and
 images/s. FLOPs are counted by ``torch.utils.flop_counter`` on the executed ops (frozen weights get no weight
-gradient, so none is counted). Two utilisation figures are reported against a bf16 matmul rate measured in the
+gradient, so none is counted). Two utilisation figures are reported against a matmul rate, in the precision the
+model runs in (bf16 where the device has it, else fp32), measured in the
 same run on the same device: the whole train step's, and the frozen LM layer's alone (forward + backward to its
 input, at the batch's token shape).
 """
@@ -17,18 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch.utils import flop_counter
 
-from .engine import _autocast, make_optimizer, make_transforms, prepare_runner, train_step
+from .engine import make_optimizer, make_transforms, prepare_runner, train_step
 from .errors import MedboostError
-from .fileio import atomic_write
-from .hardware import autocast_dtype, device_name, resolve_device, set_threads
+from .hardware import autocast, autocast_dtype, device_name, resolve_device, set_threads
 from .models import build_model, count_parameters
 from .recipes import Recipe, load_recipe
-from .results import git_commit, package_versions
+from .results import git_commit, package_versions, write_bench_row
 
 # Shapes of the paper's two settings, for `medboost bench --shape`.
 SHAPES = {
@@ -78,12 +76,16 @@ def timed(fn, device: torch.device, warmup: int, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def matmul_tflops(device: torch.device, steps: int = 5, trials: int = 3) -> float:
-    """bf16 matmul rate on this device, the best of ``trials`` timings: 2048x4096 @ 4096x4096 on CPU, 8192^3 on a
-    GPU. The best, not the mean, so that a noisy moment does not lower the bar the model is held to."""
-    m, k, n = (2048, 4096, 4096) if device.type == "cpu" else (8192, 8192, 8192)
-    a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-    b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
+MATMUL_SHAPES = {"cpu": (2048, 4096, 4096), "cuda": (8192, 8192, 8192)}
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bfloat16, shape: tuple[int, int, int] | None = None,
+                  steps: int = 5, trials: int = 3) -> float:
+    """The matmul rate in ``dtype`` on this device, the best of ``trials`` timings (``MATMUL_SHAPES`` by default).
+    The best, not the mean, so that a noisy moment does not lower the bar the model is held to."""
+    m, k, n = shape or MATMUL_SHAPES.get(device.type, MATMUL_SHAPES["cuda"])
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
     return max(2 * m * k * n / timed(lambda: a @ b, device, 2, steps) / 1e12 for _ in range(trials))
 
 
@@ -154,7 +156,7 @@ def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[s
 
     @torch.no_grad()
     def forward(module=runner):
-        with _autocast(device, amp):
+        with autocast(device, amp):
             module(eval_tf(images))
 
     model.train()
@@ -182,7 +184,7 @@ def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[s
                         dtype=amp or torch.float32, requires_grad=True)
 
         def layer_step():
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 out = lm(r)
             out.float().sum().backward()
 
@@ -194,12 +196,13 @@ def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[s
 
 
 def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results_dir: Path | None,
-              label: str, log=print) -> list[dict[str, Any]]:
+              label: str, log=print, matmul_shape: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
     set_threads(recipe.train.threads)
     device = resolve_device(recipe.train.device)
     amp = autocast_dtype(recipe.train.precision, device)
-    matmul = matmul_tflops(device)
-    log(f"bf16 matmul rate on {device_name(device)}: {matmul:.3f} TFLOP/s")
+    dtype = amp or torch.float32  # the reference runs in the precision the model's matmuls run in
+    matmul = matmul_tflops(device, dtype, matmul_shape)
+    log(f"{_dtype_name(dtype)} matmul rate on {device_name(device)}: {matmul:.3f} TFLOP/s")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     rows = []
     for mode in modes:
@@ -210,21 +213,17 @@ def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results
         row.update({
             "bench_id": f"{stamp}-{label}-{mode}", "case": label, "task": case.task_info.short,
             "backbone": case.backbone.name, "llm": case.booster.llm if mode not in ("none", "mlp") else None,
-            "batch": case.train.batch_size, "matmul_tflops": matmul,
-            "device": device_name(device), "precision": str(amp).replace("torch.", "") if amp else "fp32",
+            "batch": case.train.batch_size, "matmul_tflops": matmul, "matmul_dtype": _dtype_name(dtype),
+            "device": device_name(device), "precision": _dtype_name(amp) if amp else "fp32",
             "compile": case.train.compile, "channels_last": case.train.channels_last, "threads": torch.get_num_threads(),
             "warmup": warmup, "steps": steps, "versions_json": package_versions(), "git_commit": git_commit(),
             "config_json": case.model_dump_json(), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         rows.append(row)
         if results_dir is not None:
-            table = pa.Table.from_pylist([row])
-            atomic_write(Path(results_dir) / "bench" / f"{row['bench_id']}.parquet", lambda tmp: pq.write_table(table, tmp))
+            write_bench_row(results_dir, row)
     return rows
 
 
-def load_bench(results_dir: Path):
-    import pandas as pd
-
-    files = sorted((Path(results_dir) / "bench").glob("*.parquet"))
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True) if files else pd.DataFrame()
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))

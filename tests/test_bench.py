@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medboost_cli.bench import bench_recipe, count_flops, load_bench, run_bench
+from medboost_cli.bench import bench_recipe, count_flops, run_bench
+from medboost_cli.results import load_bench
 from medboost_cli.errors import MedboostError
 
 from .conftest import TINY_SETS
@@ -24,12 +25,13 @@ def test_bench_measures_each_mode_and_writes_rows(tmp_path):
     sets = [s for s in TINY_SETS if not s.startswith("train.batch_size")]
     recipe = bench_recipe("breast", None, "minilm", 4, sets, preset="cpu")
     rows = run_bench(recipe, ["none", "rllm"], warmup=1, steps=1, results_dir=tmp_path, label="breast",
-                     log=lambda *a: None)
+                     log=lambda *a: None, matmul_shape=(256, 256, 256))
     none, rllm = rows
     assert (none["booster"], rllm["booster"]) == ("none", "rllm")
     for r in rows:
         assert r["train_ms_per_step"] > 0 and r["eval_images_per_second"] > 0 and r["matmul_tflops"] > 0
         assert r["batch"] == 4 and r["input_size"] == 28 and r["tokens"] == 50
+        assert r["matmul_dtype"] == r["precision"]  # the reference is measured in the precision the model runs in
     assert none["layer_tflops"] is None and rllm["layer_tflops"] > 0
     # the booster adds the frozen layer's parameters but few trainable ones, and its FLOPs
     assert rllm["params_total"] - none["params_total"] > 1.7e6
