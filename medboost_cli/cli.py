@@ -83,6 +83,7 @@ def train(
     from .engine import train as run_training
     from .progress import RichReporter
     from .recipes import load_recipe
+    from .results import ResultsDir as Layout
 
     flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
@@ -94,7 +95,7 @@ def train(
     _say(
         f"params {row['params_total'] / 1e6:.2f}M total, {row['params_trainable'] / 1e6:.2f}M trainable; "
         f"train {row['train_seconds']:.0f}s ({row['images_per_second']:.0f} img/s); "
-        f"peak memory {row['peak_memory_mb']:.0f} MB; result: {folder / 'runs' / (row['run_id'] + '.parquet')}"
+        f"peak memory {row['peak_memory_mb']:.0f} MB; result: {Layout(folder).row(row['run_id'])}"
     )
 
 
@@ -217,7 +218,7 @@ def bench(
     label = shape or task
     rows = run_bench(recipe, boosters, warmup, steps, _results_dir(results_dir), label, log=_log)
     table = Table(title=f"{label}: batch {recipe.train.batch_size}, {rows[0]['device']}, {rows[0]['precision']}; "
-                        f"bf16 matmul {rows[0]['matmul_tflops']:.3f} TFLOP/s")
+                        f"{rows[0]['matmul_dtype']} matmul {rows[0]['matmul_tflops']:.3f} TFLOP/s")
     columns = ["booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s", "eval img/s",
                "peak MB", "step TFLOP/s", "step % matmul", "F_L TFLOP/s", "F_L % matmul"]
     for col in columns:

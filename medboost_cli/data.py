@@ -261,11 +261,3 @@ class BatchTransform:
             linear = rotation @ linear
         shift = 2 * self.translate * (2 * torch.rand(n, spatial, generator=g) - 1)  # normalised coords span 2
         return torch.cat([linear, shift[:, :, None]], dim=2)
-
-
-def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator that depends only on (seed, epoch, stream): data order and augmentation are the same
-    for every run with that seed, whatever model it trains, and a resumed run replays them exactly."""
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63))
-    return g

@@ -15,8 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,10 +26,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import metrics
-from .data import BatchTransform, Split, epoch_generator, load_dataset
+from .data import BatchTransform, Split, load_dataset
 from .errors import MedboostError
 from .fileio import atomic_write
 from .hardware import (
+    autocast,
     autocast_dtype,
     device_name,
     peak_memory_mb,
@@ -40,7 +40,8 @@ from .hardware import (
 )
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
 from .recipes import Recipe
-from .results import find_run, git_commit, package_versions, row_path, write_row
+from .results import ResultsDir, find_run, git_commit, new_row, package_versions, read_row, write_row
+from .seeding import EpochStream, epoch_generator, epoch_seed
 
 CHECKPOINT_FORMAT = 1
 
@@ -64,24 +65,6 @@ class SilentReporter:
 
     def close(self):
         pass
-
-
-@dataclass
-class RunPaths:
-    results_dir: Path
-    run_id: str
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.results_dir / "checkpoints" / self.run_id
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -155,20 +138,6 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where
         )
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MedboostError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]}); rerun without --resume") from None
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise MedboostError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
-    return ckpt
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module, split: Split, transform: BatchTransform, batch_size: int, amp: torch.dtype | None,
@@ -181,162 +150,239 @@ def predict(
     for start in range(0, len(split), batch_size):
         x = transform(split.images[start : start + batch_size])
         y = split.labels[start : start + batch_size]
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
         loss_sum += loss_fn(logits, y, task_type) * len(y)
         scores.append(metrics.probabilities(logits, task_type))
     return torch.cat(scores).cpu().numpy(), float(loss_sum) / max(1, len(split))
 
 
-def _autocast(device: torch.device, amp: torch.dtype | None):
-    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
-
-
-def _selection_value(record: dict[str, float], metric: str) -> float:
-    value = record[f"val_{metric}"]
-    if math.isnan(value):
-        return -math.inf
-    return -value if metric == "loss" else value
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------ training state
+
+
+@dataclass
+class TrainState:
+    """What a run has done so far. Saved in ``last.pt`` beside the trainable weights, optimiser and schedule,
+    so that ``--resume`` continues exactly where the run stopped."""
+
+    epoch: int = -1  # the last finished epoch (0-based); -1 before the first
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
+    best_epoch: int | None = None
+    best_value: float = -math.inf  # the selection metric of best_epoch, larger is better
+    train_seconds: float = 0.0
+    started_at: str = field(default_factory=_now)
+
+    def add(self, record: dict[str, Any], select_metric: str) -> bool:
+        """Append a finished epoch's record; True when it is the new best (the earliest epoch wins a tie)."""
+        self.history.append(record)
+        self.epoch = record["epoch"]
+        self.train_seconds += record["seconds"]
+        value = record[f"val_{select_metric}"]
+        value = -math.inf if math.isnan(value) else -value if select_metric == "loss" else value
+        if self.best_epoch is None or value > self.best_value:
+            self.best_epoch, self.best_value = self.epoch, value
+            return True
+        return False
+
+    def best_record(self) -> dict[str, Any]:
+        return next((h for h in self.history if h["epoch"] == self.best_epoch), {})
+
+    def patience_spent(self, patience: int | None) -> bool:
+        return bool(patience) and self.best_epoch is not None and self.epoch - self.best_epoch >= patience
+
+
+def save_checkpoint(path: Path, **content: Any) -> None:
+    atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **content}, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise MedboostError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]}); rerun without --resume") from None
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise MedboostError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
+    return ckpt
+
+
+# ------------------------------------------------------------------------------------------------- a run
+
+
+@dataclass
+class Run:
+    """One training run's parts: its recipe and data, the model and its optimiser, where it writes, its state."""
+
+    recipe: Recipe
+    results: ResultsDir
+    device: torch.device
+    amp: torch.dtype | None
+    data: Any  # data.Dataset, on the device
+    built: BuiltModel
+    runner: nn.Module  # the module the loops call (compiled or not), sharing the model's parameters
+    transforms: tuple[BatchTransform, BatchTransform]  # train (augmenting), eval
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    state: TrainState = field(default_factory=TrainState)
+
+    @classmethod
+    def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir) -> Run:
+        set_threads(recipe.train.threads)
+        device = resolve_device(recipe.train.device)
+        data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify).to(device)
+        built = build_model(recipe, recipe.task_info, device)
+        optimizer = make_optimizer(built.model, recipe)
+        steps = math.ceil(len(data.splits["train"]) / recipe.train.batch_size)
+        return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built,
+                   prepare_runner(built.model, recipe), make_transforms(recipe, built.model.backbone), optimizer,
+                   make_schedule(optimizer, recipe, steps))
+
+    @property
+    def run_id(self) -> str:
+        return self.recipe.run_id()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.splits["train"]) / self.recipe.train.batch_size)
+
+    def _identity(self) -> dict[str, Any]:
+        return {"frozen_sha256": self.built.frozen_sha256, "config_hash": self.recipe.config_hash()}
+
+    def save(self, improved: bool) -> None:
+        """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state."""
+        weights = trainable_state(self.built.model)
+        if improved:
+            save_checkpoint(self.results.best(self.run_id), epoch=self.state.epoch, trainable=weights,
+                            **self._identity())
+        save_checkpoint(self.results.last(self.run_id), **asdict(self.state), trainable=weights,
+                        optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(), **self._identity())
+
+    def restore(self, path: Path) -> None:
+        """Continue from ``path`` (a last.pt), which must come from this configuration and frozen layer."""
+        ckpt = load_checkpoint(path)
+        if ckpt["config_hash"] != self.recipe.config_hash():
+            raise MedboostError(f"{path}: saved with another configuration; rerun without --resume")
+        check_frozen_hash(self.built, ckpt["frozen_sha256"], str(path))
+        load_trainable_state(self.built.model, ckpt["trainable"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.state = TrainState(**{f.name: ckpt[f.name] for f in fields(TrainState)})
+
+    def row(self, status: str, **extra: Any) -> dict[str, Any]:
+        """The run's results row as it stands, with ``status`` and any final columns in ``extra``."""
+        r, s, built = self.recipe, self.state, self.built
+        total, trainable = count_parameters(built.model)
+        n_train = len(self.data.splits["train"])
+        best = s.best_record()
+        return new_row(
+            run_id=self.run_id, status=status, task=r.task_info.short, flag=r.task_info.flag, size=r.data.size,
+            backbone=r.backbone.name, booster=r.booster.mode, llm=r.booster.llm if r.booster.mode != "none" else None,
+            layer=built.llm.layer if built.llm else None, frozen=r.booster.freeze, llm_init=r.booster.llm_init,
+            seed=r.seed, epochs=r.train.epochs, epochs_done=len(s.history), best_epoch=s.best_epoch,
+            select_metric=r.train.select_metric, val_acc=best.get("val_acc"), val_auc=best.get("val_auc"),
+            params_total=total, params_trainable=trainable, train_seconds=s.train_seconds,
+            images_per_second=(n_train * len(s.history) / s.train_seconds) if s.train_seconds else None,
+            memory_kind="gpu_allocated" if self.device.type == "cuda" else "process_rss",
+            device=device_name(self.device), precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
+            frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
+            history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
+            started_at=s.started_at, **extra,
+        )
+
+    def train_epoch(self, epoch: int, reporter: Reporter) -> dict[str, Any]:
+        """One pass over the training split in the (seed, epoch) order, with that epoch's augmentation."""
+        t, seed, split = self.recipe.train, self.recipe.seed, self.data.splits["train"]
+        torch.manual_seed(epoch_seed(seed, epoch, EpochStream.DROPOUT))
+        order = torch.randperm(len(split), generator=epoch_generator(seed, epoch, EpochStream.DATA_ORDER))
+        order = order.to(self.device)
+        augment = epoch_generator(seed, epoch, EpochStream.AUGMENT)
+        self.runner.train()
+        loss_sum = torch.zeros((), device=self.device)
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        for i, first in enumerate(range(0, len(split), t.batch_size)):
+            idx = order[first : first + t.batch_size]
+            loss = train_step(self.runner, self.optimizer, split.images[idx], split.labels[idx], self.transforms[0],
+                              augment, self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip)
+            self.schedule.step()
+            loss_sum += loss * len(idx)
+            reporter.step(loss.item() if (i % 10 == 0 and self.device.type == "cpu") else None)  # no GPU sync
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        return {"epoch": epoch, "train_loss": float(loss_sum) / len(split), "lr": lr, "seconds": seconds}
+
+    def score(self, split: str) -> tuple[dict[str, float], np.ndarray, float]:
+        """(metrics, probabilities, mean loss) of the current weights on ``split``."""
+        target = self.data.splits[split]
+        task_type = self.recipe.task_info.task_type
+        scores, loss = predict(self.runner, target, self.transforms[1], self.recipe.train.eval_batch_size, self.amp,
+                               task_type)
+        return metrics.evaluate(target.labels.cpu().numpy(), scores, task_type), scores, loss
+
+    def validate(self) -> dict[str, float]:
+        result, _, loss = self.score("val")
+        return {"val_loss": loss, **{f"val_{k}": v for k, v in result.items()}}
+
+    def finalize(self) -> dict[str, Any]:
+        """Load the best validation epoch's weights and score the test split, once: the completed row."""
+        best = self.results.best(self.run_id)
+        load_trainable_state(self.built.model, load_checkpoint(best)["trainable"], best)
+        result, scores, _ = self.score("test")
+        return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
+                        peak_memory_mb=peak_memory_mb(self.device),
+                        test_labels=self.data.splits["test"].labels.cpu().numpy().tolist(),
+                        test_scores=scores.astype(np.float32).tolist())
 
 
 # ------------------------------------------------------------------------------------------------- train
 
 
-def train(
-    recipe: Recipe,
-    data_dir: Path,
-    results_dir: Path,
-    *,
-    resume: bool = False,
-    reporter: Reporter | None = None,
-    log=print,
-) -> dict[str, Any]:
+def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = False,
+          reporter: Reporter | None = None, log=print) -> dict[str, Any]:
     """Train one run and return its results row (also written to ``results_dir``)."""
-    reporter = reporter or SilentReporter()
-    results_dir = Path(results_dir)
-    task = recipe.task_info
-    run_id = recipe.run_id()
-    paths = RunPaths(results_dir, run_id)
-    if resume and row_path(results_dir, run_id).exists() and paths.best.exists():
-        finished = find_run(results_dir, run_id)
-        if finished["status"] == "completed":
+    reporter, results, run_id = reporter or SilentReporter(), ResultsDir(results_dir), recipe.run_id()
+    if resume and results.best(run_id).exists():
+        row = read_row(results.root, run_id)
+        if row is not None and row["status"] == "completed":
             log(f"{run_id} is already completed; nothing to resume")
-            return finished
-    set_threads(recipe.train.threads)
-    device = resolve_device(recipe.train.device)
-    amp = autocast_dtype(recipe.train.precision, device)
-
-    data = load_dataset(task, recipe.data.size, data_dir, verify=recipe.data.verify).to(device)
-    built = build_model(recipe, task, device)
-    model = built.model
-    runner = prepare_runner(model, recipe)
-    train_tf, eval_tf = make_transforms(recipe, model.backbone)
-    n_train = len(data.splits["train"])
-    steps_per_epoch = math.ceil(n_train / recipe.train.batch_size)
-    optimizer = make_optimizer(model, recipe)
-    schedule = make_schedule(optimizer, recipe, steps_per_epoch)
-
-    state = {"epoch": -1, "history": [], "best_epoch": None, "best_value": -math.inf, "train_seconds": 0.0,
-             "started_at": _now()}
-    if resume and paths.last.exists():
-        ckpt = load_checkpoint(paths.last)
-        if ckpt["config_hash"] != recipe.config_hash():
-            raise MedboostError(f"{paths.last}: saved with another configuration; rerun without --resume")
-        check_frozen_hash(built, ckpt["frozen_sha256"], str(paths.last))
-        load_trainable_state(model, ckpt["trainable"], paths.last)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        state.update({k: ckpt[k] for k in state})
-        log(f"resuming {run_id} after epoch {state['epoch'] + 1} of {recipe.train.epochs}")
+            return row
+    run = Run.build(recipe, Path(data_dir), results)
+    last = results.last(run_id)
+    if resume and last.exists():
+        run.restore(last)
+        log(f"resuming {run_id} after epoch {run.state.epoch + 1} of {recipe.train.epochs}")
     elif resume:
-        log(f"no checkpoint for {run_id} under {paths.checkpoints}; starting from epoch 1")
-    elif paths.last.exists():
+        log(f"no checkpoint for {run_id} under {last.parent}; starting from epoch 1")
+    elif last.exists():
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
 
-    total, trainable = count_parameters(model)
-    base_row = {
-        "run_id": run_id, "task": task.short, "flag": task.flag, "size": recipe.data.size,
-        "backbone": recipe.backbone.name, "booster": recipe.booster.mode,
-        "llm": recipe.booster.llm if recipe.booster.mode != "none" else None,
-        "layer": built.llm.layer if built.llm else None, "frozen": recipe.booster.freeze,
-        "llm_init": recipe.booster.llm_init, "seed": recipe.seed, "epochs": recipe.train.epochs,
-        "select_metric": recipe.train.select_metric, "params_total": total, "params_trainable": trainable,
-        "memory_kind": "gpu_allocated" if device.type == "cuda" else "process_rss", "device": device_name(device),
-        "precision": str(amp).replace("torch.", "") if amp else "fp32", "frozen_sha256": built.frozen_sha256,
-        "config_hash": recipe.config_hash(), "config_json": recipe.model_dump_json(),
-        "versions_json": package_versions(), "git_commit": git_commit(), "started_at": state["started_at"],
-    }
-
-    def row(status: str, **extra) -> dict[str, Any]:
-        history = state["history"]
-        best = next((h for h in history if h["epoch"] == state["best_epoch"]), {})
-        out = {c: None for c in ("val_acc", "val_auc", "test_acc", "test_auc", "peak_memory_mb", "ended_at", "error",
-                                 "test_labels", "test_scores")}
-        seconds = state["train_seconds"]
-        out.update(base_row)
-        out.update(
-            status=status, epochs_done=len(history), best_epoch=state["best_epoch"],
-            val_acc=best.get("val_acc"), val_auc=best.get("val_auc"), train_seconds=seconds,
-            images_per_second=(n_train * len(history) / seconds) if seconds else None,
-            history_json=json.dumps(history),
-        )
-        out.update(extra)
-        return out
-
-    write_row(results_dir, row("running"))
-    reporter.start(run_id, recipe.train.epochs, steps_per_epoch, state["epoch"] + 1)
-    reset_peak_memory(device)
-    train_split = data.splits["train"]
+    write_row(results.root, run.row("running"))
+    reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
+    reset_peak_memory(run.device)
     try:
-        for epoch in range(state["epoch"] + 1, recipe.train.epochs):
-            record = _train_epoch(runner, optimizer, schedule, train_split, train_tf, recipe, epoch, amp, reporter)
-            scores, val_loss = predict(runner, data.splits["val"], eval_tf, recipe.train.eval_batch_size, amp,
-                                       task.task_type)
-            record.update(val_loss=val_loss, **{f"val_{k}": v for k, v in
-                                                metrics.evaluate(data.splits["val"].labels.cpu().numpy(), scores,
-                                                                 task.task_type).items()})
-            state["history"].append(record)
-            state["train_seconds"] += record["seconds"]
-            state["epoch"] = epoch
-            value = _selection_value(record, recipe.train.select_metric)
-            if state["best_epoch"] is None or value > state["best_value"]:
-                state["best_epoch"], state["best_value"] = epoch, value
-                save_atomic({"format": CHECKPOINT_FORMAT, "epoch": epoch, "trainable": trainable_state(model),
-                             "frozen_sha256": built.frozen_sha256, "config_hash": recipe.config_hash()}, paths.best)
-            save_atomic({"format": CHECKPOINT_FORMAT, **state, "trainable": trainable_state(model),
-                         "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                         "frozen_sha256": built.frozen_sha256, "config_hash": recipe.config_hash()}, paths.last)
-            reporter.epoch({**record, "best_epoch": state["best_epoch"]})
-            patience = recipe.train.patience
-            if patience and epoch - state["best_epoch"] >= patience:
-                log(f"stopping early: no better val {recipe.train.select_metric} for {patience} epochs")
+        for epoch in range(run.state.epoch + 1, recipe.train.epochs):
+            record = run.train_epoch(epoch, reporter) | run.validate()
+            run.save(improved=run.state.add(record, recipe.train.select_metric))
+            reporter.epoch({**record, "best_epoch": run.state.best_epoch})
+            if run.state.patience_spent(recipe.train.patience):
+                log(f"stopping early: no better val {recipe.train.select_metric} for {recipe.train.patience} epochs")
                 break
-    except KeyboardInterrupt:
         reporter.close()
-        write_row(results_dir, row("interrupted", ended_at=_now(), error="interrupted by the user"))
+        final = run.finalize()
+    except KeyboardInterrupt:
+        write_row(results.root, run.row("interrupted", ended_at=_now(), error="interrupted by the user"))
         raise
     except BaseException as e:
-        reporter.close()
-        write_row(results_dir, row("failed", ended_at=_now(), error=f"{type(e).__name__}: {e}"))
+        write_row(results.root, run.row("failed", ended_at=_now(), error=f"{type(e).__name__}: {e}"))
         raise
-    reporter.close()
-
-    best = load_checkpoint(paths.best)
-    load_trainable_state(model, best["trainable"], paths.best)
-    test = data.splits["test"]
-    scores, _ = predict(runner, test, eval_tf, recipe.train.eval_batch_size, amp, task.task_type)
-    test_metrics = metrics.evaluate(test.labels.cpu().numpy(), scores, task.task_type)
-    final = row(
-        "completed", test_acc=test_metrics["acc"], test_auc=test_metrics["auc"], ended_at=_now(),
-        peak_memory_mb=peak_memory_mb(device), test_labels=test.labels.cpu().numpy().tolist(),
-        test_scores=scores.astype(np.float32).tolist(),
-    )
-    write_row(results_dir, final)
-    paths.last.unlink(missing_ok=True)  # optimizer state is not needed once the run is complete
+    finally:
+        reporter.close()
+    write_row(results.root, final)
+    last.unlink(missing_ok=True)  # the optimiser state is not needed once the run is complete
     return final
 
 
@@ -345,7 +391,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
                label_smoothing: float = 0.0, grad_clip: float | None = None) -> torch.Tensor:
     """One optimisation step on a uint8 batch already on the device; returns the (detached) loss, no host sync."""
     x = transform(images, augment)
-    with _autocast(images.device, amp):
+    with autocast(images.device, amp):
         logits = model(x)
     loss = loss_fn(logits, labels, task_type, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
@@ -354,31 +400,6 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
         nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
     return loss.detach()
-
-
-def _train_epoch(model, optimizer, schedule, split: Split, transform: BatchTransform, recipe: Recipe, epoch: int,
-                 amp, reporter: Reporter) -> dict[str, Any]:
-    device = next(model.parameters()).device
-    t = recipe.train
-    torch.manual_seed(epoch_generator(recipe.seed, epoch, stream=2).initial_seed())  # dropout / drop-path
-    order = torch.randperm(len(split), generator=epoch_generator(recipe.seed, epoch)).to(device)
-    augment = epoch_generator(recipe.seed, epoch, stream=1)
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    lr = optimizer.param_groups[0]["lr"]
-    start = time.perf_counter()
-    for i, first in enumerate(range(0, len(split), t.batch_size)):
-        idx = order[first : first + t.batch_size]
-        loss = train_step(model, optimizer, split.images[idx], split.labels[idx], transform, augment, amp,
-                          recipe.task_info.task_type, t.label_smoothing, t.grad_clip)
-        schedule.step()
-        loss_sum += loss * len(idx)
-        reporter.step(loss.item() if (i % 10 == 0 and device.type == "cpu") else None)  # no GPU sync in the loop
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return {"epoch": epoch, "train_loss": float(loss_sum) / len(split), "lr": lr, "seconds": seconds}
-
 
 # ---------------------------------------------------------------------------------------------- evaluate
 
@@ -389,14 +410,14 @@ def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, Built
     if row["status"] != "completed":
         raise MedboostError(f"run {row['run_id']} has status '{row['status']}', not completed; finish it with --resume")
     recipe = Recipe.model_validate_json(row["config_json"])
-    paths = RunPaths(Path(results_dir), row["run_id"])
-    if not paths.best.exists():
-        raise MedboostError(f"{paths.best}: the run's best checkpoint is missing; retrain the run")
+    best = ResultsDir(results_dir).best(row["run_id"])
+    if not best.exists():
+        raise MedboostError(f"{best}: the run's best checkpoint is missing; retrain the run")
     set_threads(recipe.train.threads)
     built = build_model(recipe, recipe.task_info, resolve_device(recipe.train.device))
-    ckpt = load_checkpoint(paths.best)
-    check_frozen_hash(built, ckpt["frozen_sha256"], str(paths.best))
-    load_trainable_state(built.model, ckpt["trainable"], paths.best)
+    ckpt = load_checkpoint(best)
+    check_frozen_hash(built, ckpt["frozen_sha256"], str(best))
+    load_trainable_state(built.model, ckpt["trainable"], best)
     built.model.eval()
     return row, recipe, built
 

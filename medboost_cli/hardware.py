@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import platform
 import resource
+from contextlib import nullcontext
 
 import torch
 
@@ -53,6 +54,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or bf16_supported(device):
         return torch.bfloat16
     return None
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """torch.autocast to ``amp`` on ``device``, or nothing when ``amp`` is None (plain fp32)."""
+    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
 
 
 def device_name(device: torch.device) -> str:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import MedboostError
+from .results import make_run_id
 from .tasks import Task, resolve_task
 
 BoosterMode = Literal["none", "rllm", "out", "hybrid", "mlp"]
@@ -119,7 +120,7 @@ class Recipe(_Strict):
         return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
 
     def run_id(self) -> str:
-        return f"{self.task_info.short}-{self.backbone.name}-{self.booster.mode}-{self.config_hash()}-s{self.seed}"
+        return make_run_id(self.task_info.short, self.backbone.name, self.booster.mode, self.config_hash(), self.seed)
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -1,15 +1,29 @@
-"""Results: one Parquet file per run (``RESULTS/runs/RUN_ID.parquet``, one row), written atomically.
+"""Results: the one owner of run ids, the results folder's layout, the row's columns and their reading/writing.
 
-A run's row is written when it starts (status ``running``), replaced when it ends (``completed``,
-``failed`` or ``interrupted``). ``load_results`` gathers every row into one DataFrame. Per-sample test
-scores and labels are kept in the row so that statistics (paired bootstrap) need nothing but the results.
+A results folder (``--results-dir``, else ``$MEDBOOST_RESULTS``, else ``./results``) holds::
+
+    runs/RUN_ID.parquet            one row per run (``COLUMNS``), replaced atomically as the run progresses
+    checkpoints/RUN_ID/last.pt     the last finished epoch's training state (deleted once the run completes)
+    checkpoints/RUN_ID/best.pt     the weights of the best validation epoch
+    bench/BENCH_ID.parquet         one row per ``medboost bench`` case
+
+A run id is ``TASK-BACKBONE-BOOSTER-CONFIGHASH-sSEED`` (``make_run_id``): the configuration hash covers
+everything that defines the experiment except the seed, so the id without its seed (``cell_id``) names one
+configuration, which is one cell of a report. One file per run makes concurrent writers safe: a row is
+written when the run starts (status ``running``) and replaced when it ends (``completed``, ``failed`` or
+``interrupted``). Per-sample test scores and labels are kept in the row, so statistics need nothing else.
+
+Rows carry ``schema_version``; rows written before it existed (version 1) are read with the columns they
+lack filled in (``_upgrade``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -22,23 +36,94 @@ import pyarrow.parquet as pq
 from .errors import MedboostError
 from .fileio import atomic_write
 
-# Columns every row has, in order (the issue's list, plus the scores used by the statistics).
+SCHEMA_VERSION = 2  # 2: added schema_version and lm_norm
+
+# Columns every row has, in order.
 COLUMNS = [
     "run_id", "status", "task", "flag", "size", "backbone", "booster", "llm", "layer", "frozen", "llm_init",
-    "seed", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc", "test_auc",
-    "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb", "memory_kind",
-    "device", "precision", "frozen_sha256", "config_hash", "config_json", "history_json", "versions_json",
-    "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",
+    "lm_norm", "seed", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc",
+    "test_auc", "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb",
+    "memory_kind", "device", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
+    "versions_json", "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",
+    "schema_version",
 ]
-HEAVY_COLUMNS = ("test_labels", "test_scores", "history_json", "config_json")
+# Columns added after schema 1 and what they state for rows written before them: those runs had no final norm
+# after F_L (lm_norm "none") wherever they had an F_L at all.
+ADDED_AFTER_V1 = ("lm_norm", "schema_version")
+_WITH_LM = ("rllm", "out", "hybrid")
 
 
-def runs_dir(results_dir: Path) -> Path:
-    return Path(results_dir) / "runs"
+def _old_value(column: str, row: dict[str, Any]) -> Any:
+    if column == "schema_version":
+        return 1
+    if column == "lm_norm":
+        return "none" if row.get("booster") in _WITH_LM else None
+    return None
 
 
-def row_path(results_dir: Path, run_id: str) -> Path:
-    return runs_dir(results_dir) / f"{run_id}.parquet"
+# ------------------------------------------------------------------------------------------------ run ids
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def make_run_id(task: str, backbone: str, booster: str, config_hash: str, seed: int) -> str:
+    return check_run_id(f"{task}-{backbone}-{booster}-{config_hash}-s{seed}")
+
+
+def cell_id(run_id: str) -> str:
+    """A run id without its seed suffix: the same for every seed of one configuration (one report cell)."""
+    return run_id.rsplit("-s", 1)[0]
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is made of letters, digits and ``._+-`` (so it can never name a path outside the folder)."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise MedboostError(f"'{run_id}' is not a run id (letters, digits and . _ + - only, at most 200 characters)")
+    return run_id
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+
+@dataclass(frozen=True)
+class ResultsDir:
+    """Where everything of a results folder lives."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
+    def row(self, run_id: str) -> Path:
+        return self.runs / f"{check_run_id(run_id)}.parquet"
+
+    def checkpoints(self, run_id: str) -> Path:
+        return self.root / "checkpoints" / check_run_id(run_id)
+
+    def last(self, run_id: str) -> Path:
+        return self.checkpoints(run_id) / "last.pt"
+
+    def best(self, run_id: str) -> Path:
+        return self.checkpoints(run_id) / "best.pt"
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+def new_row(**values: Any) -> dict[str, Any]:
+    """A row with every column, ``None`` where ``values`` says nothing; an unknown column is a bug."""
+    unknown = sorted(set(values) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown result column(s) {unknown}")
+    return {c: values.get(c) for c in COLUMNS} | {"schema_version": SCHEMA_VERSION}
 
 
 def write_row(results_dir: Path, row: dict[str, Any]) -> Path:
@@ -47,42 +132,93 @@ def write_row(results_dir: Path, row: dict[str, Any]) -> Path:
     if missing:
         raise ValueError(f"result row lacks columns {missing}")
     table = pa.Table.from_pylist([{c: row[c] for c in COLUMNS}])
-    return atomic_write(row_path(results_dir, row["run_id"]), lambda tmp: pq.write_table(table, tmp))
+    return atomic_write(ResultsDir(results_dir).row(row["run_id"]), lambda tmp: pq.write_table(table, tmp))
+
+
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        names = pq.read_schema(path).names
+        return pq.read_table(path, columns=[c for c in columns if c in names] if columns else None)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise MedboostError(f"{path}: not a readable Parquet result ({e}); delete it or rerun that run") from None
+
+
+def _upgrade(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """A row of any schema version as one with ``columns``: what an older row lacks is filled in."""
+    if row.get("schema_version") is None:
+        row = row | {c: _old_value(c, row) for c in ADDED_AFTER_V1}
+    return {c: row.get(c) for c in columns}
 
 
 def load_results(results_dir: Path, columns: list[str] | None = None, status: str | None = None) -> pd.DataFrame:
     """All runs under ``results_dir`` as one DataFrame (empty, with the standard columns, when there are none)."""
-    files = sorted(runs_dir(results_dir).glob("*.parquet")) if runs_dir(results_dir).is_dir() else []
+    runs = ResultsDir(results_dir).runs
+    files = sorted(runs.glob("*.parquet")) if runs.is_dir() else []
     cols = list(columns or COLUMNS)
     if status is not None and "status" not in cols:
         cols.append("status")
-    frames = []
-    for f in files:
-        try:
-            frames.append(pq.read_table(f, columns=[c for c in cols if c in pq.read_schema(f).names]).to_pandas())
-        except (pa.ArrowInvalid, OSError) as e:
-            raise MedboostError(f"{f}: not a readable Parquet result ({e}); delete it or rerun that run") from None
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    needed = list(dict.fromkeys(cols + ["schema_version", "booster"]))  # what an upgrade may consult
+    frames = [_read_table(f, needed).to_pandas() for f in files]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=needed)
+    old = df["schema_version"].isna() if "schema_version" in df else pd.Series(True, index=df.index)
+    if old.any():  # rows written before a column existed: fill it with what those runs did
+        records = df.loc[old].to_dict("records")
+        for column in cols:
+            if column not in df:
+                df[column] = None
+            if column in ADDED_AFTER_V1:
+                df[column] = df[column].astype(object)
+                df.loc[old, column] = pd.Series([_old_value(column, r) for r in records], index=df.index[old],
+                                                dtype=object)
+    if "schema_version" in cols:
+        df["schema_version"] = df["schema_version"].astype(int)
+    df = df[cols]
     if status is not None:
         df = df[df["status"] == status].reset_index(drop=True)
     return df
+
+
+def _row_of(path: Path) -> dict[str, Any]:
+    return _upgrade(_read_table(path).to_pylist()[0], COLUMNS)
+
+
+def read_row(results_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """The row of ``run_id``, or None when the run has none."""
+    path = ResultsDir(results_dir).row(run_id)
+    return _row_of(path) if path.is_file() else None
 
 
 def find_run(results_dir: Path, run: str) -> dict[str, Any]:
     """A run's row by id, unique id prefix, or the path of its Parquet file."""
     path = Path(run)
     if path.suffix == ".parquet" and path.is_file():
-        return pq.read_table(path).to_pylist()[0]
-    exact = row_path(results_dir, run)
+        return _row_of(path)
+    layout = ResultsDir(results_dir)
+    check_run_id(run)
+    exact = layout.row(run)
     if exact.is_file():
-        return pq.read_table(exact).to_pylist()[0]
-    matches = sorted(runs_dir(results_dir).glob(f"{run}*.parquet")) if runs_dir(results_dir).is_dir() else []
+        return _row_of(exact)
+    matches = sorted(layout.runs.glob(f"{run}*.parquet")) if layout.runs.is_dir() else []
     if len(matches) == 1:
-        return pq.read_table(matches[0]).to_pylist()[0]
+        return _row_of(matches[0])
     if not matches:
-        raise MedboostError(f"no run '{run}' under {runs_dir(results_dir)}; list runs with `ls {runs_dir(results_dir)}`")
+        raise MedboostError(f"no run '{run}' under {layout.runs}; list runs with `ls {layout.runs}`")
     names = ", ".join(m.stem for m in matches[:5])
-    raise MedboostError(f"run '{run}' is ambiguous under {runs_dir(results_dir)}: {names}{' ...' if len(matches) > 5 else ''}")
+    raise MedboostError(f"run '{run}' is ambiguous under {layout.runs}: {names}{' ...' if len(matches) > 5 else ''}")
+
+
+def write_bench_row(results_dir: Path, row: dict[str, Any]) -> Path:
+    table = pa.Table.from_pylist([row])
+    return atomic_write(ResultsDir(results_dir).bench / f"{row['bench_id']}.parquet",
+                        lambda tmp: pq.write_table(table, tmp))
+
+
+def load_bench(results_dir: Path) -> pd.DataFrame:
+    files = sorted(ResultsDir(results_dir).bench.glob("*.parquet"))
+    return pd.DataFrame([r for f in files for r in _read_table(f).to_pylist()])
+
+
+# ------------------------------------------------------------------------------------------------ provenance
 
 
 @cache

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import MedboostError
 from .models.backbones import BACKBONE_DIMS
 from .recipes import BoosterMode, Recipe, load_recipe, merge, read_yaml, recipes_dir
-from .results import load_results
+from .results import ResultsDir, cell_id, load_results
 from .tasks import resolve_task
 
 
@@ -95,7 +95,7 @@ class PlannedRun:
     @property
     def cell(self) -> str:
         """The run id without its seed: the same for every seed of one table cell."""
-        return self.run_id.rsplit("-s", 1)[0]
+        return cell_id(self.run_id)
 
     def command(self) -> str:
         parts = ["medboost train", self.task, f"--backbone {self.backbone}", f"--booster {self.booster}",
@@ -145,6 +145,6 @@ def run_study(runs: list[PlannedRun], data_dir: Path, results_dir: Path, train: 
     log(f"{len(runs)} runs planned, {len(runs) - len(todo)} already completed, {len(todo)} to train")
     for i, run in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {run.command()}")
-        interrupted = (Path(results_dir) / "checkpoints" / run.run_id / "last.pt").exists()
+        interrupted = ResultsDir(results_dir).last(run.run_id).exists()
         train(run.recipe, data_dir, results_dir, resume=interrupted)
     return {"planned": len(runs), "skipped": len(runs) - len(todo), "trained": len(todo)}

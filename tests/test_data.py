@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import medboost_cli.data as data_mod
-from medboost_cli.data import BatchTransform, data_dir_from, download, epoch_generator, load_dataset
+from medboost_cli.data import BatchTransform, data_dir_from, download, load_dataset
+from medboost_cli.seeding import EpochStream, epoch_generator
 from medboost_cli.errors import MedboostError
 from medboost_cli.tasks import resolve_task
 
@@ -189,11 +190,11 @@ def test_flip_is_a_flip():
 def test_augmentation_is_per_sample_and_reproducible():
     x = torch.randint(0, 256, (1, 1, 28, 28), dtype=torch.uint8).repeat(8, 1, 1, 1)
     tf = _tf(hflip=0.5, scale=(0.7, 1.0), translate=0.1, rotate=20)
-    a = tf(x, epoch_generator(3, 1, stream=1))
-    b = tf(x, epoch_generator(3, 1, stream=1))
+    a = tf(x, epoch_generator(3, 1, EpochStream.AUGMENT))
+    b = tf(x, epoch_generator(3, 1, EpochStream.AUGMENT))
     assert torch.equal(a, b)
     assert not torch.allclose(a[0], a[1])  # each sample gets its own transform
-    assert not torch.equal(a, tf(x, epoch_generator(3, 2, stream=1)))
+    assert not torch.equal(a, tf(x, epoch_generator(3, 2, EpochStream.AUGMENT)))
 
 
 def test_3d_volumes_resize_with_trilinear():

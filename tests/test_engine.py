@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from medboost_cli import metrics
-from medboost_cli.engine import RunPaths, evaluate_run, make_schedule, make_optimizer, train
+from medboost_cli.engine import evaluate_run, make_schedule, make_optimizer, train
 from medboost_cli.errors import MedboostError
 from medboost_cli.models import build_model
 from medboost_cli.recipes import load_recipe
-from medboost_cli.results import COLUMNS, load_results
+from medboost_cli.results import COLUMNS, ResultsDir, load_results
 
 from .conftest import TINY_SETS, write_medmnist
 
@@ -63,11 +63,11 @@ def test_test_split_never_chooses(data_dir, results_dir, tmp_path):
 def test_checkpoint_holds_trainable_weights_and_the_frozen_hash_only(data_dir, results_dir):
     recipe = tiny()
     row = train(recipe, data_dir, results_dir, log=quiet)
-    paths = RunPaths(results_dir, row["run_id"])
-    ckpt = torch.load(paths.best, weights_only=True)
+    paths = ResultsDir(results_dir)
+    ckpt = torch.load(paths.best(row["run_id"]), weights_only=True)
     assert not any(k.startswith("booster.lm.") for k in ckpt["trainable"])
     assert "booster.encode.weight" in ckpt["trainable"] and ckpt["frozen_sha256"] == row["frozen_sha256"]
-    assert not paths.last.exists()  # optimizer state is dropped once the run is complete
+    assert not paths.last(row["run_id"]).exists()  # optimizer state is dropped once the run is complete
 
 
 class InterruptAfter:
@@ -111,10 +111,10 @@ def test_resume_refuses_a_changed_configuration(data_dir, results_dir):
     recipe = tiny("breast", "none", "train.epochs=3")
     with pytest.raises(KeyboardInterrupt):
         train(recipe, data_dir, results_dir, reporter=InterruptAfter(1), log=quiet)
-    paths = RunPaths(results_dir, recipe.run_id())
-    ckpt = torch.load(paths.last, weights_only=True)
+    last = ResultsDir(results_dir).last(recipe.run_id())
+    ckpt = torch.load(last, weights_only=True)
     ckpt["config_hash"] = "00000000"
-    torch.save(ckpt, paths.last)
+    torch.save(ckpt, last)
     with pytest.raises(MedboostError, match="saved with another configuration"):
         train(recipe, data_dir, results_dir, resume=True, log=quiet)
 
@@ -128,7 +128,7 @@ def test_evaluate_reproduces_recorded_metrics(data_dir, results_dir):
 
 def test_evaluate_detects_a_different_frozen_layer(data_dir, results_dir):
     row = train(tiny(), data_dir, results_dir, log=quiet)
-    path = RunPaths(results_dir, row["run_id"]).best
+    path = ResultsDir(results_dir).best(row["run_id"])
     ckpt = torch.load(path, weights_only=True)
     ckpt["frozen_sha256"] = "f" * 64
     torch.save(ckpt, path)

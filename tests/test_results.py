@@ -1,0 +1,89 @@
+"""The results module: run ids, the folder's layout, rows of the current and older schemas."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from medboost_cli import results
+from medboost_cli.errors import MedboostError
+from medboost_cli.recipes import load_recipe
+
+
+def _old_row(run_id: str, booster: str) -> dict:
+    """A row as schema 1 wrote it: no schema_version, no lm_norm."""
+    row = results.new_row(run_id=run_id, status="completed", booster=booster, seed=0, test_auc=0.75,
+                          test_scores=[[0.2, 0.8]], test_labels=[[1]])
+    return {k: v for k, v in row.items() if k not in results.ADDED_AFTER_V1}
+
+
+def _write_old(folder, row) -> None:
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([row]), folder / "runs" / f"{row['run_id']}.parquet")
+
+
+def test_run_id_is_built_and_split_in_one_place():
+    recipe = load_recipe("breast", preset="cpu", flags=[("--seed", "seed", 12)])
+    run_id = recipe.run_id()
+    assert run_id == f"breast-vit-mini-rllm-{recipe.config_hash()}-s12"
+    assert results.cell_id(run_id) == f"breast-vit-mini-rllm-{recipe.config_hash()}"
+    other_seed = recipe.model_copy(update={"seed": 3}).run_id()
+    assert results.cell_id(other_seed) == results.cell_id(run_id) and other_seed != run_id
+
+
+@pytest.mark.parametrize("bad", ["", "*", "../escape", "a/b", "run id", "-leading-dash", "x" * 201])
+def test_run_ids_outside_the_character_set_are_refused(tmp_path, bad):
+    with pytest.raises(MedboostError, match="is not a run id"):
+        results.ResultsDir(tmp_path).row(bad)
+    with pytest.raises(MedboostError, match="is not a run id"):
+        results.find_run(tmp_path, bad)
+
+
+def test_layout_keeps_every_path_under_the_folder(tmp_path):
+    layout = results.ResultsDir(tmp_path)
+    run = "breast-vit-mini-rllm-abcd1234-s0"
+    assert layout.row(run) == tmp_path / "runs" / f"{run}.parquet"
+    assert layout.last(run) == tmp_path / "checkpoints" / run / "last.pt"
+    assert layout.best(run) == tmp_path / "checkpoints" / run / "best.pt"
+
+
+def test_new_row_has_every_column_and_refuses_unknown_ones():
+    row = results.new_row(run_id="a-b-c-d-s0", status="running")
+    assert list(row) == results.COLUMNS and row["schema_version"] == results.SCHEMA_VERSION
+    assert row["test_auc"] is None
+    with pytest.raises(ValueError, match="unknown result column"):
+        results.new_row(run_id="a-b-c-d-s0", not_a_column=1)
+
+
+def test_rows_of_schema_1_are_read_with_what_those_runs_did(tmp_path):
+    current = results.new_row(run_id="breast-vit-mini-rllm-00000000-s0", status="completed", booster="rllm",
+                              lm_norm="unit", seed=0, test_auc=0.8, test_scores=[[0.4, 0.6]], test_labels=[[1]])
+    results.write_row(tmp_path, current)
+    _write_old(tmp_path, _old_row("breast-vit-mini-rllm-11111111-s0", "rllm"))
+    _write_old(tmp_path, _old_row("breast-vit-mini-none-11111111-s0", "none"))
+
+    df = results.load_results(tmp_path).set_index("run_id")
+    assert list(df.reset_index().columns) == results.COLUMNS
+    # Before lm_norm existed, an F_L had no final norm; a run without F_L has none to describe.
+    assert df.loc["breast-vit-mini-rllm-11111111-s0", "lm_norm"] == "none"
+    assert df.loc["breast-vit-mini-none-11111111-s0", "lm_norm"] is None
+    assert df.loc["breast-vit-mini-rllm-00000000-s0", "lm_norm"] == "unit"
+    assert df["schema_version"].to_dict() == {"breast-vit-mini-rllm-00000000-s0": 2,
+                                              "breast-vit-mini-rllm-11111111-s0": 1,
+                                              "breast-vit-mini-none-11111111-s0": 1}
+    assert df.loc["breast-vit-mini-rllm-11111111-s0", "test_auc"] == 0.75
+    assert list(df.loc["breast-vit-mini-rllm-11111111-s0", "test_scores"][0]) == pytest.approx([0.2, 0.8])
+
+    old = results.find_run(tmp_path, "breast-vit-mini-rllm-1111")
+    assert old["schema_version"] == 1 and old["lm_norm"] == "none" and list(old) == results.COLUMNS
+    assert results.read_row(tmp_path, "breast-vit-mini-none-11111111-s0")["lm_norm"] is None
+    assert results.read_row(tmp_path, "breast-vit-mini-none-99999999-s0") is None
+
+
+def test_load_results_selects_columns_and_status(tmp_path):
+    for i, status in enumerate(("completed", "failed", "completed")):
+        results.write_row(tmp_path, results.new_row(run_id=f"breast-vit-mini-none-0000000{i}-s0", status=status))
+    df = results.load_results(tmp_path, columns=["run_id", "lm_norm"], status="completed")
+    assert list(df.columns) == ["run_id", "lm_norm", "status"] and len(df) == 2
+    assert results.load_results(tmp_path / "missing").empty
