@@ -77,6 +77,12 @@ class BoosterConfig(_Strict):
         "entries permuted (same value distribution, no learned structure)",
     )
     dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="storage dtype of a frozen F_L")
+    lm_norm: Literal["auto", "unit", "pretrained", "none"] = Field(
+        "auto",
+        description="the norm after F_L's layer. unit: the LM's final RMSNorm with weight 1 (the released code's); "
+        "pretrained: with the LM's own final norm weights; none: the bare layer. auto: unit for LLaMA-family "
+        "layers, none for BERT layers (which end in LayerNorm)",
+    )
 
 
 class TrainConfig(_Strict):

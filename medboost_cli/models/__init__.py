@@ -66,7 +66,8 @@ def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") 
         elif cfg.mode == "mlp":  # F_L removed: only its width is needed, no weights are read
             booster = Booster("mlp", backbone.num_features, None, llm_spec(cfg.llm).hidden)
         else:
-            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed)
+            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed,
+                                    norm=cfg.lm_norm)
             torch.manual_seed(seed + 2_000)
             booster = Booster(cfg.mode, backbone.num_features, loaded.block, loaded.spec.hidden)
             booster.lm.requires_grad_(not cfg.freeze)

@@ -7,6 +7,10 @@ F_E: D -> D_lm and F_D: D_lm -> D are bias-free linear maps. With x the backbone
     out      z = x + F_D(F_L(F_E x))                  "Out R-LLM" (Table 6)
     hybrid   z = x + F_D(F_L(F_E x) + F_E x)          both residuals (Table 6)
     mlp      z = F_D(F_E x)                           F_L removed, F_E/F_D kept: the capacity control (Table 5)
+
+F_L = N(L(.)): the LM's layer L, then the norm N of ``booster.lm_norm`` (``llm.NormedLayer``), as the released
+code's ``LLaMATransformer(first_layer=31)``: unit (an RMSNorm of weight 1, the released code's; auto's choice for
+LLaMA-family layers), pretrained (the LM's final norm weights) or none (N = identity; auto's choice for BERT).
 """
 
 from __future__ import annotations
