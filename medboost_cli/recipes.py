@@ -83,6 +83,11 @@ class BoosterConfig(_Strict):
         "pretrained: with the LM's own final norm weights; none: the bare layer. auto: unit for LLaMA-family "
         "layers, none for BERT layers (which end in LayerNorm)",
     )
+    proj_init: Literal["auto", "trunc_normal", "default"] = Field(
+        "auto",
+        description="F_E/F_D init. trunc_normal: std 0.02 (the released 2D code's); default: nn.Linear's (the "
+        "released 3D code's). auto: trunc_normal for 2D tasks, default for 3D",
+    )
 
 
 class TrainConfig(_Strict):

@@ -1,5 +1,5 @@
-"""Fidelity to the released R-LLM code: F_L's final norm (booster.lm_norm), checked against the formula written
-out here."""
+"""Fidelity to the released R-LLM code: F_L's final norm (booster.lm_norm), F_E/F_D initialisation
+(booster.proj_init), each checked against the formula written out here."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from medboost_cli.errors import MedboostError
+from medboost_cli.models import build_model
 from medboost_cli.models.booster import Booster
 from medboost_cli.models.llm_loading import load_llm_layer
+from medboost_cli.recipes import load_recipe
 
+from .conftest import TINY_SETS
 from .test_llm_layer import _copy_checkpoint, _meta_from_hf
 
 # ---------------------------------------------------------------------------------------- booster.lm_norm
@@ -136,3 +139,53 @@ def test_bert_layers_take_no_final_norm():
     for choice in ("unit", "pretrained"):
         with pytest.raises(MedboostError, match=rf"booster.lm_norm={choice} is for LLaMA-family layers.*auto or none"):
             load_llm_layer("minilm", -1, norm=choice)
+
+
+# -------------------------------------------------------------------------------------- booster.proj_init
+
+
+def _model(task: str, mode: str, *sets: str):
+    recipe = load_recipe(task, preset="cpu", flags=[("--booster", "booster.mode", mode)], sets=TINY_SETS + list(sets))
+    return build_model(recipe, recipe.task_info).model
+
+
+def _nn_linear_default_std(fan_in: int) -> float:
+    return 1 / (3 * fan_in) ** 0.5  # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+
+
+@pytest.mark.parametrize("mode", ["rllm", "mlp"])
+def test_2d_projections_default_to_trunc_normal(mode):
+    booster = _model("breast", mode).booster
+    for linear in (booster.encode, booster.decode):
+        w = linear.weight
+        assert w.std().item() == pytest.approx(0.02, rel=0.05) and w.abs().max().item() <= 2.0
+    assert _model("breast", mode, "booster.proj_init=default").booster.encode.weight.std().item() == pytest.approx(
+        _nn_linear_default_std(32), rel=0.05)
+
+
+def test_3d_projections_default_to_nn_linear_init():
+    booster = _model("adrenal3d", "mlp").booster
+    assert booster.encode.weight.std().item() == pytest.approx(_nn_linear_default_std(32), rel=0.05)
+    assert booster.decode.weight.std().item() == pytest.approx(_nn_linear_default_std(384), rel=0.05)
+    trunc = _model("adrenal3d", "mlp", "booster.proj_init=trunc_normal").booster
+    assert trunc.encode.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_projection_init_leaves_backbone_and_head_streams_alone():
+    a, b = _model("breast", "rllm"), _model("breast", "rllm", "booster.proj_init=default")
+    assert not torch.equal(a.booster.encode.weight, b.booster.encode.weight)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        if not name.startswith("booster."):
+            assert torch.equal(p, q), name
+    none = _model("breast", "none")
+    assert torch.equal(none.head.weight, a.head.weight)
+
+
+# ------------------------------------------------------------------------------------ recipes and results
+
+
+@pytest.mark.parametrize("key, value", [("booster.lm_norm", "pretrained"), ("booster.proj_init", "default")])
+def test_booster_fidelity_keys_enter_the_run_id(key, value):
+    a = load_recipe("breast", preset="cpu")
+    b = load_recipe("breast", preset="cpu", sets=[f"{key}={value}"])
+    assert a.run_id() != b.run_id() and json.loads(b.model_dump_json())["booster"][key.split(".")[1]] == value
