@@ -60,6 +60,21 @@ class BackboneConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     booster_site: Literal["tokens", "temporal", "spatial"] | None = Field(
         None, description="where the booster wraps the tokens; default: the backbone's own (ViViT: temporal)")
+    vivit_norms: Literal["stacks", "head"] | None = Field(
+        None, description="ViViT only. stacks (default, the released code's): the spatial and the temporal transformer "
+        "each end in a LayerNorm, so the booster sees normalised tokens, and the head is a bare Linear; head: no "
+        "norm at the end of either transformer, one LayerNorm in the head after the booster")
+    vivit_pos: Literal["joint", "factorised"] | None = Field(
+        None, description="ViViT only. joint (default, the released code's): one learned (1, f, n, dim) table, an "
+        "entry per tubelet; factorised: a spatial (1, 1, n+1, dim) plus a temporal (1, f, 1, dim) table")
+
+    def check_keys(self, used: frozenset[str], what: str) -> None:
+        """Reject a key set away from its default that the backbone family ``what`` does not use."""
+        for key, field in type(self).model_fields.items():
+            value = getattr(self, key)
+            if key not in used and value != field.default:
+                raise MedboostError(
+                    f"backbone.{key}={value} does not apply to backbone '{self.name}' ({what}); unset it")
 
 
 class BoosterConfig(_Strict):

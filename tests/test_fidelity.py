@@ -189,3 +189,16 @@ def test_booster_fidelity_keys_enter_the_run_id(key, value):
     a = load_recipe("breast", preset="cpu")
     b = load_recipe("breast", preset="cpu", sets=[f"{key}={value}"])
     assert a.run_id() != b.run_id() and json.loads(b.model_dump_json())["booster"][key.split(".")[1]] == value
+
+
+@pytest.mark.parametrize("key, value", [("backbone.vivit_norms", "head"), ("backbone.vivit_pos", "factorised")])
+def test_vivit_layout_keys_enter_the_run_id_and_are_refused_elsewhere(key, value):
+    a = load_recipe("adrenal3d", preset="cpu", flags=[("--backbone", "backbone.name", "vivit-s")])
+    b = load_recipe("adrenal3d", preset="cpu", flags=[("--backbone", "backbone.name", "vivit-s")],
+                    sets=[f"{key}={value}"])
+    assert a.run_id() != b.run_id()
+    for task, backbone in (("adrenal3d", "vit3d"), ("breast", "vit-mini")):
+        flags = [("--backbone", "backbone.name", backbone), ("--booster", "booster.mode", "none")]
+        r = load_recipe(task, preset="cpu", flags=flags, sets=TINY_SETS + [f"{key}={value}"])
+        with pytest.raises(MedboostError, match=rf"{key}={value} does not apply to backbone '{backbone}'.*unset it"):
+            build_model(r, r.task_info)

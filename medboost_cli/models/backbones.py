@@ -90,7 +90,13 @@ TIMM_VITS: dict[str, TimmViTSpec] = {
 }
 
 
+# The backbone.* keys a timm ViT reads; others must stay at their defaults.
+VIT_KEYS = frozenset({"name", "pretrained", "weights", "img_size", "in_chans", "patch_size", "stem", "dim", "depth",
+                      "heads", "mlp_ratio", "drop_path", "dropout", "booster_site"})
+
+
 def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
+    cfg.check_keys(VIT_KEYS, "a 2D ViT")
     if cfg.booster_site not in (None, "tokens"):
         raise MedboostError(f"backbone.booster_site={cfg.booster_site} is for ViViT; a ViT has one site, 'tokens'")
     kwargs: dict = dict(spec.overrides)
