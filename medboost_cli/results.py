@@ -25,7 +25,8 @@ from .fileio import atomic_write
 # Columns every row has, in order (the list, plus the scores used by the statistics).
 COLUMNS = [
     "run_id", "status", "task", "flag", "size", "backbone", "booster", "llm", "layer", "frozen", "llm_init",
-    "seed", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc", "test_auc",
+    "lm_norm", "seed", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc",
+    "test_auc",
     "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb", "memory_kind",
     "device", "precision", "frozen_sha256", "config_hash", "config_json", "history_json", "versions_json",
     "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",

@@ -1,5 +1,5 @@
 """Fidelity to the released R-LLM code: F_L's final norm (booster.lm_norm), F_E/F_D initialisation
-(booster.proj_init), each checked against the formula written out here."""
+(booster.proj_init) and the keys that record them, each checked against the formula written out here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medboost_cli.engine import train
 from medboost_cli.errors import MedboostError
 from medboost_cli.models import build_model
 from medboost_cli.models.booster import Booster
@@ -202,3 +203,16 @@ def test_vivit_layout_keys_enter_the_run_id_and_are_refused_elsewhere(key, value
         r = load_recipe(task, preset="cpu", flags=flags, sets=TINY_SETS + [f"{key}={value}"])
         with pytest.raises(MedboostError, match=rf"{key}={value} does not apply to backbone '{backbone}'.*unset it"):
             build_model(r, r.task_info)
+
+
+def test_results_row_records_the_resolved_final_norm(tiny_llama, data_dir, results_dir):
+    def run(mode, *sets):
+        recipe = load_recipe("breast", preset="cpu", flags=[("--booster", "booster.mode", mode)],
+                             sets=TINY_SETS + ["train.epochs=1", f"booster.llm={tiny_llama[0]}", "booster.layer=-1",
+                                               *sets])
+        return train(recipe, data_dir, results_dir, log=lambda *a: None)
+
+    row = run("rllm")
+    assert row["lm_norm"] == "unit" and json.loads(row["config_json"])["booster"]["lm_norm"] == "auto"
+    assert run("rllm", "booster.lm_norm=none")["lm_norm"] == "none"
+    assert run("none")["lm_norm"] is None
