@@ -34,10 +34,10 @@ class DataConfig(_Strict):
     verify: bool = Field(True, description="check MD5 and split sizes against medmnist's INFO")
     hflip: float = Field(0.5, ge=0, le=1, description="probability of flipping the last (W) axis")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the H axis")
-    dflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the depth axis (3D)")
+    dflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the depth axis (3D only)")
     scale: tuple[float, float] = Field((0.8, 1.0), description="zoom: fraction of the field of view kept")
     translate: float = Field(0.1, ge=0, le=0.5, description="shift, as a fraction of the image side")
-    rotate: float = Field(10.0, ge=0, le=180, description="in-plane rotation range in degrees (2D)")
+    rotate: float = Field(0.0, ge=0, le=180, description="in-plane rotation range in degrees (2D only)")
     padding: Literal["zeros", "border", "reflection"] = Field(
         "border", description="fill outside the image; border matches the eval resize at the rim")
 
@@ -272,7 +272,23 @@ def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
             f"{_source_of(('task',), layers)}: sets task '{recipe.task}' but the command asked for '{layers[0][1]['task']}'"
         )
     recipe.task_info.check_size(recipe.data.size)
+    _check_data_keys(recipe, layers)
     return recipe
+
+
+# Augmentations that exist in one dimensionality only: key -> the dimensionality that uses it.
+DATA_KEY_DIMS = {"rotate": 2, "dflip": 3}
+
+
+def _check_data_keys(recipe: Recipe, layers: list[tuple[str, dict]]) -> None:
+    dims = recipe.task_info.dims
+    for key, used_in in DATA_KEY_DIMS.items():
+        value = getattr(recipe.data, key)
+        if dims != used_in and value != DataConfig.model_fields[key].default:
+            raise MedboostError(
+                f"{_source_of(('data', key), layers)}: data.{key}={value} applies to {used_in}D tasks only and "
+                f"{recipe.task} is {dims}D; unset it"
+            )
 
 
 def _source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:

@@ -1,21 +1,15 @@
 """Backbones: image or volume -> token sequence (B, N, D), and tokens -> pooled features (B, D).
 
-Every backbone exposes:
-
-* ``forward_tokens(x, boost=None)``: everything up to, not including, the final norm. ``boost`` (the booster,
-  a tokens -> tokens module) is applied at the backbone's booster site: for ViTs after the last block, on all
-  tokens, CLS included;
-* ``pool(tokens)``: final norm, then the CLS token;
-* ``num_features``, ``input_size``, ``in_chans``, ``n_tokens`` (tokens the booster sees), ``mean``/``std``, ``dims``.
-
-Backbones are registered by name in ``BACKBONES`` with the input dimensionality in ``BACKBONE_DIMS``.
+Every backbone, 2D (here) or 3D (``backbones3d.py``), follows the ``Backbone`` protocol below. Backbones are
+registered by name in ``BACKBONES`` with the input dimensionality in ``BACKBONE_DIMS``; each family declares the
+``backbone.*`` keys it reads, and a key it does not read is an error when set (``BackboneConfig.check_keys``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import timm
 import torch
@@ -26,6 +20,29 @@ from ..errors import MedboostError
 from ..hub import cached_file, ensure_reachable
 from ..recipes import BackboneConfig
 from .backbones3d import BACKBONES_3D
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """What the ``Classifier``, the engine and the booster rely on."""
+
+    num_features: int  # token width D
+    input_size: int  # side of the (square or cubic) input the backbone takes
+    in_chans: int
+    n_tokens: int  # tokens the booster sees at its site
+    mean: tuple[float, ...]  # input normalisation, per channel
+    std: tuple[float, ...]
+    dims: int  # 2 (images) or 3 (volumes)
+
+    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+        """Input -> tokens (B, N, D), with ``boost`` (a tokens -> tokens module) applied at the backbone's booster
+        site: for the 2D ViTs and ViT3D after the last block, on all tokens, CLS included, before the final norm
+        (ViViT: see ``backbones3d.py``)."""
+        ...
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens -> (B, D) features for the head: the final norm (if the backbone has one there), then CLS."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,7 @@ BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
 BACKBONE_DIMS: dict[str, int] = {**{name: spec.dims for name, spec in TIMM_VITS.items()}, **{n: 3 for n in BACKBONES_3D}}
 
 
-def build_backbone(cfg: BackboneConfig, dims: int) -> nn.Module:
+def build_backbone(cfg: BackboneConfig, dims: int) -> Backbone:
     if cfg.name not in BACKBONES:
         raise MedboostError(f"backbone.name='{cfg.name}' is not registered; choose one of {', '.join(BACKBONES)}")
     if BACKBONE_DIMS[cfg.name] != dims:

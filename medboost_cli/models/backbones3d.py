@@ -2,7 +2,7 @@
 
 Both follow the released R-LLM code (lucidrains' ``vit_3d.py`` / ``vivit.py``): non-overlapping p^3 patches
 (tubelets) embedded by ``LayerNorm -> Linear -> LayerNorm``, learned CLS tokens and position embeddings and
-pre-norm transformer blocks. They expose the backbone protocol of ``backbones.py``; the project's
+pre-norm transformer blocks. They expose the ``Backbone`` protocol of ``backbones.py``; the project's
 ``Classifier`` adds the head's ``Linear``. No pretrained 3D weights exist: every model trains from scratch.
 
 Where the norms sit, as in the released code:
