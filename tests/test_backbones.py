@@ -1,4 +1,5 @@
-"""The backbone protocol and the keys each backbone family reads (others are refused, never ignored)."""
+"""The backbone protocol, the keys each backbone family reads (others are refused, never ignored), and the 2D ViT
+built on timm's public API only."""
 
 from __future__ import annotations
 
@@ -65,3 +66,12 @@ def test_every_recipe_and_study_validates_with_the_keys_its_backbone_reads(prese
     for study in study_names():
         for run in expand(load_study(study, preset), seeds=1, preset=preset):
             run.recipe.backbone.check_keys(_keys_of(run.backbone), run.backbone)
+
+
+def test_vit_tokens_are_timms_own_up_to_the_final_norm():
+    """The embedding written with timm's public attributes gives bit for bit what timm's forward_features does."""
+    torch.manual_seed(0)
+    m = build_backbone(BackboneConfig(name="vit-t", img_size=64, drop_path=0.1), 2).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m.vit.norm(m.forward_tokens(x)), m.vit.forward_features(x))

@@ -80,6 +80,11 @@ class TimmViT(nn.Module):
 
     def __init__(self, vit: nn.Module, input_size: int, in_chans: int):
         super().__init__()
+        plain = (vit.cls_token is not None and vit.reg_token is None and vit.pos_embed is not None
+                 and not vit.no_embed_class and not vit.dynamic_img_size)
+        if not plain:
+            raise MedboostError("medboost's ViTs need timm's plain layout: a CLS token, a learned position table "
+                                "that covers it, no register tokens, a fixed image size")
         self.vit = vit
         self.num_features = vit.num_features
         self.input_size = input_size
@@ -89,9 +94,16 @@ class TimmViT(nn.Module):
         self.std = tuple(cfg.get("std", (0.5, 0.5, 0.5)))
         self.in_chans = in_chans
 
-    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patches, CLS first, plus positions: what timm's ``forward_features`` computes before its blocks, written
+        with the model's public attributes (its private ``_pos_embed`` does the same for this layout)."""
         v = self.vit
-        x = v.blocks(v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x)))))
+        x = v.patch_embed(x)
+        x = torch.cat([v.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + v.pos_embed
+        return v.norm_pre(v.patch_drop(v.pos_drop(x)))
+
+    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+        x = self.vit.blocks(self.embed(x))
         return boost(x) if boost is not None else x
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
