@@ -78,7 +78,7 @@ def status(key):
             return int(line.split()[1]) * 1024
 from medboost_cli.models.llm_loading import load_llm_layer
 before = status('VmRSS:')
-loaded = load_llm_layer(sys.argv[1], -1, dtype=torch.bfloat16)
+loaded = load_llm_layer(sys.argv[1], -1, dtype=torch.bfloat16, norm="pretrained")  # + the final norm
 peak = status('VmHWM:')
 layer_bytes = sum(p.numel() * p.element_size() for p in loaded.block.parameters())
 print(json.dumps({"growth": peak - before, "layer_bytes": layer_bytes, "rss_after": status('VmRSS:') - before}))

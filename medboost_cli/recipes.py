@@ -35,10 +35,10 @@ class DataConfig(_Strict):
     verify: bool = Field(True, description="check MD5 and split sizes against medmnist's INFO")
     hflip: float = Field(0.5, ge=0, le=1, description="probability of flipping the last (W) axis")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the H axis")
-    dflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the depth axis (3D)")
+    dflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the depth axis (3D only)")
     scale: tuple[float, float] = Field((0.8, 1.0), description="zoom: fraction of the field of view kept")
     translate: float = Field(0.1, ge=0, le=0.5, description="shift, as a fraction of the image side")
-    rotate: float = Field(10.0, ge=0, le=180, description="in-plane rotation range in degrees (2D)")
+    rotate: float = Field(0.0, ge=0, le=180, description="in-plane rotation range in degrees (2D only)")
     padding: Literal["zeros", "border", "reflection"] = Field(
         "border", description="fill outside the image; border matches the eval resize at the rim")
 
@@ -61,6 +61,21 @@ class BackboneConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     booster_site: Literal["tokens", "temporal", "spatial"] | None = Field(
         None, description="where the booster wraps the tokens; default: the backbone's own (ViViT: temporal)")
+    vivit_norms: Literal["stacks", "head"] | None = Field(
+        None, description="ViViT only. stacks (default, the released code's): the spatial and the temporal transformer "
+        "each end in a LayerNorm, so the booster sees normalised tokens, and the head is a bare Linear; head: no "
+        "norm at the end of either transformer, one LayerNorm in the head after the booster")
+    vivit_pos: Literal["joint", "factorised"] | None = Field(
+        None, description="ViViT only. joint (default, the released code's): one learned (1, f, n, dim) table, an "
+        "entry per tubelet; factorised: a spatial (1, 1, n+1, dim) plus a temporal (1, f, 1, dim) table")
+
+    def check_keys(self, used: frozenset[str], what: str) -> None:
+        """Reject a key set away from its default that the backbone family ``what`` does not use."""
+        for key, field in type(self).model_fields.items():
+            value = getattr(self, key)
+            if key not in used and value != field.default:
+                raise MedboostError(
+                    f"backbone.{key}={value} does not apply to backbone '{self.name}' ({what}); unset it")
 
 
 class BoosterConfig(_Strict):
@@ -78,6 +93,17 @@ class BoosterConfig(_Strict):
         "entries permuted (same value distribution, no learned structure)",
     )
     dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="storage dtype of a frozen F_L")
+    lm_norm: Literal["auto", "unit", "pretrained", "none"] = Field(
+        "auto",
+        description="the norm after F_L's layer. unit: the LM's final RMSNorm with weight 1 (the released code's); "
+        "pretrained: with the LM's own final norm weights; none: the bare layer. auto: unit for LLaMA-family "
+        "layers, none for BERT layers (which end in LayerNorm)",
+    )
+    proj_init: Literal["auto", "trunc_normal", "default"] = Field(
+        "auto",
+        description="F_E/F_D init. trunc_normal: std 0.02 (the released 2D code's); default: nn.Linear's (the "
+        "released 3D code's). auto: trunc_normal for 2D tasks, default for 3D",
+    )
 
 
 class TrainConfig(_Strict):
@@ -247,7 +273,23 @@ def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
             f"{_source_of(('task',), layers)}: sets task '{recipe.task}' but the command asked for '{layers[0][1]['task']}'"
         )
     recipe.task_info.check_size(recipe.data.size)
+    _check_data_keys(recipe, layers)
     return recipe
+
+
+# Augmentations that exist in one dimensionality only: key -> the dimensionality that uses it.
+DATA_KEY_DIMS = {"rotate": 2, "dflip": 3}
+
+
+def _check_data_keys(recipe: Recipe, layers: list[tuple[str, dict]]) -> None:
+    dims = recipe.task_info.dims
+    for key, used_in in DATA_KEY_DIMS.items():
+        value = getattr(recipe.data, key)
+        if dims != used_in and value != DataConfig.model_fields[key].default:
+            raise MedboostError(
+                f"{_source_of(('data', key), layers)}: data.{key}={value} applies to {used_in}D tasks only and "
+                f"{recipe.task} is {dims}D; unset it"
+            )
 
 
 def _source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:

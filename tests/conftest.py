@@ -77,6 +77,7 @@ def tiny_llama(tmp_path_factory) -> tuple[Path, object]:
         for layer in model.model.layers:
             layer.input_layernorm.weight.uniform_(0.5, 1.5)
             layer.post_attention_layernorm.weight.uniform_(0.5, 1.5)
+        model.model.norm.weight.uniform_(0.5, 1.5)  # the final norm: booster.lm_norm=pretrained differs from unit
     folder = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(folder, max_shard_size="40KB", safe_serialization=True)
     assert (folder / "model.safetensors.index.json").exists()

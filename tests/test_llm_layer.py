@@ -212,6 +212,7 @@ def _meta_from_hf(model, folder: Path, shards: int = 1, permute_back: bool = Tru
                 tensor = unpermute(tensor, cfg.num_key_value_heads)
             state[f"layers.{i}.{inverse[module]}.{leaf}"] = tensor.clone()
     state["tok_embeddings.weight"] = model.model.embed_tokens.weight.detach().clone()
+    state["norm.weight"] = model.model.norm.weight.detach().clone()  # the final norm, whole in every file
     split_dim = {"attention.wq": 0, "attention.wk": 0, "attention.wv": 0, "feed_forward.w1": 0,
                  "feed_forward.w3": 0, "attention.wo": 1, "feed_forward.w2": 1}
     for rank in range(shards):

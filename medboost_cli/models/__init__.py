@@ -12,7 +12,7 @@ from ..hardware import bf16_supported
 from ..recipes import Recipe
 from ..tasks import Task
 from .backbones import BACKBONES, build_backbone
-from .booster import Booster
+from .booster import Booster, resolve_proj_init
 from .llm_loading import LoadedLayer, llm_spec, load_llm_layer
 
 __all__ = ["BACKBONES", "BuiltModel", "Classifier", "build_model", "count_parameters"]
@@ -61,14 +61,16 @@ def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") 
             backbone_cfg = backbone_cfg.model_copy(update={"img_size": recipe.data.size})
         backbone = build_backbone(backbone_cfg, task.dims)
         torch.manual_seed(seed + 2_000)
+        proj_init = resolve_proj_init(cfg.proj_init, task.dims)
         if cfg.mode == "none":
             booster = Booster("none", backbone.num_features)
         elif cfg.mode == "mlp":  # F_L removed: only its width is needed, no weights are read
-            booster = Booster("mlp", backbone.num_features, None, llm_spec(cfg.llm).hidden)
+            booster = Booster("mlp", backbone.num_features, None, llm_spec(cfg.llm).hidden, proj_init)
         else:
-            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed)
+            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed,
+                                    norm=cfg.lm_norm)
             torch.manual_seed(seed + 2_000)
-            booster = Booster(cfg.mode, backbone.num_features, loaded.block, loaded.spec.hidden)
+            booster = Booster(cfg.mode, backbone.num_features, loaded.block, loaded.spec.hidden, proj_init)
             booster.lm.requires_grad_(not cfg.freeze)
         torch.manual_seed(seed + 1_000)
         model = Classifier(backbone, booster, task.n_classes)

@@ -1,21 +1,15 @@
 """Backbones: image or volume -> token sequence (B, N, D), and tokens -> pooled features (B, D).
 
-Every backbone exposes:
-
-* ``forward_tokens(x, boost=None)``: everything up to, not including, the final norm. ``boost`` (the booster,
-  a tokens -> tokens module) is applied at the backbone's booster site: for ViTs after the last block, on all
-  tokens, CLS included;
-* ``pool(tokens)``: final norm, then the CLS token;
-* ``num_features``, ``input_size``, ``in_chans``, ``n_tokens`` (tokens the booster sees), ``mean``/``std``, ``dims``.
-
-Backbones are registered by name in ``BACKBONES`` with the input dimensionality in ``BACKBONE_DIMS``.
+Every backbone, 2D (here) or 3D (``backbones3d.py``), follows the ``Backbone`` protocol below. Backbones are
+registered by name in ``BACKBONES`` with the input dimensionality in ``BACKBONE_DIMS``; each family declares the
+``backbone.*`` keys it reads, and a key it does not read is an error when set (``BackboneConfig.check_keys``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import timm
 import torch
@@ -26,6 +20,29 @@ from ..errors import MedboostError
 from ..hub import cached_file, ensure_reachable
 from ..recipes import BackboneConfig
 from .backbones3d import BACKBONES_3D
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """What the ``Classifier``, the engine and the booster rely on."""
+
+    num_features: int  # token width D
+    input_size: int  # side of the (square or cubic) input the backbone takes
+    in_chans: int
+    n_tokens: int  # tokens the booster sees at its site
+    mean: tuple[float, ...]  # input normalisation, per channel
+    std: tuple[float, ...]
+    dims: int  # 2 (images) or 3 (volumes)
+
+    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+        """Input -> tokens (B, N, D), with ``boost`` (a tokens -> tokens module) applied at the backbone's booster
+        site: for the 2D ViTs and ViT3D after the last block, on all tokens, CLS included, before the final norm
+        (ViViT: see ``backbones3d.py``)."""
+        ...
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens -> (B, D) features for the head: the final norm (if the backbone has one there), then CLS."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,11 @@ class TimmViT(nn.Module):
 
     def __init__(self, vit: nn.Module, input_size: int, in_chans: int):
         super().__init__()
+        plain = (vit.cls_token is not None and vit.reg_token is None and vit.pos_embed is not None
+                 and not vit.no_embed_class and not vit.dynamic_img_size)
+        if not plain:
+            raise MedboostError("medboost's ViTs need timm's plain layout: a CLS token, a learned position table "
+                                "that covers it, no register tokens, a fixed image size")
         self.vit = vit
         self.num_features = vit.num_features
         self.input_size = input_size
@@ -72,9 +94,16 @@ class TimmViT(nn.Module):
         self.std = tuple(cfg.get("std", (0.5, 0.5, 0.5)))
         self.in_chans = in_chans
 
-    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patches, CLS first, plus positions: what timm's ``forward_features`` computes before its blocks, written
+        with the model's public attributes (its private ``_pos_embed`` does the same for this layout)."""
         v = self.vit
-        x = v.blocks(v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x)))))
+        x = v.patch_embed(x)
+        x = torch.cat([v.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + v.pos_embed
+        return v.norm_pre(v.patch_drop(v.pos_drop(x)))
+
+    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+        x = self.vit.blocks(self.embed(x))
         return boost(x) if boost is not None else x
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -90,7 +119,13 @@ TIMM_VITS: dict[str, TimmViTSpec] = {
 }
 
 
+# The backbone.* keys a timm ViT reads; others must stay at their defaults.
+VIT_KEYS = frozenset({"name", "pretrained", "weights", "img_size", "in_chans", "patch_size", "stem", "dim", "depth",
+                      "heads", "mlp_ratio", "drop_path", "dropout", "booster_site"})
+
+
 def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
+    cfg.check_keys(VIT_KEYS, "a 2D ViT")
     if cfg.booster_site not in (None, "tokens"):
         raise MedboostError(f"backbone.booster_site={cfg.booster_site} is for ViViT; a ViT has one site, 'tokens'")
     kwargs: dict = dict(spec.overrides)
@@ -145,7 +180,7 @@ BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
 BACKBONE_DIMS: dict[str, int] = {**{name: spec.dims for name, spec in TIMM_VITS.items()}, **{n: 3 for n in BACKBONES_3D}}
 
 
-def build_backbone(cfg: BackboneConfig, dims: int) -> nn.Module:
+def build_backbone(cfg: BackboneConfig, dims: int) -> Backbone:
     if cfg.name not in BACKBONES:
         raise MedboostError(f"backbone.name='{cfg.name}' is not registered; choose one of {', '.join(BACKBONES)}")
     if BACKBONE_DIMS[cfg.name] != dims:

@@ -1,11 +1,18 @@
 """3D backbones for MedMNIST volumes (B, C, D, H, W): a plain 3D ViT and a factorised-encoder ViViT.
 
 Both follow the released R-LLM code (lucidrains' ``vit_3d.py`` / ``vivit.py``): non-overlapping p^3 patches
-(tubelets) embedded by ``LayerNorm -> Linear -> LayerNorm``, learned CLS tokens and position embeddings, pre-norm
-transformer blocks with no final norm inside; the head's ``LayerNorm`` is the backbone's ``pool`` norm and the
-project's ``Classifier`` adds the ``Linear``. They expose the backbone protocol of ``backbones.py``
-(``forward_tokens``, ``pool``, ``num_features``, ``input_size``, ``in_chans``, ``n_tokens``, ``mean``/``std``,
-``dims``). No pretrained 3D weights exist: every model trains from scratch.
+(tubelets) embedded by ``LayerNorm -> Linear -> LayerNorm``, learned CLS tokens and position embeddings and
+pre-norm transformer blocks. They expose the ``Backbone`` protocol of ``backbones.py``; the project's
+``Classifier`` adds the head's ``Linear``. No pretrained 3D weights exist: every model trains from scratch.
+
+Where the norms sit, as in the released code:
+
+* ``vit3d``: no final norm inside the transformer; the head's ``LayerNorm`` is the backbone's ``pool`` norm, after
+  the booster;
+* ``vivit-*`` (``backbone.vivit_norms=stacks``, the default): the spatial and the temporal transformer each end
+  in a ``LayerNorm``, so the spatial CLS tokens are normalised before the temporal transformer and the booster
+  receives normalised tokens; ``pool`` reads the CLS token as it is (the released head is a bare ``Linear``).
+  ``vivit_norms=head`` is the other placement: no final norm in either stack, one ``LayerNorm`` in ``pool``.
 
 Booster sites (``backbone.booster_site``; ``tokens`` or unset means the backbone's default):
 
@@ -53,6 +60,13 @@ SIZES_3D: dict[str, Size3D] = {
     "vivit-m": Size3D("vivit", dim=1024, depth=8, heads=8, temporal_depth=8),
 }
 SITES: dict[str, tuple[str, ...]] = {"vit3d": ("tokens",), "vivit": ("temporal", "spatial")}  # default first
+# The backbone.* keys each kind reads; others must stay at their defaults (BackboneConfig.check_keys).
+_KEYS_COMMON = frozenset({"name", "img_size", "in_chans", "patch_size", "dim", "depth", "heads", "dim_head",
+                          "mlp_ratio", "drop_path", "dropout", "booster_site"})
+KEYS_3D: dict[str, frozenset[str]] = {
+    "vit3d": _KEYS_COMMON,
+    "vivit": _KEYS_COMMON | {"temporal_depth", "vivit_norms", "vivit_pos"},
+}
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -129,11 +143,12 @@ def _init_weights(m: nn.Module) -> None:
 
 
 class Backbone3D(nn.Module):
-    """What both models share: the protocol's attributes, the patch embedding and the pooling norm."""
+    """What both models share: the protocol's attributes, the patch embedding and the pooling norm (``head_norm``:
+    a LayerNorm before the head reads CLS, else none)."""
 
     dims = 3
 
-    def __init__(self, s: Size3D, in_chans: int, site: str, dropout: float):
+    def __init__(self, s: Size3D, in_chans: int, site: str, dropout: float, head_norm: bool = True):
         super().__init__()
         self.num_features, self.input_size, self.in_chans, self.booster_site = s.dim, s.img_size, in_chans, site
         self.mean, self.std = (0.5,) * in_chans, (0.5,) * in_chans
@@ -141,7 +156,7 @@ class Backbone3D(nn.Module):
         self.mlp_dim = int(s.dim * s.mlp_ratio)
         self.patch_embed = PatchEmbed3D(in_chans, s.patch_size, s.dim)
         self.drop = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(s.dim)  # the released head's LayerNorm
+        self.norm = nn.LayerNorm(s.dim) if head_norm else nn.Identity()  # the released ViT3D head's LayerNorm
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.norm(tokens)[:, 0]
@@ -170,37 +185,55 @@ class ViT3D(Backbone3D):
 class ViViT(Backbone3D):
     """Factorised-encoder ViViT: f = D/p groups of n = (H/p)(W/p) tubelets of p frames x p x p.
 
-    Each group gets a spatial CLS token, a learned spatial position embedding (1, 1, n+1, dim) and a learned
-    temporal position embedding (1, f, 1, dim) (an addition: the released code has no temporal positions, so its
-    temporal transformer could not tell the groups' order), then the spatial transformer runs over each group.
-    The groups' CLS outputs plus a temporal CLS token go through the temporal transformer: (b, f+1, dim).
+    Positions (``pos``): ``joint`` (the released code's) adds one learned (1, f, n, dim) table to the tubelets, an
+    entry per tubelet, so the model knows each group's place in depth; the spatial CLS token then joins each
+    group without a position. ``factorised`` adds a spatial (1, 1, n+1, dim) table (CLS included) and a temporal
+    (1, f, 1, dim) one. Each group (its spatial CLS first) goes through the spatial transformer; the groups' CLS
+    outputs plus a temporal CLS token go through the temporal transformer: (b, f+1, dim).
+
+    Norms (``norms``): ``stacks`` ends both transformers in a LayerNorm and pools CLS as it is (released);
+    ``head`` has no final norm in either and a LayerNorm in ``pool``.
 
     ``n_tokens`` is what the booster sees at its site: f+1 temporal tokens (site ``temporal``), or n+1 spatial
     tokens per group, in a batch of b*f sequences (site ``spatial``).
     """
 
     def __init__(self, s: Size3D, in_chans: int = 3, site: str = "temporal", dropout: float = 0.0,
-                 drop_path: float = 0.0):
-        super().__init__(s, in_chans, site, dropout)
+                 drop_path: float = 0.0, norms: str = "stacks", pos: str = "joint"):
+        super().__init__(s, in_chans, site, dropout, head_norm=norms == "head")
         f, n = self.grid, self.grid**2
+        self.norms, self.pos = norms, pos
         self.n_tokens = f + 1 if site == "temporal" else n + 1
         self.spatial_cls = _token(1, 1, 1, s.dim)
-        self.spatial_pos = _token(1, 1, n + 1, s.dim)
-        self.temporal_pos = _token(1, f, 1, s.dim)
+        if pos == "joint":
+            self.pos_embed = _token(1, f, n, s.dim)
+        else:
+            self.spatial_pos = _token(1, 1, n + 1, s.dim)
+            self.temporal_pos = _token(1, f, 1, s.dim)
         self.temporal_cls = _token(1, 1, s.dim)
         self.spatial = Transformer(s.dim, s.depth, s.heads, s.dim_head, self.mlp_dim, dropout, drop_path)
         self.temporal = Transformer(s.dim, s.temporal_depth, s.heads, s.dim_head, self.mlp_dim, dropout, drop_path)
+        stack_norm = (lambda: nn.LayerNorm(s.dim)) if norms == "stacks" else nn.Identity
+        self.spatial_norm, self.temporal_norm = stack_norm(), stack_norm()
         self.apply(_init_weights)
 
-    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, C, D, H, W) -> (b, f, n+1, dim): the tubelets with their positions, each group's spatial CLS first."""
         x = self.patch_embed(x)  # (b, f, n, dim)
         b, f = x.shape[:2]
-        x = torch.cat([self.spatial_cls.expand(b, f, -1, -1), x], dim=2) + self.spatial_pos + self.temporal_pos
-        x = self.spatial(self.drop(x).flatten(0, 1))  # (b*f, n+1, dim)
+        cls = self.spatial_cls.expand(b, f, -1, -1)
+        if self.pos == "joint":
+            return torch.cat([cls, x + self.pos_embed], dim=2)
+        return torch.cat([cls, x], dim=2) + self.spatial_pos + self.temporal_pos
+
+    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
+        x = self.embed(x)
+        b, f = x.shape[:2]
+        x = self.spatial_norm(self.spatial(self.drop(x).flatten(0, 1)))  # (b*f, n+1, dim)
         if boost is not None and self.booster_site == "spatial":
             x = boost(x)
         x = torch.cat([self.temporal_cls.expand(b, -1, -1), x[:, 0].unflatten(0, (b, f))], dim=1)
-        x = self.temporal(x)  # (b, f+1, dim)
+        x = self.temporal_norm(self.temporal(x))  # (b, f+1, dim)
         return boost(x) if boost is not None and self.booster_site == "temporal" else x
 
 
@@ -212,8 +245,6 @@ def resolve_size(name: str, cfg: BackboneConfig) -> Size3D:
     base = SIZES_3D[name]
     overrides = {f.name: getattr(cfg, f.name) for f in fields(Size3D)
                  if f.name != "kind" and getattr(cfg, f.name) is not None}
-    if base.kind == "vit3d" and "temporal_depth" in overrides:
-        raise MedboostError(f"backbone.temporal_depth applies to ViViT only; unset it for backbone '{name}'")
     s = replace(base, **overrides)
     for key in ("img_size", "patch_size", "dim", "heads", "dim_head"):
         if getattr(s, key) < 1:
@@ -241,6 +272,8 @@ def build_backbone3d(name: str, cfg: BackboneConfig) -> nn.Module:
         raise MedboostError(f"backbone.stem={cfg.stem} is 2D only; use backbone.stem=patch for '{name}'")
     if cfg.in_chans < 1:
         raise MedboostError(f"backbone.in_chans={cfg.in_chans} must be a positive integer")
+    kind = SIZES_3D[name].kind
+    cfg.check_keys(KEYS_3D[kind], "a 3D ViT" if kind == "vit3d" else "a ViViT")
     s = resolve_size(name, cfg)
     sites = SITES[s.kind]
     site = sites[0] if cfg.booster_site in (None, "tokens") else cfg.booster_site
@@ -249,8 +282,10 @@ def build_backbone3d(name: str, cfg: BackboneConfig) -> nn.Module:
         raise MedboostError(
             f"backbone.booster_site={cfg.booster_site} is not a site of '{name}'; choose one of {choices} or unset it"
         )
-    model = ViT3D if s.kind == "vit3d" else ViViT
-    return model(s, cfg.in_chans, site, cfg.dropout, cfg.drop_path)
+    if s.kind == "vit3d":
+        return ViT3D(s, cfg.in_chans, site, cfg.dropout, cfg.drop_path)
+    return ViViT(s, cfg.in_chans, site, cfg.dropout, cfg.drop_path, norms=cfg.vivit_norms or "stacks",
+                 pos=cfg.vivit_pos or "joint")
 
 
 BACKBONES_3D: dict[str, Callable[[BackboneConfig], nn.Module]] = {

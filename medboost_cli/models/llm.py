@@ -5,6 +5,10 @@ Two layer families, each readable top to bottom:
 * ``LlamaBlock`` (LLaMA, Mistral, Qwen2): pre-norm RMSNorm, grouped-query attention, SwiGLU MLP.
 * ``BertBlock`` (BERT, MiniLM): post-norm LayerNorm, multi-head attention, GELU MLP.
 
+A LLaMA-family layer ends without a norm: in the LM its output goes on through the next layers and, after the
+last, the model's final RMSNorm. ``NormedLayer`` puts that norm after the layer (``booster.lm_norm``), as the
+released R-LLM code does (its ``LLaMATransformer(first_layer=31)`` runs layer 31, then ``self.norm``).
+
 Both drop what ties them to text: no rotary/absolute position embedding (RoPE lives in the attention of
 LLaMA models and is simply not applied; BERT's positions live in its embedding layer, which is not used) and
 no causal mask (``scaled_dot_product_attention`` is called with ``is_causal=False`` and no mask).
@@ -123,6 +127,18 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
 
 
+class NormedLayer(nn.Module):
+    """An LM layer followed by the LM's final norm: ``norm(layer(x))``."""
+
+    def __init__(self, layer: nn.Module, norm: nn.Module):
+        super().__init__()
+        self.layer = layer
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.layer(x))
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 whatever the stored dtype."""
 
@@ -234,6 +250,36 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 def build_block(spec: LayerSpec) -> nn.Module:
     return LlamaBlock(spec) if spec.arch == "llama" else BertBlock(spec)
+
+
+# booster.lm_norm: the norm after F_L's layer. unit: the final RMSNorm with weight 1 (the released code's: its
+# loader copies only layers.31.*, so that norm keeps its initial weight); pretrained: the model's own final norm
+# weights; none: the bare layer. auto: unit for LLaMA-family layers, none for BERT layers, which end in LayerNorm.
+LM_NORMS = ("auto", "unit", "pretrained", "none")
+
+
+def resolve_lm_norm(choice: str, spec: LayerSpec) -> str:
+    """``booster.lm_norm`` for a layer of ``spec``: auto resolved; unit/pretrained on a BERT layer is an error."""
+    if choice not in LM_NORMS:
+        raise MedboostError(f"booster.lm_norm={choice} is not one of {', '.join(LM_NORMS)}")
+    if choice == "auto":
+        return "unit" if spec.arch == "llama" else "none"
+    if spec.arch == "bert" and choice != "none":
+        raise MedboostError(
+            f"booster.lm_norm={choice} is for LLaMA-family layers; a BERT layer already ends in LayerNorm and its "
+            f"model has no final norm: use booster.lm_norm=auto or none"
+        )
+    return choice
+
+
+def with_final_norm(layer: nn.Module, spec: LayerSpec, weight: torch.Tensor | None = None) -> NormedLayer:
+    """``layer`` followed by an RMSNorm with the model's eps and ``weight`` (ones when None)."""
+    norm = RMSNorm(spec.hidden, spec.eps)
+    if weight is not None:
+        if tuple(weight.shape) != (spec.hidden,):
+            raise MedboostError(f"the final norm weight has shape {tuple(weight.shape)}, not ({spec.hidden},)")
+        norm.weight = nn.Parameter(weight, requires_grad=norm.weight.requires_grad)
+    return NormedLayer(layer, norm)
 
 
 def rename_key(key: str, arch: str, scheme: str) -> str:

