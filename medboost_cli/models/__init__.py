@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..errors import MedboostError
 from ..hardware import bf16_supported
 from ..recipes import Recipe
+from ..seeding import Init, init_seed
 from ..tasks import Task
 from .backbones import BACKBONES, build_backbone
 from .booster import Booster, resolve_proj_init
@@ -53,26 +54,26 @@ def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") 
     device = torch.device(device)
     seed = recipe.seed
     cfg = recipe.booster
-    loaded = None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # every part from its own named stream (medboost_cli.seeding)
+        torch.manual_seed(init_seed(seed, Init.BACKBONE))
         backbone_cfg = recipe.backbone
         if task.dims == 3 and backbone_cfg.img_size is None:  # 3D backbones take the volume at its own size
             backbone_cfg = backbone_cfg.model_copy(update={"img_size": recipe.data.size})
         backbone = build_backbone(backbone_cfg, task.dims)
-        torch.manual_seed(seed + 2_000)
+        loaded = None
+        if cfg.mode not in ("none", "mlp"):  # building the layer may draw from the global RNG: seeded afresh below
+            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed,
+                                    norm=cfg.lm_norm)
+        torch.manual_seed(init_seed(seed, Init.BOOSTER))
         proj_init = resolve_proj_init(cfg.proj_init, task.dims)
         if cfg.mode == "none":
             booster = Booster("none", backbone.num_features)
         elif cfg.mode == "mlp":  # F_L removed: only its width is needed, no weights are read
             booster = Booster("mlp", backbone.num_features, None, llm_spec(cfg.llm).hidden, proj_init)
         else:
-            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed,
-                                    norm=cfg.lm_norm)
-            torch.manual_seed(seed + 2_000)
             booster = Booster(cfg.mode, backbone.num_features, loaded.block, loaded.spec.hidden, proj_init)
             booster.lm.requires_grad_(not cfg.freeze)
-        torch.manual_seed(seed + 1_000)
+        torch.manual_seed(init_seed(seed, Init.HEAD))
         model = Classifier(backbone, booster, task.n_classes)
     frozen = loaded.sha256 if loaded is not None and cfg.freeze else None
     return BuiltModel(model.to(device), loaded, frozen)

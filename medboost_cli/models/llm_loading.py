@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from ..errors import MedboostError
 from ..hub import cached_file, ensure_reachable
+from ..seeding import llm_init_generator
 from .llm import (
     IGNORED_SUFFIXES,
     KNOWN_SPECS,
@@ -70,7 +71,7 @@ def load_llm_layer(
 
     Without pretrained weights (``random:NAME`` or ``init="random"``) a ``pretrained`` norm gets the LM's own
     initialisation, weight 1; ``init="shuffled"`` permutes the norm's weight with the layer's tensors."""
-    generator = torch.Generator().manual_seed(seed * 7_777 + 17)
+    generator = llm_init_generator(seed)
     if source.startswith("random:"):
         spec = llm_spec(source)
         index = normalise_layer_index(layer, spec, source)
