@@ -39,7 +39,7 @@ from .hardware import (
     set_threads,
 )
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
-from .recipes import Recipe
+from .recipes import Recipe, saved_recipe
 from .results import ResultsDir, find_run, git_commit, new_row, package_versions, read_row, write_row
 from .seeding import EpochStream, epoch_generator, epoch_seed
 
@@ -410,7 +410,7 @@ def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, Built
     row = find_run(Path(results_dir), run)
     if row["status"] != "completed":
         raise MedboostError(f"run {row['run_id']} has status '{row['status']}', not completed; finish it with --resume")
-    recipe = Recipe.model_validate_json(row["config_json"])
+    recipe = saved_recipe(row["config_json"])
     best = ResultsDir(results_dir).best(row["run_id"])
     if not best.exists():
         raise MedboostError(f"{best}: the run's best checkpoint is missing; retrain the run")

@@ -14,13 +14,13 @@ import torch
 from .data import load_dataset
 from .engine import load_run, make_transforms
 from .errors import MedboostError
-from .recipes import Recipe
+from .recipes import saved_recipe
 from .results import find_run
 
 
 def partner_run_id(row: dict) -> str:
     """The paired run: same configuration and seed, booster none <-> the run's booster (rllm for a baseline)."""
-    recipe = Recipe.model_validate_json(row["config_json"])
+    recipe = saved_recipe(row["config_json"])
     mode = "rllm" if recipe.booster.mode == "none" else "none"
     return recipe.model_copy(update={"booster": recipe.booster.model_copy(update={"mode": mode})}).run_id()
 

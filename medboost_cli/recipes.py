@@ -149,6 +149,23 @@ class Recipe(_Strict):
         return make_run_id(self.task_info.short, self.backbone.name, self.booster.mode, self.config_hash(), self.seed)
 
 
+# Keys added after the first results schema, and the values that give what runs saved without them computed.
+LEGACY_VALUES = {"booster": {"lm_norm": "none", "proj_init": "default"}}
+LEGACY_VIVIT_VALUES = {"backbone": {"vivit_norms": "head", "vivit_pos": "factorised"}}
+
+
+def saved_recipe(config_json: str) -> Recipe:
+    """The recipe of a results row (``config_json``). A row saved before a key existed lacks it; it gets the
+    value that reproduces what that run computed, not today's default."""
+    data = json.loads(config_json)
+    legacy = LEGACY_VALUES | (LEGACY_VIVIT_VALUES if str(data.get("backbone", {}).get("name", "")).startswith("vivit")
+                              else {})
+    for section, values in legacy.items():
+        for key, value in values.items():
+            data.setdefault(section, {}).setdefault(key, value)
+    return Recipe.model_validate(data)
+
+
 # ------------------------------------------------------------------------------------------------ loading
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -87,3 +89,19 @@ def test_load_results_selects_columns_and_status(tmp_path):
     df = results.load_results(tmp_path, columns=["run_id", "lm_norm"], status="completed")
     assert list(df.columns) == ["run_id", "lm_norm", "status"] and len(df) == 2
     assert results.load_results(tmp_path / "missing").empty
+
+
+def test_a_recipe_saved_before_the_fidelity_keys_existed_keeps_what_that_run_computed():
+    from medboost_cli.recipes import load_recipe, saved_recipe
+
+    for task, backbone in (("breast", "vit-mini"), ("adrenal3d", "vivit-s")):
+        recipe = load_recipe(task, preset="cpu", flags=[("--backbone", "backbone.name", backbone)])
+        assert saved_recipe(recipe.model_dump_json()) == recipe  # a current row: read as written
+        old = recipe.model_dump(mode="json")
+        del old["booster"]["lm_norm"], old["booster"]["proj_init"]
+        del old["backbone"]["vivit_norms"], old["backbone"]["vivit_pos"]
+        restored = saved_recipe(json.dumps(old))
+        assert (restored.booster.lm_norm, restored.booster.proj_init) == ("none", "default")
+        vivit = backbone.startswith("vivit")
+        assert restored.backbone.vivit_norms == ("head" if vivit else None)
+        assert restored.backbone.vivit_pos == ("factorised" if vivit else None)
