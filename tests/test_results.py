@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
