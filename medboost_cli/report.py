@@ -24,7 +24,7 @@ import pandas as pd
 from . import paper
 from .errors import MedboostError
 from .paper import TITLES
-from .results import load_results
+from .results import cell_id, load_results
 from .stats import PairedDiff, describe, paired_bootstrap
 from .studies import PlannedRun, Study, expand, load_study, study_names
 
@@ -116,7 +116,7 @@ class Table:
 def gather(results_dir: Path, seeds: int = 3) -> tuple[list[Config], pd.DataFrame]:
     df = load_results(results_dir, status="completed")
     if not df.empty:
-        df = df.assign(cell=df["run_id"].str.rsplit("-s", n=1).str[0])
+        df = df.assign(cell=df["run_id"].map(cell_id))
     configs = []
     for name in study_names():
         found = []

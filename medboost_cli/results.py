@@ -33,6 +33,11 @@ COLUMNS = [
 HEAVY_COLUMNS = ("test_labels", "test_scores", "history_json", "config_json")
 
 
+def cell_id(run_id: str) -> str:
+    """A run id without its seed suffix: the same for every seed of one configuration (one report cell)."""
+    return run_id.rsplit("-s", 1)[0]
+
+
 def runs_dir(results_dir: Path) -> Path:
     return Path(results_dir) / "runs"
 

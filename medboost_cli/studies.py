@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import MedboostError
 from .models.backbones import BACKBONE_DIMS
 from .recipes import BoosterMode, Recipe, load_recipe, merge, read_yaml, recipes_dir
-from .results import load_results
+from .results import cell_id, load_results
 from .tasks import resolve_task
 
 
@@ -95,7 +95,7 @@ class PlannedRun:
     @property
     def cell(self) -> str:
         """The run id without its seed: the same for every seed of one table cell."""
-        return self.run_id.rsplit("-s", 1)[0]
+        return cell_id(self.run_id)
 
     def command(self) -> str:
         parts = ["medboost train", self.task, f"--backbone {self.backbone}", f"--booster {self.booster}",
