@@ -7,13 +7,11 @@ code); our numbers select on validation, so the comparison is indicative, not li
 
 from __future__ import annotations
 
-SOURCE = "Lai et al. 2024 (R-LLM), arXiv 2403.17343"
 PRIOR_SOURCE = ("as reported in Lai et al. 2024, Tables 2 and 4, from MedMNIST v2 (Yang et al. 2023) and "
                 "MedViT (Manzari et al. 2023)")
 
 TASKS_2D = ["breast", "retina", "pneumonia", "derma", "oct", "organa"]
 TASKS_3D = ["fracture3d", "adrenal3d", "nodule3d", "vessel3d"]
-BACKBONES_3D = ["vit3d", "vivit-s", "vivit-m"]
 TITLES = {
     "breast": "BreastMNIST", "retina": "RetinaMNIST", "pneumonia": "PneumoniaMNIST", "derma": "DermaMNIST",
     "oct": "OCTMNIST", "organa": "OrganAMNIST", "fracture3d": "FractureMNIST3D", "adrenal3d": "AdrenalMNIST3D",
