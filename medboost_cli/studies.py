@@ -57,7 +57,8 @@ class TableSpec(BaseModel):
     variants: list[str] | None = Field(None, description="the variants shown, in order; default: all")
     metrics: list[Metric] = Field(["acc", "auc"], description="the metrics shown, in order")
     paper: Values = Field(default_factory=dict, description="the paper's numbers for every backbone")
-    paper_by_backbone: dict[str, Values] = Field(default_factory=dict, description="... for one backbone each")
+    paper_by_backbone: dict[str, Values] = Field(default_factory=dict,
+                                                 description="backbone -> its own numbers (instead of paper)")
     prior: dict[str, list[float | None]] = Field(default_factory=dict,
                                                  description="kind prior: method -> the paper's value per task")
     source: str | None = Field(None, description="kind prior: where the prior methods' values come from")
@@ -69,6 +70,8 @@ class TableSpec(BaseModel):
 
 
 class Study(BaseModel):
+    """Tasks x backbones x variants, the baseline and comparisons, and the tables the report shows."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     title: str
@@ -77,7 +80,8 @@ class Study(BaseModel):
     backbones: list[str] | None = None
     baseline: str = "none"
     variants: dict[str, Variant]
-    layers: list[int] | None = Field(None, description="adds an rllm variant per layer index: rllm-L{i}")
+    layers: list[int] | None = Field(None, description="adds an rllm variant per LM layer index i: "
+                                                   "key rllm-L{i}, label 'layer {i}', layer i")
     compare: list[tuple[str, str]] = Field(default_factory=list, description="extra (a, b) pairs: a minus b")
     presets: dict[str, dict] = Field(default_factory=dict, description="overrides of this study under a preset")
 
