@@ -21,8 +21,9 @@ metric on the weighted sample, which equals the metric on the explicitly repeate
 the Mann-Whitney rank formula with ties counted 1/2: in each score column the smaller of the two classes is
 sorted once; for every replicate a cumulative sum of its weights in score order gives, for each sample of the
 other class, the weight below it (ties 1/2), and a sparse matrix sums the other class's weights by position, all
-vectorised over chunks of replicates (R=2000, N=20,000, K=11 takes about 1-2 s on one core). A class (or label) with no positive or no negative weight in a replicate is left out
-of that replicate's AUC mean, as :func:`medboost_cli.metrics.auc` does for an absent class.
+vectorised over chunks of replicates (R=2000, N=20,000, K=11 takes about 1-2 s on one core; timed by
+benchmarks/bootstrap_auc.py). A class (or label) with no positive or no negative weight in a replicate is left
+out of that replicate's AUC mean, as :func:`medboost_cli.metrics.auc` does for an absent class.
 """
 
 from __future__ import annotations
@@ -243,19 +244,3 @@ def describe(task_label: str, acc: PairedDiff, auc: PairedDiff) -> str:
     second = _phrase(acc, "" if acc.ci_level == auc.ci_level else f"{100 * acc.ci_level:g}% ", "")
     return f"{task_label}: the booster {first} and {second}."
 
-
-def benchmark(n: int = 20_000, k: int = 11, r: int = 2_000, seed: int = 0) -> float:
-    """Seconds for one ``weighted_auc`` over ``r`` bootstrap replicates of ``n`` multi-class samples (prints it)."""
-    import time
-
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, k, size=(n, 1))
-    scores = rng.dirichlet(np.ones(k), size=n).round(3)  # rounded, so there are ties
-    weights = np.empty((r, n), dtype=np.uint16)  # bootstrap multiplicities, 80 MB at the default size
-    for row in weights:
-        row[:] = np.bincount(rng.integers(0, n, n), minlength=n)
-    start = time.perf_counter()
-    weighted_auc(labels, scores, "multi-class", weights)
-    seconds = time.perf_counter() - start
-    print(f"weighted_auc: R={r}, N={n}, K={k}: {seconds:.2f} s")
-    return seconds

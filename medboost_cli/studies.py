@@ -5,13 +5,19 @@ overrides) and a baseline variant. ``expand`` turns it into one planned run per 
 seed; paired runs share the seed, hence the data order and the initial weights of every shared part, so the
 booster is the only difference. ``run_study`` trains the planned runs that are not already completed in the
 results (idempotent: a rerun skips them; an interrupted one is resumed).
+
+A study also declares what the report shows (``tables:``, one ``TableSpec`` each): a kind (main, prior,
+ablation, layers: one renderer each in medboost_cli.report.tables), a caption, the variants and metrics shown,
+and the paper's numbers its cells are compared with (``paper``: task -> variant -> metric -> value, or
+``paper_by_backbone`` for values that differ per backbone). Each variant carries its ``label`` for tables;
+``layers: [i, ...]`` adds one R-LLM variant per layer index of the LM, with the index as data (``Variant.layer``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,28 +28,76 @@ from .results import ResultsDir, cell_id, load_results
 from .tasks import resolve_task
 
 
+Metric = Literal["acc", "auc", "params"]  # test ACC and AUC in percent; params: total parameters in millions
+Values = dict[str, dict[str, dict[Metric, float | None]]]  # task -> variant -> metric -> the paper's number
+
+
 class Variant(BaseModel):
+    """One arm of a study: a booster mode plus ``--set`` overrides, and how tables name it."""
+
     model_config = ConfigDict(extra="forbid")
     booster: BoosterMode
     set: list[str] = Field(default_factory=list)
+    label: str | None = Field(None, description="name in tables, after the backbone's ('ViViT-M + R-LLM'); "
+                                                "'' for the bare backbone; default: the variant's key")
+    layer: int | None = Field(None, description="LM layer index: sets booster.layer (variants made from `layers:`)")
+
+    def sets(self) -> tuple[str, ...]:
+        return tuple(self.set) + ((f"booster.layer={self.layer}",) if self.layer is not None else ())
+
+
+class TableSpec(BaseModel):
+    """A table the report renders from a study's runs; ``kind`` picks its renderer (medboost_cli.report.tables)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["main", "prior", "ablation", "layers"]
+    caption: str = Field(description="the table's title; {backbones} stands for the backbones' names")
+    paper_table: int | None = Field(None, description="the paper's table it regenerates: 'Table N: ' and report order")
+    key: str | None = Field(None, description="name in cells.csv; default: tableN, else the study's name")
+    variants: list[str] | None = Field(None, description="the variants shown, in order; default: all")
+    metrics: list[Metric] = Field(["acc", "auc"], description="the metrics shown, in order")
+    paper: Values = Field(default_factory=dict, description="the paper's numbers for every backbone")
+    paper_by_backbone: dict[str, Values] = Field(default_factory=dict,
+                                                 description="backbone -> its own numbers (instead of paper)")
+    prior: dict[str, list[float | None]] = Field(default_factory=dict,
+                                                 description="kind prior: method -> the paper's value per task")
+    source: str | None = Field(None, description="kind prior: where the prior methods' values come from")
+
+    def paper_value(self, task: str, variant: str, metric: str, backbone: str | None = None) -> float | None:
+        """The paper's number for one cell, or None where it has none."""
+        values = self.paper_by_backbone.get(backbone, self.paper)
+        return values.get(task, {}).get(variant, {}).get(metric)
 
 
 class Study(BaseModel):
+    """Tasks x backbones x variants, the baseline and comparisons, and the tables the report shows."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     title: str
-    tables: list[int] = Field(default_factory=list, description="paper tables this study regenerates")
+    tables: list[TableSpec] = Field(default_factory=list, description="what the report renders from its runs")
     tasks: list[str]
     backbones: list[str] | None = None
     baseline: str = "none"
     variants: dict[str, Variant]
-    layers: list[int] | None = Field(None, description="adds an rllm variant per layer index: rllm-L{i}")
+    layers: list[int] | None = Field(None, description="adds an rllm variant per LM layer index i: "
+                                                   "key rllm-L{i}, label 'layer {i}', layer i")
     compare: list[tuple[str, str]] = Field(default_factory=list, description="extra (a, b) pairs: a minus b")
     presets: dict[str, dict] = Field(default_factory=dict, description="overrides of this study under a preset")
 
     def all_variants(self) -> dict[str, Variant]:
-        extra = {f"rllm-L{i}": Variant(booster="rllm", set=[f"booster.layer={i}"]) for i in self.layers or []}
+        extra = {f"rllm-L{i}": Variant(booster="rllm", layer=i, label=f"layer {i}") for i in self.layers or []}
         return {**self.variants, **extra}
+
+    def label(self, variant: str) -> str:
+        spec = self.all_variants()[variant]
+        return variant if spec.label is None else spec.label
+
+    def table_variants(self, table: TableSpec) -> list[str]:
+        return table.variants or list(self.all_variants())
+
+    def table_key(self, table: TableSpec) -> str:
+        return table.key or (f"table{table.paper_table}" if table.paper_table else self.name)
 
     def comparisons(self) -> list[tuple[str, str]]:
         """(variant, reference) pairs: every variant against the baseline, then the study's own pairs."""
@@ -68,12 +122,50 @@ def load_study(name: str, preset: str | None = None) -> Study:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise MedboostError(f"{path}: bad study key '{key}': {first.get('input')!r} ({first['msg']})") from None
-    variants = study.all_variants()
-    for a, b in [(study.baseline, study.baseline), *study.compare]:
-        for v in (a, b):
-            if v not in variants:
-                raise MedboostError(f"{path}: '{v}' is not one of its variants ({', '.join(variants)})")
+    problem = next(_problems(study), None)
+    if problem:
+        raise MedboostError(f"{path}: bad study key {problem}")
     return study
+
+
+def _unknown(key: str, value, what: str, choices) -> str:
+    return f"'{key}': {value!r} is not one of its {what} ({', '.join(map(str, choices))})"
+
+
+def _problems(study: Study) -> Iterator[str]:
+    """Keys whose values name something the study does not have, or that its table kinds cannot show."""
+    variants = list(study.all_variants())
+    named = [("baseline", study.baseline)] + [(f"compare.{i}", v) for i, pair in enumerate(study.compare) for v in pair]
+    keys = [study.table_key(t) for t in study.tables]
+    for i, table in enumerate(study.tables):
+        at = f"tables.{i}"
+        if keys.count(keys[i]) > 1:
+            yield f"'{at}.key': {keys[i]!r} names two of its tables; give each its own key"
+        if table.kind == "main" and len(study.table_variants(table)) != 2:
+            yield f"'{at}.variants': a main table shows two variants (baseline, booster), not {study.table_variants(table)}"
+        if table.kind in ("prior", "layers") and len(table.metrics) != 1:
+            yield f"'{at}.metrics': a {table.kind} table shows one metric, not {table.metrics}"
+        named += [(f"{at}.variants", v) for v in table.variants or []]
+        for backbone in table.paper_by_backbone:
+            if backbone not in BACKBONE_DIMS:
+                yield _unknown(f"{at}.paper_by_backbone", backbone, "backbones", sorted(BACKBONE_DIMS))
+        blocks = [(f"{at}.paper", table.paper)] + [(f"{at}.paper_by_backbone.{b}", v)
+                                                    for b, v in table.paper_by_backbone.items()]
+        for where, values in blocks:
+            for task, row in values.items():
+                if task not in study.tasks:
+                    yield _unknown(where, task, "tasks", study.tasks)
+                named += [(f"{where}.{task}", v) for v in row]
+        for method, row in table.prior.items():
+            if len(row) != len(study.tasks):
+                yield f"'{at}.prior.{method}': {len(row)} values for its {len(study.tasks)} tasks"
+        try:
+            table.caption.format(backbones="")
+        except (KeyError, IndexError, ValueError):
+            yield f"'{at}.caption': {table.caption!r} (the only placeholder is {{backbones}})"
+    for key, variant in named:
+        if variant not in variants:
+            yield _unknown(key, variant, "variants", variants)
 
 
 @dataclass(frozen=True)
@@ -123,7 +215,7 @@ def expand(study: Study, tasks: list[str] | None = None, seeds: int = 3, preset:
                                 f"{', '.join(study.tasks)}")
         for backbone in backbones:
             for variant, spec in study.all_variants().items():
-                sets = tuple(spec.set) + tuple(extra_sets or [])
+                sets = spec.sets() + tuple(extra_sets or [])
                 for seed in range(seeds):
                     flags = [("--backbone", "backbone.name", backbone), ("--booster", "booster.mode", spec.booster),
                              ("--seed", "seed", seed)]

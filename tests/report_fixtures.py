@@ -31,7 +31,8 @@ def fabricate(results_dir, study: str, tasks=None, seeds: int = 3, preset: str |
         m = metrics.evaluate(labels, scores, task.task_type)
         row = {c: None for c in COLUMNS}
         row.update(run_id=run.run_id, status="completed", task=run.task, flag=task.flag, backbone=run.backbone,
-                   booster=run.booster, seed=run.seed, test_acc=m["acc"], test_auc=m["auc"], val_acc=m["acc"],
+                   booster=run.booster, seed=run.seed, select_metric=run.recipe.train.select_metric,
+                   test_acc=m["acc"], test_auc=m["auc"], val_acc=m["acc"],
                    val_auc=m["auc"], params_total=1_000_000 + 1000 * len(run.variant), params_trainable=900_000,
                    test_labels=labels.tolist(), test_scores=scores.astype(np.float32).tolist(),
                    config_json=run.recipe.model_dump_json())

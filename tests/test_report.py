@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from medboost_cli.recipes import recipes_dir
 from medboost_cli.report import latex_escape, make_report
+from medboost_cli.report.render import selection_text
+from medboost_cli.results import write_row
 
 from .conftest import TINY_SETS, write_medmnist
 from .report_fixtures import fabricate
@@ -85,6 +89,70 @@ def test_latex_compiles_with_pdflatex(report):
                             cwd=root / "out", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:]
     assert (root / "out" / "report.pdf").exists()
+
+
+def test_one_introduction_names_the_runs_selection_metric(report):
+    written = report[2]
+    assert "Protocol: epoch selected on validation AUC, test scored once" in written["markdown"].read_text()
+    assert "Protocol: epoch selected on validation AUC, test scored once" in written["latex"].read_text()
+    assert "Protocol: epoch selected on validation AUC, test scored once" in written["html"].read_text()
+
+
+def test_introduction_follows_select_metric(tmp_path):
+    rows = fabricate(tmp_path / "results", "residual", tasks=["adrenal3d"], seeds=1)
+    for row in rows:
+        write_row(tmp_path / "results", {**row, "select_metric": "loss"})
+    md = make_report(tmp_path / "results", tmp_path / "out", ["markdown"], n_boot=100)["markdown"].read_text()
+    assert "epoch selected on validation loss, test scored once" in md and "validation AUC" not in md
+    assert selection_text({"auc": 5, "loss": 1}) == "validation AUC (5 runs) or loss (1 run)"
+    assert selection_text({"acc": 3, None: 2}) == "validation ACC (3 runs) or an unrecorded metric (2 runs)"
+    assert selection_text({}) == selection_text({None: 4}) == "the validation split (each run's train.select_metric)"
+
+
+NEW_STUDY = """
+title: "Diagnosis tokens (a study the code has never seen)"
+tasks: [breast]
+baseline: base
+variants:
+  base: {booster: none, label: "no LLM"}
+  tokens: {booster: rllm, label: "+engine+emitter"}
+  simple: {booster: mlp, label: simplified}
+tables:
+  - kind: ablation
+    key: tokens-ablation
+    caption: "Ablation of the {backbones} diagnosis tokens"
+    metrics: [auc, acc]
+    paper:
+      breast: {tokens: {auc: 78.98, acc: 75.87}, base: {auc: 70.12}}
+  - kind: layers
+    key: tokens-by-variant
+    caption: "Tokens, ACC by variant"
+    variants: [simple, tokens]
+    metrics: [acc]
+"""
+
+
+def test_a_new_study_yaml_is_reported_without_code_changes(tmp_path, monkeypatch):
+    recipes = tmp_path / "recipes"
+    shutil.copytree(recipes_dir(), recipes, ignore=shutil.ignore_patterns("studies"))
+    (recipes / "studies").mkdir()
+    (recipes / "studies" / "tokens.yaml").write_text(NEW_STUDY)
+    monkeypatch.setenv("MEDBOOST_RECIPES", str(recipes))
+    rows = fabricate(tmp_path / "results", "tokens", seeds=2, quality={"base": 1.0, "tokens": 2.0, "simple": 1.0})
+    written = make_report(tmp_path / "results", tmp_path / "out", ["markdown"], n_boot=100)
+    md = written["markdown"].read_text()
+    table = md.split("## Ablation of the ViT-mini diagnosis tokens (--preset cpu)")[1].split("## ")[0]
+    tokens = [r for r in rows if r["booster"] == "rllm"]
+    mean_auc = 100 * sum(r["test_auc"] for r in tokens) / len(tokens)
+    assert "| Method | Dataset | AUC [paper] | ACC [paper] |" in table
+    assert f"| ViT-mini + +engine+emitter | BreastMNIST | {mean_auc:.2f} ± " in table and "(2) [78.98] |" in table
+    assert "| ViT-mini + no LLM | BreastMNIST |" in table and "(2) [70.12] |" in table
+    assert "| ViT-mini + simplified | BreastMNIST |" in table
+    by_variant = md.split("## Tokens, ACC by variant (--preset cpu)")[1].split("## ")[0]
+    assert "| F_L | BreastMNIST |" in by_variant and "| simplified | " in by_variant and "no LLM" not in by_variant
+    assert "| tokens | --preset cpu | BreastMNIST | ViT-mini | tokens − base | 2 |" in md  # paired against its baseline
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert set(cells.table) == {"tokens-ablation", "tokens-by-variant"}
 
 
 def test_latex_escaping():

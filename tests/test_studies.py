@@ -62,6 +62,56 @@ def test_comparisons_and_bad_studies(tmp_path, monkeypatch):
         load_study("bad")
 
 
+def test_layer_variants_carry_their_layer_as_data():
+    study = load_study("layers", "cpu")
+    variant = study.all_variants()["rllm-L3"]
+    assert (variant.layer, study.label("rllm-L3"), study.label("none")) == (3, "layer 3", "none (baseline)")
+    runs = [r for r in expand(study, tasks=["breast"], seeds=1, preset="cpu") if r.variant == "rllm-L3"]
+    assert runs[0].sets == ("booster.layer=3",) and runs[0].recipe.booster.layer == 3
+
+
+def test_studies_declare_their_tables_and_the_papers_values():
+    main3d, capacity = load_study("main3d"), load_study("capacity")
+    assert [(main3d.table_key(t), t.kind) for t in main3d.tables] == [("table3", "main"), ("table4", "prior")]
+    assert main3d.tables[0].paper_value("adrenal3d", "rllm", "auc", "vivit-s") == 82.12
+    assert main3d.tables[0].paper_value("adrenal3d", "rllm", "auc", "vit-mini") is None
+    assert capacity.tables[0].paper_value("fracture3d", "rllm-ft", "params") == 1066.62
+    assert load_study("main2d").tables[1].prior["ViT-S+R-LLM"][2] is None  # blank in the paper
+    assert [capacity.label(v) for v in capacity.all_variants()] == ["", "MLP", "R-LLM", "R-LLM (FT)"]
+
+
+GOOD = "title: t\ntasks: [breast]\nvariants: {none: {booster: none}, rllm: {booster: rllm}}\n"
+
+
+@pytest.mark.parametrize("tables, message", [
+    ("[{kind: main, caption: c, paper: {breast: {rllmx: {acc: 1}}}}]",
+     "bad study key 'tables.0.paper.breast': 'rllmx' is not one of its variants (none, rllm)"),
+    ("[{kind: main, caption: c, paper: {derma: {rllm: {acc: 1}}}}]",
+     "bad study key 'tables.0.paper': 'derma' is not one of its tasks (breast)"),
+    ("[{kind: main, caption: c, paper_by_backbone: {vit-z: {}}}]",
+     "bad study key 'tables.0.paper_by_backbone': 'vit-z' is not one of its backbones"),
+    ("[{kind: chart, caption: c}]", "bad study key 'tables.0.kind': 'chart'"),
+    ("[{kind: main, caption: c, paper: {breast: {rllm: {f1: 1}}}}]", "bad study key 'tables.0.paper.breast.rllm.f1"),
+    ("[{kind: main, caption: c, variants: [none]}]", "bad study key 'tables.0.variants': a main table shows two"),
+    ("[{kind: ablation, caption: c, variants: [none, rlm]}]",
+     "bad study key 'tables.0.variants': 'rlm' is not one of its variants"),
+    ("[{kind: layers, caption: c}]", "bad study key 'tables.0.metrics': a layers table shows one metric"),
+    ("[{kind: prior, caption: c, metrics: [acc], prior: {X: [1, 2]}}]",
+     "bad study key 'tables.0.prior.X': 2 values for its 1 tasks"),
+    ("[{kind: ablation, caption: '{backbone}'}]", "bad study key 'tables.0.caption': '{backbone}'"),
+    ("[{kind: ablation, caption: a}, {kind: layers, caption: b, metrics: [auc]}]",
+     "bad study key 'tables.0.key': 'bad' names two of its tables"),
+])
+def test_bad_study_tables_fail_with_one_line_naming_file_and_key(tmp_path, monkeypatch, tables, message):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "bad.yaml").write_text(GOOD + f"tables: {tables}\n")
+    monkeypatch.setenv("MEDBOOST_RECIPES", str(tmp_path))
+    with pytest.raises(MedboostError) as e:
+        load_study("bad")
+    assert str(e.value).startswith(f"{tmp_path / 'studies' / 'bad.yaml'}: ") and "\n" not in str(e.value)
+    assert message in str(e.value)
+
+
 def test_ablate_runs_only_what_is_missing(tmp_path):
     from medboost_cli.engine import train
 

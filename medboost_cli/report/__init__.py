@@ -1,0 +1,61 @@
+"""`medboost report`: the paper's Tables 1-6 and our control and layer studies, regenerated from the results alone.
+
+Every table comes from a study (recipes/studies/): its planned runs say which run ids fill which cell, so a
+cell can only contain runs of exactly that configuration (the run id carries the configuration's hash), and
+its ``tables:`` say what is shown, under which labels, beside which of the paper's numbers. A study is reported
+once per configuration that has results (the paper's recipes, or ``--preset cpu``); a study without any
+results is shown with "—" cells and the commands that would fill them.
+
+Cells read "mean ± std (n)" over seeds, in percent, with the paper's value in brackets. Each booster-vs-baseline
+pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Every
+number can be traced to its runs through cells.csv and pairs.csv, written beside the report.
+
+Modules: gather (cells, pairs and their statistics), tables (one renderer per table kind), render (markdown,
+LaTeX, HTML), figures (Figure 1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import MedboostError
+from .figures import figure1
+from .gather import gather, paired_stats, selection_metrics
+from .render import Meta, latex_escape, render_html, render_latex, render_markdown
+from .tables import build_tables, summary, table_pairs
+
+__all__ = ["make_report", "latex_escape"]
+
+RENDERERS = {"markdown": ("report.md", render_markdown), "latex": ("report.tex", render_latex),
+             "html": ("report.html", render_html)}
+
+
+def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int = 3, n_boot: int = 2000,
+                log=print) -> dict[str, Path]:
+    """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir."""
+    unknown = [f for f in formats if f not in RENDERERS]
+    if unknown:
+        raise MedboostError(f"unknown report format '{unknown[0]}'; use markdown, latex or html")
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    configs, df = gather(results_dir, seeds)
+    seen: set = set()
+    pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
+    tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else [])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = set(df["run_id"]) if not df.empty else set()
+    missing = [run.command() for c in configs for run in c.plan if run.run_id not in done]
+    meta = Meta(n_runs=len(df), results=str(results_dir), selection=selection_metrics(df),
+                date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir))
+    pd.DataFrame([tr for t in tables for tr in t.traces if t.key != "pairs"]).to_csv(out_dir / "cells.csv", index=False)
+    pd.DataFrame([tr for t in tables for tr in t.traces if t.key == "pairs"]).to_csv(out_dir / "pairs.csv", index=False)
+    sentences = summary(pairs)
+    written = {}
+    for fmt in formats:
+        name, render = RENDERERS[fmt]
+        (out_dir / name).write_text(render(tables, sentences, meta))
+        written[fmt] = out_dir / name
+    return written

@@ -1,0 +1,160 @@
+"""The report's data: each study's planned runs matched with the completed rows, and its paired statistics.
+
+A cell holds the completed runs of one configuration (all its seeds): planned runs and result rows meet on the
+run id without its seed (results.cell_id), which carries the configuration's hash, so a cell can only contain
+runs of exactly that configuration. A study is gathered once per configuration (preset) that has results.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..results import cell_id, load_results
+from ..stats import PairedDiff, paired_bootstrap
+from ..studies import PlannedRun, Study, expand, load_study, study_names
+
+PRESETS = (None, "cpu")
+
+
+@dataclass
+class Cell:
+    """The completed runs of one configuration (all seeds)."""
+
+    runs: pd.DataFrame  # rows of the results
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    def values(self, metric: str) -> np.ndarray:
+        return 100 * self.runs[f"test_{metric}"].to_numpy(dtype=float)
+
+    def mean(self, metric: str) -> float | None:
+        return float(self.values(metric).mean()) if self.n else None
+
+    def std(self, metric: str) -> float:
+        return float(self.values(metric).std(ddof=1)) if self.n > 1 else 0.0
+
+    def text(self, metric: str, paper_value: float | None = None) -> str:
+        ours = f"{self.mean(metric):.2f} ± {self.std(metric):.2f} ({self.n})" if self.n else "—"
+        return ours + (f" [{paper_value:.2f}]" if paper_value is not None else "")
+
+    @property
+    def run_ids(self) -> list[str]:
+        return sorted(self.runs["run_id"]) if self.n else []
+
+
+@dataclass
+class Config:
+    """One study under one configuration (preset), with its planned runs and the completed rows per cell."""
+
+    study: Study
+    preset: str | None
+    plan: list[PlannedRun]
+    cells: dict[tuple[str, str, str], Cell]  # (task, backbone, variant) -> Cell
+
+    @property
+    def label(self) -> str:
+        return f"--preset {self.preset}" if self.preset else "paper recipes"
+
+    @property
+    def has_results(self) -> bool:
+        return any(c.n for c in self.cells.values())
+
+    def cell(self, task: str, backbone: str, variant: str) -> Cell:
+        return self.cells.get((task, backbone, variant), Cell(pd.DataFrame(columns=["run_id"])))
+
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(r.task for r in self.plan))
+
+    def backbones(self) -> list[str]:
+        return list(dict.fromkeys(r.backbone for r in self.plan))
+
+    def fill_command(self, tasks: list[str]) -> str:
+        parts = [f"medboost ablate {self.study.name}"] + [f"--tasks {t}" for t in tasks]
+        return " ".join(parts + ([f"--preset {self.preset}"] if self.preset else []))
+
+
+@dataclass
+class Pair:
+    """A variant against its reference on one task and backbone: paired differences of test ACC and AUC."""
+
+    config: Config
+    task: str
+    backbone: str
+    variant: str
+    reference: str
+    acc: PairedDiff
+    auc: PairedDiff
+    run_ids: list[str]
+
+
+def gather(results_dir: Path, seeds: int = 3) -> tuple[list[Config], pd.DataFrame]:
+    """Every study under each configuration that has results (or, without any, the paper recipes), and the rows."""
+    df = load_results(results_dir, status="completed")
+    if not df.empty:
+        df = df.assign(cell=df["run_id"].map(cell_id))
+    configs = []
+    for name in study_names():
+        found = []
+        for preset in PRESETS:
+            study = load_study(name, preset)
+            plan = expand(study, seeds=seeds, preset=preset)
+            cells = {}
+            for run in plan:
+                if run.seed == 0:
+                    rows = df[df["cell"] == run.cell] if not df.empty else df
+                    cells[(run.task, run.backbone, run.variant)] = Cell(rows)
+            found.append(Config(study, preset, plan, cells))
+        with_results = [c for c in found if c.has_results]
+        configs += with_results or found[:1]
+    return configs, df
+
+
+def selection_metrics(df: pd.DataFrame) -> dict[str | None, int]:
+    """How many runs chose their epoch on each validation metric (train.select_metric; None: not recorded)."""
+    column = df["select_metric"] if "select_metric" in df else pd.Series([None] * len(df), dtype=object)
+    return dict(Counter(None if pd.isna(m) else str(m) for m in column).most_common())
+
+
+def paired_stats(config: Config, n_boot: int, seen: set | None = None) -> list[Pair]:
+    """Paired differences for the study's comparisons; ``seen`` skips pairs of runs already done elsewhere
+    (studies share runs: ViViT-M with and without R-LLM is in Tables 3, 5 and 6)."""
+    seen = set() if seen is None else seen
+    pairs = []
+    keys = list(dict.fromkeys((t, b) for t, b, _ in config.cells))
+    for task, backbone in keys:
+        task_type = None
+        for variant, reference in config.study.comparisons():
+            a, b = config.cell(task, backbone, variant), config.cell(task, backbone, reference)
+            if not (a.n and b.n):
+                continue
+            seeds = sorted(set(a.runs["seed"]) & set(b.runs["seed"]))
+            if not seeds:
+                continue
+            ra = a.runs.set_index("seed").loc[seeds]
+            rb = b.runs.set_index("seed").loc[seeds]
+            key = (tuple(sorted(ra["run_id"])), tuple(sorted(rb["run_id"])))
+            if key in seen:
+                continue
+            seen.add(key)
+            labels = np.array(ra["test_labels"].iloc[0].tolist())
+            base = [np.array(s.tolist()) for s in rb["test_scores"]]
+            boost = [np.array(s.tolist()) for s in ra["test_scores"]]
+            task_type = task_type or _task_type(task)
+            acc = paired_bootstrap(labels, base, boost, task_type, "acc", n_boot=n_boot)
+            auc = paired_bootstrap(labels, base, boost, task_type, "auc", n_boot=n_boot)
+            pairs.append(Pair(config, task, backbone, variant, reference, acc, auc,
+                              sorted(ra["run_id"]) + sorted(rb["run_id"])))
+    return pairs
+
+
+def _task_type(task: str) -> str:
+    from ..tasks import resolve_task
+
+    return resolve_task(task).task_type

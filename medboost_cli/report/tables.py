@@ -1,0 +1,207 @@
+"""The report's tables, built from what each study declares (recipes/studies/*.yaml, ``tables:``).
+
+One renderer per table kind: ``main`` (Tables 1 and 3: per task, ACC and AUC of a baseline and its booster),
+``prior`` (Tables 2 and 4: one metric beside the paper's prior-method rows), ``ablation`` (Tables 5 and 6 and
+the control study: a row per task x variant) and ``layers`` (one metric per LM layer index). A table is a
+header, rows of text and notes; each number it shows keeps a trace (its runs) for cells.csv and pairs.csv.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..paper import TITLES
+from ..stats import PairedDiff, describe
+from ..studies import TableSpec
+from .gather import Cell, Config, Pair
+
+# The comparison the summary sentences are about: the R-LLM booster against the bare backbone.
+HEADLINE = ("rllm", "none")
+HEADERS = {"acc": "ACC", "auc": "AUC", "params": "Params (M)"}
+STATS_METHOD = ("for each pair of runs with the same seed, the difference in test ACC/AUC; the point estimate is the "
+                "mean over seeds; the interval resamples seeds and test samples (the same samples for both arms) "
+                "{n_boot} times and takes the 2.5th and 97.5th percentiles (medboost_cli.stats).")
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    traces: list[dict] = field(default_factory=list)  # one per number: table, row, column, metric, run ids
+
+
+def _title(name: str) -> str:
+    return TITLES.get(name, name)
+
+
+def _start(config: Config, spec: TableSpec, header: list[str]) -> Table:
+    names = "/".join(_title(b) for b in config.backbones())
+    number = f"Table {spec.paper_table}: " if spec.paper_table else ""
+    title = f"{number}{spec.caption.format(backbones=names)} ({config.label})"
+    return Table(config.study.table_key(spec), title, header, [])
+
+
+def _trace(table: Table, row: str, column: str, metric: str, cell: Cell) -> None:
+    if cell.n:
+        table.traces.append({"table": table.key, "row": row, "column": column, "metric": metric,
+                             "mean": round(cell.mean(metric), 4), "std": round(cell.std(metric), 4), "n": cell.n,
+                             "run_ids": ";".join(cell.run_ids)})
+
+
+def _missing_note(config: Config, cells: list[tuple[str, Cell]]) -> list[str]:
+    tasks = [t for t, c in cells if not c.n]
+    if not tasks:
+        return []
+    tasks = list(dict.fromkeys(tasks))
+    every = set(tasks) == {r.task for r in config.plan}
+    return [f"— = not run yet; fill with: `{config.fill_command([] if every else tasks)}`"]
+
+
+def table_main(config: Config, spec: TableSpec) -> Table:
+    """Tables 1 (2D) and 3 (3D): per task, each metric without (✗) and with (✓) the booster; a Backbone column
+    when the study has several."""
+    backbones, tasks = config.backbones(), config.tasks()
+    several = len(backbones) > 1
+    header = (["Backbone"] if several else []) + ["Metric"] + [f"{_title(k)} {m}" for k in tasks for m in "✗✓"]
+    t = _start(config, spec, header)
+    seen = []
+    for backbone in backbones:
+        for metric in spec.metrics:
+            row = ([_title(backbone)] if several else []) + [metric.upper()]
+            for task in tasks:
+                for variant in config.study.table_variants(spec):
+                    cell = config.cell(task, backbone, variant)
+                    row.append(cell.text(metric, spec.paper_value(task, variant, metric, backbone)))
+                    _trace(t, f"{backbone} {metric}", f"{task} {variant}", metric, cell)
+                    seen.append((task, cell))
+            t.rows.append(row)
+    t.notes += _missing_note(config, seen)
+    if config.preset:
+        names = "/".join(_title(b) for b in backbones)
+        t.notes.append(f"Our runs use {config.label} ({names}); the paper's values in brackets come from its own, "
+                       f"larger configuration and are for orientation only.")
+    return t
+
+
+def table_prior(config: Config, spec: TableSpec) -> Table:
+    """Tables 2 (2D) and 4 (3D): one metric beside the prior methods the paper lists, then ours per variant."""
+    (metric,) = spec.metrics
+    tasks = config.study.tasks
+    t = _start(config, spec, ["Method"] + [_title(k) for k in tasks])
+    for method, values in spec.prior.items():
+        t.rows.append([f"{method} (paper)"] + [f"{v:.1f}" if v is not None else "—" for v in values])
+    seen = []
+    for backbone in config.backbones():
+        for variant in config.study.table_variants(spec):
+            label = config.study.label(variant)
+            suffix = f"+{label}" if label else ""
+            row = [f"{_title(backbone)}{suffix} (ours)"]
+            for task in tasks:
+                cell = config.cell(task, backbone, variant)
+                row.append(cell.text(metric))
+                _trace(t, f"{backbone}{suffix}", task, metric, cell)
+                seen.append((task, cell))
+            t.rows.append(row)
+    if spec.source:
+        t.notes.append(f"Prior-method rows: {spec.source}.")
+    t.notes += _missing_note(config, seen)
+    return t
+
+
+def _params(cell: Cell, paper: float | None) -> str:
+    ours = f"{cell.runs['params_total'].iloc[0] / 1e6:.1f}" if cell.n else "—"
+    return ours + (f" [{paper:.1f}]" if paper else "")
+
+
+def table_ablation(config: Config, spec: TableSpec) -> Table:
+    """Tables 5 and 6 and the control study: one row per task x backbone x variant, a column per metric."""
+    t = _start(config, spec, ["Method", "Dataset"] + [f"{HEADERS[m]} [paper]" for m in spec.metrics])
+    seen = []
+    for task in config.tasks():
+        for backbone in config.backbones():
+            for variant in config.study.table_variants(spec):
+                cell = config.cell(task, backbone, variant)
+                label = config.study.label(variant)
+                name = _title(backbone) + (f" + {label}" if label else "")
+                row = [name, _title(task)]
+                for metric in spec.metrics:
+                    paper = spec.paper_value(task, variant, metric, backbone)
+                    if metric == "params":
+                        row.append(_params(cell, paper))
+                        continue
+                    row.append(cell.text(metric, paper))
+                    _trace(t, name, task, metric, cell)
+                seen.append((task, cell))
+                t.rows.append(row)
+    t.notes += _missing_note(config, seen)
+    return t
+
+
+def table_layers(config: Config, spec: TableSpec) -> Table:
+    """The layer study: one metric, a row per variant (the baseline, then one per LM layer), a column per task."""
+    (metric,) = spec.metrics
+    tasks = config.tasks()
+    t = _start(config, spec, ["F_L"] + [_title(k) for k in tasks])
+    seen = []
+    for variant in config.study.table_variants(spec):
+        row = [config.study.label(variant)]
+        for task in tasks:
+            backbone = next(r.backbone for r in config.plan if r.task == task)
+            cell = config.cell(task, backbone, variant)
+            row.append(cell.text(metric))
+            _trace(t, variant, task, metric, cell)
+            seen.append((task, cell))
+        t.rows.append(row)
+    t.notes += _missing_note(config, seen)
+    return t
+
+
+RENDERERS: dict[str, Callable[[Config, TableSpec], Table]] = {
+    "main": table_main, "prior": table_prior, "ablation": table_ablation, "layers": table_layers}
+
+
+def build_tables(configs: list[Config]) -> list[Table]:
+    """Every table the studies declare, the paper's in its order (Table 1 first), then the others by study."""
+    built = [(spec.paper_table or math.inf, RENDERERS[spec.kind](config, spec))
+             for config in configs for spec in config.study.tables]
+    return [table for _, table in sorted(built, key=lambda pair: pair[0])]
+
+
+def _diff(d: PairedDiff) -> str:
+    mark = " †" if d.includes_zero else ""
+    return f"{100 * d.mean_diff:+.2f} ({100 * d.ci_low:+.2f} to {100 * d.ci_high:+.2f}){mark}"
+
+
+def table_pairs(pairs: list[Pair]) -> Table:
+    """Every paired comparison: the difference of each metric with its bootstrap interval."""
+    t = Table("pairs", "Paired differences (variant minus reference), percentage points, 95% bootstrap CI",
+              ["Study", "Config", "Dataset", "Backbone", "Comparison", "n", "ΔACC", "ΔAUC", "AUC verdict"], [])
+    for p in pairs:
+        t.rows.append([p.config.study.name, p.config.label, _title(p.task), _title(p.backbone),
+                       f"{p.variant} − {p.reference}", str(p.auc.n_seeds), _diff(p.acc), _diff(p.auc), p.auc.verdict])
+        for metric, d in (("acc", p.acc), ("auc", p.auc)):
+            t.traces.append({"table": "pairs", "row": f"{p.config.study.name} {p.task} {p.backbone}",
+                             "column": f"{p.variant}-{p.reference}", "metric": metric,
+                             "mean": round(100 * d.mean_diff, 4), "std": None, "n": d.n_seeds,
+                             "run_ids": ";".join(p.run_ids)})
+    n_boot = pairs[0].auc.n_boot if pairs else 2000
+    t.notes.append("† = the interval includes zero: no clear difference. Method: " + STATS_METHOD.format(n_boot=n_boot))
+    return t
+
+
+def summary(pairs: list[Pair]) -> list[str]:
+    """One sentence per task (and backbone/configuration) on whether R-LLM helped its baseline."""
+    lines, seen = [], set()
+    for p in pairs:
+        key = (p.task, p.backbone, p.config.label)
+        if (p.variant, p.reference) != HEADLINE or key in seen:
+            continue
+        seen.add(key)
+        label = f"{_title(p.task)} ({_title(p.backbone)}, {p.config.label})"
+        lines.append(describe(label, p.acc, p.auc))
+    return lines
