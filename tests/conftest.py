@@ -1,12 +1,19 @@
-"""Shared fixtures: MedMNIST-format files written by the tests, tiny LM checkpoints, the real files in ../shared."""
+"""Shared fixtures: MedMNIST-format files written by the tests, tiny LM checkpoints, the real files in ../shared.
+
+The tests never use the network, and behave the same whether or not the machine has one: the Hugging Face
+libraries are told they are offline (also in the subprocesses the tests start, which inherit the environment),
+and in the test processes any connection or name lookup beyond this machine fails at once (see _no_network).
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 # Tests run in parallel (pytest -n 2): one thread per worker and per subprocess, so they do not oversubscribe.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -22,6 +29,33 @@ TINY_SETS = [
     "data.verify=false", "backbone.dim=32", "backbone.depth=1", "backbone.heads=2", "train.epochs=2",
     "train.batch_size=16", "train.eval_batch_size=64", "train.warmup_epochs=0",
 ]
+
+
+_LOCAL = {None, "localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    """Fail any name lookup or connection beyond this machine, as an unplugged cable would (tests that need an
+    unreachable server get one whatever the machine's network; a test that reaches out by mistake fails)."""
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in _LOCAL and not str(host).startswith("127."):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests run offline: no lookup of {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOCAL \
+                and not str(address[0]).startswith("127."):
+            raise OSError(101, f"tests run offline: no connection to {address[0]}")  # ENETUNREACH
+        return real_connect(self, address)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket, "getaddrinfo", getaddrinfo)
+    mp.setattr(socket.socket, "connect", connect)
+    yield
+    mp.undo()
 
 
 def write_medmnist(root: Path, task_name: str, size: int = 28, n: tuple[int, int, int] = (48, 16, 24),

@@ -51,10 +51,10 @@ def test_default_sizes_at_28(default_models, name):
     m = default_models[name]
     dim = SIZES_3D[name].dim
     with torch.no_grad():
-        tokens = m.forward_tokens(volume())
+        tokens = m.forward_tokens(volume(n=1))
         pooled = m.pool(tokens)
-    assert tokens.shape == (2, TOKENS_28[name], dim) and m.n_tokens == TOKENS_28[name]
-    assert pooled.shape == (2, dim) and torch.isfinite(pooled).all()
+    assert tokens.shape == (1, TOKENS_28[name], dim) and m.n_tokens == TOKENS_28[name]
+    assert pooled.shape == (1, dim) and torch.isfinite(pooled).all()
     assert (m.dims, m.num_features, m.input_size, m.in_chans) == (3, dim, 28, 3)
     assert m.mean == (0.5,) * 3 and m.std == (0.5,) * 3
 
@@ -216,7 +216,8 @@ def test_overrides_and_determinism():
     b = build("vivit-m", dim=48, depth=2, temporal_depth=1, heads=3, dim_head=8, mlp_ratio=2.0, patch_size=7,
               drop_path=0.1, dropout=0.1, in_chans=1)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    assert isinstance(build("vit3d", **SMALL), ViT3D)
+    v = build("vit3d", **SMALL)
+    assert isinstance(v, ViT3D) and (len(v.transformer), v.num_features, v.n_tokens) == (1, 32, 7**3 + 1)
     with torch.no_grad():
         assert a.forward_tokens(volume()[:, :1]).shape == (2, 5, 48)
 

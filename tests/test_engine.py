@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -27,19 +29,36 @@ def quiet(*args):
     pass
 
 
-def test_train_writes_a_complete_row_and_selects_on_val(data_dir, results_dir):
-    row = train(tiny("breast", "rllm", "train.epochs=3"), data_dir, results_dir, log=quiet)
-    assert row["status"] == "completed" and row["epochs_done"] == 3
+@pytest.fixture(scope="module")
+def rllm_run(tmp_path_factory):
+    """One tiny rllm run (2 epochs), shared by the tests that read its row and checkpoints; a test that changes
+    a file works on its own copy (``copied``)."""
+    root = tmp_path_factory.mktemp("rllm-run")
+    write_medmnist(root / "medmnist", "breast")
+    row = train(tiny(), root / "medmnist", root / "results", log=quiet)
+    return root / "medmnist", root / "results", row
+
+
+def copied(run, tmp_path):
+    data_dir, results_dir, row = run
+    return data_dir, Path(shutil.copytree(results_dir, tmp_path / "results")), row
+
+
+def test_train_writes_a_complete_row_and_selects_on_val(rllm_run):
+    data_dir, results_dir, row = rllm_run
+    assert row["status"] == "completed" and row["epochs_done"] == 2
     df = load_results(results_dir)
     assert len(df) == 1 and list(df.columns) == COLUMNS
     r = df.iloc[0]
-    assert (r.task, r.flag, r.booster, r.llm, r.layer, r.frozen, r.llm_init) == (
-        "breast", "breastmnist", "rllm", "minilm", 5, True, "pretrained")
+    assert (r.run_id, r.task, r.flag, r.booster, r.llm, r.layer, r.frozen, r.llm_init) == (
+        row["run_id"], "breast", "breastmnist", "rllm", "minilm", 5, True, "pretrained")
     history = json.loads(r.history_json)
-    best = max(range(3), key=lambda e: (history[e]["val_auc"], -e))
-    assert r.best_epoch == best and r.val_auc == history[best]["val_auc"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    best = max(range(2), key=lambda e: (history[e]["val_auc"], -e))
+    assert r.best_epoch == best and r.val_auc == history[best]["val_auc"] and r.val_acc == history[best]["val_acc"]
     assert r.params_trainable < r.params_total  # the frozen layer counts in total only
-    assert r.train_seconds > 0 and r.images_per_second > 0 and r.peak_memory_mb > 0
+    assert r.train_seconds == pytest.approx(sum(h["seconds"] for h in history))
+    assert r.images_per_second == pytest.approx(48 * 2 / r.train_seconds) and r.peak_memory_mb > 0
     assert json.loads(r.config_json)["booster"]["mode"] == "rllm" and "torch" in json.loads(r.versions_json)
     # the stored test scores reproduce the stored test metrics
     scores, labels = np.array(r.test_scores.tolist()), np.array(r.test_labels.tolist())
@@ -48,25 +67,25 @@ def test_train_writes_a_complete_row_and_selects_on_val(data_dir, results_dir):
 
 def test_test_split_never_chooses(data_dir, results_dir, tmp_path):
     """Scrambling the test labels changes test metrics but not the chosen epoch or any val number."""
-    a = train(tiny("breast", "none", "train.epochs=3"), data_dir, results_dir, log=quiet)
+    a = train(tiny("breast", "none"), data_dir, results_dir, log=quiet)
     other = tmp_path / "scrambled"
     write_medmnist(other, "breast")
     with np.load(other / "breastmnist.npz") as z:
         arrays = dict(z)
     arrays["test_labels"] = 1 - arrays["test_labels"]
     np.savez(other / "breastmnist.npz", **arrays)
-    b = train(tiny("breast", "none", "train.epochs=3"), other, tmp_path / "r2", log=quiet)
+    b = train(tiny("breast", "none"), other, tmp_path / "r2", log=quiet)
     assert (a["best_epoch"], a["val_auc"], a["val_acc"]) == (b["best_epoch"], b["val_auc"], b["val_acc"])
     assert a["test_acc"] == pytest.approx(1 - b["test_acc"])
 
 
-def test_checkpoint_holds_trainable_weights_and_the_frozen_hash_only(data_dir, results_dir):
-    recipe = tiny()
-    row = train(recipe, data_dir, results_dir, log=quiet)
+def test_checkpoint_holds_trainable_weights_and_the_frozen_hash_only(rllm_run):
+    _, results_dir, row = rllm_run
     paths = ResultsDir(results_dir)
     ckpt = torch.load(paths.best(row["run_id"]), weights_only=True)
     assert not any(k.startswith("booster.lm.") for k in ckpt["trainable"])
     assert "booster.encode.weight" in ckpt["trainable"] and ckpt["frozen_sha256"] == row["frozen_sha256"]
+    assert ckpt["epoch"] == row["best_epoch"] and len(row["frozen_sha256"]) == 64
     assert not paths.last(row["run_id"]).exists()  # optimizer state is dropped once the run is complete
 
 
@@ -91,14 +110,14 @@ class InterruptAfter:
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_dir, tmp_path):
-    recipe = tiny("breast", "rllm", "train.epochs=4", "train.warmup_epochs=1", "backbone.drop_path=0.2")
+    recipe = tiny("breast", "rllm", "train.epochs=3", "train.warmup_epochs=1", "backbone.drop_path=0.2")
     full = train(recipe, data_dir, tmp_path / "full", log=quiet)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, data_dir, tmp_path / "cut", reporter=InterruptAfter(2), log=quiet)
     assert load_results(tmp_path / "cut").iloc[0].status == "interrupted"
     logs = []
     resumed = train(recipe, data_dir, tmp_path / "cut", resume=True, log=logs.append)
-    assert "resuming" in logs[0] and "after epoch 2 of 4" in logs[0]
+    assert "resuming" in logs[0] and "after epoch 2 of 3" in logs[0]
     for key in ("best_epoch", "val_auc", "val_acc", "test_auc", "test_acc", "epochs_done"):
         assert resumed[key] == full[key], key
     assert np.array_equal(np.array(resumed["test_scores"]), np.array(full["test_scores"]))
@@ -119,15 +138,16 @@ def test_resume_refuses_a_changed_configuration(data_dir, results_dir):
         train(recipe, data_dir, results_dir, resume=True, log=quiet)
 
 
-def test_evaluate_reproduces_recorded_metrics(data_dir, results_dir):
-    row = train(tiny(), data_dir, results_dir, log=quiet)
+def test_evaluate_reproduces_recorded_metrics(rllm_run):
+    data_dir, results_dir, row = rllm_run
     for split in ("val", "test"):
         out = evaluate_run(row["run_id"][:30], results_dir, data_dir, split)
+        assert (out["recorded_acc"], out["recorded_auc"]) == (row[f"{split}_acc"], row[f"{split}_auc"])
         assert out["acc"] == pytest.approx(out["recorded_acc"]) and out["auc"] == pytest.approx(out["recorded_auc"])
 
 
-def test_evaluate_detects_a_different_frozen_layer(data_dir, results_dir):
-    row = train(tiny(), data_dir, results_dir, log=quiet)
+def test_evaluate_detects_a_different_frozen_layer(rllm_run, tmp_path):
+    data_dir, results_dir, row = copied(rllm_run, tmp_path)
     path = ResultsDir(results_dir).best(row["run_id"])
     ckpt = torch.load(path, weights_only=True)
     ckpt["frozen_sha256"] = "f" * 64
@@ -145,16 +165,25 @@ def test_unknown_run_is_a_clear_error(results_dir):
 def test_other_task_types_train(tmp_path, task):
     write_medmnist(tmp_path / "d", task)
     row = train(tiny(task, "mlp", "train.epochs=1"), tmp_path / "d", tmp_path / "r", log=quiet)
-    assert row["status"] == "completed" and 0 <= row["test_auc"] <= 1
+    assert row["status"] == "completed" and row["booster"] == "mlp"
     width = 14 if task == "chestmnist" else {"derma": 7, "retina": 5}[task]
-    assert np.array(row["test_scores"]).shape == (24, width)
+    scores, labels = np.array(row["test_scores"]), np.array(row["test_labels"])
+    assert scores.shape == (24, width) and labels.shape == (24, width if task == "chestmnist" else 1)
+    info = load_recipe(task).task_info
+    assert metrics.evaluate(labels, scores, info.task_type) == {"acc": row["test_acc"], "auc": row["test_auc"]}
 
 
 def test_load_results_gathers_runs(data_dir, results_dir):
-    for mode in ("none", "out"):
-        train(tiny("breast", mode, "train.epochs=1"), data_dir, results_dir, log=quiet)
+    rows = {mode: train(tiny("breast", mode, "train.epochs=1"), data_dir, results_dir, log=quiet)
+            for mode in ("none", "out")}
+    running = pq.read_table(results_dir / "runs" / f"{rows['none']['run_id']}.parquet").to_pandas()
+    running[["run_id", "status"]] = ["breast-still-running", "running"]  # a run that has not finished
+    running.to_parquet(results_dir / "runs" / "breast-still-running.parquet")
     df = load_results(results_dir, columns=["run_id", "booster", "test_auc"], status="completed")
-    assert sorted(df.booster) == ["none", "out"] and isinstance(df, pd.DataFrame)
+    assert list(df.columns)[:3] == ["run_id", "booster", "test_auc"] and set(df.status) == {"completed"}
+    assert sorted(zip(df.booster, df.run_id, df.test_auc)) == [
+        (mode, r["run_id"], r["test_auc"]) for mode, r in sorted(rows.items())]
+    assert sorted(load_results(results_dir).status) == ["completed", "completed", "running"]
     assert load_results(results_dir / "empty").empty
 
 

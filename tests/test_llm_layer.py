@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from medboost_cli.errors import MedboostError
@@ -183,20 +184,33 @@ def test_weights_hash_sees_every_byte(block):
 # --------------------------------------------------------------------------------------------- Meta format
 
 
+# The Meta format, written down from Meta's llama/model.py and transformers' convert_llama_weights_to_hf.py
+# (not from medboost's own tables, which these tests check):
+# - key names of a layer, and the transformers module each one becomes;
+# - wq, wk, wv, w1, w3 are ColumnParallelLinear: each model-parallel rank holds a slice of the OUTPUT features, i.e.
+#   of dim 0 of the (out, in) weight; wo, w2 are RowParallelLinear: a slice of the INPUT features (dim 1), the
+#   ranks' partial outputs being summed. Norm weights are replicated in every file.
+# test_meta_shards_compute_the_layer_the_model_parallel_way checks these statements against transformers' layer.
+META_TO_HF = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
+              "attention.wo": "self_attn.o_proj", "feed_forward.w1": "mlp.gate_proj", "feed_forward.w2": "mlp.down_proj",
+              "feed_forward.w3": "mlp.up_proj", "attention_norm": "input_layernorm",
+              "ffn_norm": "post_attention_layernorm"}
+COLUMN_PARALLEL = ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3")
+ROW_PARALLEL = ("attention.wo", "feed_forward.w2")
+
+
 def _meta_from_hf(model, folder: Path, shards: int = 1, permute_back: bool = True) -> Path:
     """Write a Meta-format checkpoint (params.json + consolidated.NN.pth) of a transformers LLaMA.
 
     transformers' conversion permutes the rows of wq/wk within each head (RoPE's layout); Meta's files hold the
     un-permuted rows. ``permute_back`` undoes it, like a genuine Meta checkpoint."""
-    from medboost_cli.models.llm import META_RENAMES
-
     cfg = model.config
     folder.mkdir()
     (folder / "params.json").write_text(json.dumps({
         "dim": cfg.hidden_size, "n_heads": cfg.num_attention_heads, "n_kv_heads": cfg.num_key_value_heads,
         "n_layers": cfg.num_hidden_layers, "multiple_of": 32, "norm_eps": cfg.rms_norm_eps, "vocab_size": 50,
         "ffn_dim_multiplier": cfg.intermediate_size / int(2 * 4 * cfg.hidden_size / 3)}))
-    inverse = {v: k for k, v in META_RENAMES.items()}
+    hf_to_meta = {v: k for k, v in META_TO_HF.items()}
     head_dim = cfg.hidden_size // cfg.num_attention_heads
 
     def unpermute(w, heads):
@@ -210,11 +224,10 @@ def _meta_from_hf(model, folder: Path, shards: int = 1, permute_back: bool = Tru
                 tensor = unpermute(tensor, cfg.num_attention_heads)
             if permute_back and module == "self_attn.k_proj":
                 tensor = unpermute(tensor, cfg.num_key_value_heads)
-            state[f"layers.{i}.{inverse[module]}.{leaf}"] = tensor.clone()
+            state[f"layers.{i}.{hf_to_meta[module]}.{leaf}"] = tensor.clone()
     state["tok_embeddings.weight"] = model.model.embed_tokens.weight.detach().clone()
     state["norm.weight"] = model.model.norm.weight.detach().clone()  # the final norm, whole in every file
-    split_dim = {"attention.wq": 0, "attention.wk": 0, "attention.wv": 0, "feed_forward.w1": 0,
-                 "feed_forward.w3": 0, "attention.wo": 1, "feed_forward.w2": 1}
+    split_dim = {**{m: 0 for m in COLUMN_PARALLEL}, **{m: 1 for m in ROW_PARALLEL}}
     for rank in range(shards):
         part = {}
         for key, tensor in state.items():
@@ -222,6 +235,48 @@ def _meta_from_hf(model, folder: Path, shards: int = 1, permute_back: bool = Tru
             part[key] = tensor.chunk(shards, dim=dim)[rank].clone() if dim is not None else tensor
         torch.save(part, folder / f"consolidated.{rank:02d}.pth")
     return folder
+
+
+def _model_parallel_layer(parts: list[dict], i: int, x: torch.Tensor, head_dim: int, eps: float) -> torch.Tensor:
+    """Layer ``i`` of Meta files run as its ranks would, without RoPE: each rank attends with its own heads and
+    computes its slice of the FFN from its column-parallel weights; the row-parallel outputs are summed."""
+    def w(part, name):
+        return part[f"layers.{i}.{name}.weight"]
+
+    def rms(t, weight):
+        return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+    h = rms(x, w(parts[0], "attention_norm"))
+    attention = 0
+    for part in parts:
+        q, k, v = ((h @ w(part, f"attention.{n}").T).unflatten(-1, (-1, head_dim)).transpose(1, 2)
+                   for n in ("wq", "wk", "wv"))
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))  # grouped-query heads
+        heads = torch.softmax(q @ k.transpose(-1, -2) / head_dim**0.5, dim=-1) @ v
+        attention = attention + heads.transpose(1, 2).flatten(2) @ w(part, "attention.wo").T
+    x = x + attention
+    h = rms(x, w(parts[0], "ffn_norm"))
+    ffn = sum((F.silu(h @ w(p, "feed_forward.w1").T) * (h @ w(p, "feed_forward.w3").T)) @ w(p, "feed_forward.w2").T
+              for p in parts)
+    return x + ffn
+
+
+def test_meta_shards_compute_the_layer_the_model_parallel_way(tiny_llama, tmp_path):
+    """The test's own statement of the Meta format (names, split axes) is right: two ranks' slices, run the
+    model-parallel way, give transformers' layer output. The loader tests below then check medboost against it."""
+    _, model = tiny_llama
+    folder = _meta_from_hf(model, tmp_path / "two", shards=2)
+    parts = [torch.load(folder / f"consolidated.{r:02d}.pth", weights_only=True) for r in range(2)]
+    assert parts[0]["layers.1.attention.wq.weight"].shape == (32, 64)  # half of the 4 heads on each rank
+    assert parts[0]["layers.1.attention.wo.weight"].shape == (64, 32)
+    assert parts[0]["layers.1.feed_forward.w2.weight"].shape == (64, 48)
+    x = torch.randn(2, 5, 64)
+    cos, sin = torch.ones(2, 5, 16), torch.zeros(2, 5, 16)
+    with torch.no_grad():
+        expected = model.model.layers[1](x, attention_mask=torch.zeros(2, 1, 5, 5), position_embeddings=(cos, sin))
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        ours = _model_parallel_layer(parts, 1, x, head_dim=16, eps=model.config.rms_norm_eps)
+    assert torch.allclose(ours, expected, atol=1e-5)
 
 
 def test_meta_pth_maps_onto_the_same_layer(tiny_llama, tmp_path):
