@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -33,7 +32,7 @@ def test_table6_has_our_numbers_beside_the_papers(report):
     table6 = md.split("## Table 6")[1].split("## ")[0]
     rllm = [r for r in rows if r["booster"] == "rllm"]
     mean_auc = 100 * sum(r["test_auc"] for r in rllm) / len(rllm)
-    assert f"| ViViT-M + R-LLM | AdrenalMNIST3D | " in table6
+    assert "| ViViT-M + R-LLM | AdrenalMNIST3D | " in table6
     assert f"{mean_auc:.2f} ± " in table6 and "(2) [84.91]" in table6  # ours (n=2) beside the paper's 84.91
     assert "| ViViT-M + Out R-LLM | FractureMNIST3D | — [55.83] | — [65.60] |" in table6
     assert "fill with: `medboost ablate residual --tasks fracture3d --preset cpu`" in table6
