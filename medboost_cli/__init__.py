@@ -9,7 +9,7 @@ One module per concern:
   layer (loaded by ``llm_loading``), and a head reads them;
 * ``engine`` (train with validation selection, evaluate), ``seeding`` (every random stream, named),
   ``metrics``, ``results`` (run ids, the results folder, rows);
-* ``stats`` (paired bootstrap), ``report`` (tables and figures from the results), ``paper`` (published numbers),
+* ``stats`` (paired bootstrap), ``report`` (tables and figures from the results), ``paper`` (the papers' display names),
   ``gradcam``, ``bench`` (what the booster costs);
 * support: ``hardware`` (devices, precision, memory), ``hub`` (offline-aware downloads), ``fileio`` (atomic
   writes), ``progress`` (the terminal display), ``errors``.
