@@ -7,6 +7,8 @@ itself and the kill -9 test run as real processes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import signal
@@ -17,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from medboost_cli import cli
@@ -36,9 +37,6 @@ class Result:
 
 def run(*args) -> Result:
     """``medboost ARGS`` in this process, as the console script runs it (``cli.main``)."""
-    import contextlib
-    import io
-
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
     sys.argv = ["medboost", *map(str, args)]
