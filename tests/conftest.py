@@ -31,6 +31,12 @@ TINY_SETS = [
 ]
 
 
+def pytest_collection_modifyitems(items):
+    """The ``slow`` tests first: with ``-n 2`` they start at once and the other worker works through the rest
+    meanwhile, instead of one worker running them alone at the end while the other sits idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 _LOCAL = {None, "localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 

@@ -7,6 +7,8 @@ itself and the kill -9 test run as real processes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import signal
@@ -35,9 +37,6 @@ class Result:
 
 def run(*args) -> Result:
     """``medboost ARGS`` in this process, as the console script runs it (``cli.main``)."""
-    import contextlib
-    import io
-
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
     sys.argv = ["medboost", *map(str, args)]

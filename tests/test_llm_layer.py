@@ -191,10 +191,11 @@ def test_weights_hash_sees_every_byte(block):
 #   of dim 0 of the (out, in) weight; wo, w2 are RowParallelLinear: a slice of the INPUT features (dim 1), the
 #   ranks' partial outputs being summed. Norm weights are replicated in every file.
 # test_meta_shards_compute_the_layer_the_model_parallel_way checks these statements against transformers' layer.
-META_TO_HF = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
-              "attention.wo": "self_attn.o_proj", "feed_forward.w1": "mlp.gate_proj", "feed_forward.w2": "mlp.down_proj",
-              "feed_forward.w3": "mlp.up_proj", "attention_norm": "input_layernorm",
-              "ffn_norm": "post_attention_layernorm"}
+META_TO_HF = {
+    "attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
+    "attention.wo": "self_attn.o_proj", "feed_forward.w1": "mlp.gate_proj", "feed_forward.w2": "mlp.down_proj",
+    "feed_forward.w3": "mlp.up_proj", "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+}
 COLUMN_PARALLEL = ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3")
 ROW_PARALLEL = ("attention.wo", "feed_forward.w2")
 
