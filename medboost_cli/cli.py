@@ -27,6 +27,21 @@ DataDir = typer.Option(None, "--data-dir", help="MedMNIST folder (default: $MEDB
 ResultsDir = typer.Option(None, "--results-dir", help="results folder (default: $MEDBOOST_RESULTS, else ./results)")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"medboost {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+) -> None:
+    """Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST)."""
+
+
 def _log(message: str) -> None:
     err_console.print(message, soft_wrap=True, highlight=False)
 

@@ -179,3 +179,17 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted
     assert b.status == "completed" and b.epochs_done == 2
     assert (a.test_auc, a.test_acc, a.best_epoch, a.val_auc) == (b.test_auc, b.test_acc, b.best_epoch, b.val_auc)
     assert np.array_equal(np.stack(a.test_scores), np.stack(b.test_scores))
+
+
+def test_python_dash_m_and_version_share_one_version_source():
+    """``python -m medboost_cli --version`` runs the same CLI; the version is the package's, the one the
+    installed distribution reports (pyproject reads it from medboost_cli.__version__)."""
+    from importlib import metadata
+
+    import medboost_cli
+
+    out = subprocess.run([sys.executable, "-m", "medboost_cli", "--version"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"medboost {medboost_cli.__version__}"
+    assert metadata.version("medboost") == medboost_cli.__version__
