@@ -90,6 +90,7 @@ def train(
     results_dir: Optional[Path] = ResultsDir,
     sets: list[str] = typer.Option([], "--set", help="override any recipe key: --set train.lr=1e-3 (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue this run from its last epoch checkpoint"),
+    force: bool = typer.Option(False, "--force", help="train a run that is already completed again, replacing its result"),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="use this YAML file instead of recipes/TASK.yaml"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
@@ -103,7 +104,7 @@ def train(
     flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder = _results_dir(results_dir)
-    row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume,
+    row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force,
                        reporter=None if quiet else RichReporter(err_console), log=_log)
     _say(f"{row['run_id']}: best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val {row['select_metric']}")
     _metrics_table("split", [("val", row["val_acc"], row["val_auc"]), ("test", row["test_acc"], row["test_auc"])])

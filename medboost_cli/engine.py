@@ -342,15 +342,19 @@ class Run:
 # ------------------------------------------------------------------------------------------------- train
 
 
-def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = False,
+def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = False, force: bool = False,
           reporter: Reporter | None = None, log=print) -> dict[str, Any]:
-    """Train one run and return its results row (also written to ``results_dir``)."""
+    """Train one run and return its results row (also written to ``results_dir``). A completed run is never
+    trained again unless ``force``: with ``resume`` its row is returned, otherwise it is an error."""
     reporter, results, run_id = reporter or SilentReporter(), ResultsDir(results_dir), recipe.run_id()
-    if resume and results.best(run_id).exists():
-        row = read_row(results.root, run_id)
-        if row is not None and row["status"] == "completed":
+    done = read_row(results.root, run_id)
+    if done is not None and done["status"] == "completed" and not force:
+        if resume:
             log(f"{run_id} is already completed; nothing to resume")
-            return row
+            return done
+        auc = f"test AUC {done['test_auc']:.4f}, " if isinstance(done["test_auc"], float) else ""
+        raise MedboostError(f"{run_id} is already completed ({auc}{results.row(run_id)}); use --force to train it "
+                            f"again and replace that result")
     run = Run.build(recipe, Path(data_dir), results)
     last = results.last(run_id)
     if resume and last.exists():

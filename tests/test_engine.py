@@ -138,6 +138,19 @@ def test_resume_refuses_a_changed_configuration(data_dir, results_dir):
         train(recipe, data_dir, results_dir, resume=True, log=quiet)
 
 
+def test_a_completed_run_is_never_overwritten_without_force(rllm_run, tmp_path):
+    data_dir, results_dir, row = copied(rllm_run, tmp_path)
+    path = ResultsDir(results_dir).row(row["run_id"])
+    before = path.read_bytes()
+    with pytest.raises(MedboostError, match=r"already completed \(test AUC .*use --force"):
+        train(tiny(), data_dir, results_dir, log=quiet)
+    assert path.read_bytes() == before  # nothing was written, not even a "running" row
+    assert train(tiny(), data_dir, results_dir, resume=True, log=quiet)["test_scores"] == row["test_scores"]
+    again = train(tiny(), data_dir, results_dir, force=True, log=quiet)  # asked for: trained and replaced
+    assert again["status"] == "completed" and again["started_at"] >= row["started_at"]
+    assert again["test_auc"] == pytest.approx(row["test_auc"])  # the same seeds give the same run
+
+
 def test_evaluate_reproduces_recorded_metrics(rllm_run):
     data_dir, results_dir, row = rllm_run
     for split in ("val", "test"):
