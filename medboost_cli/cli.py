@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import MedboostError
+from .errors import Interrupted, MedboostError
 
 app = typer.Typer(
     add_completion=False,
@@ -40,6 +41,19 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
 ) -> None:
     """Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST)."""
+
+
+@contextmanager
+def _interruptible():
+    """Ctrl-C or SIGTERM (``errors.Interrupted``) while training: one line saying how to go on, exit 130 or 143
+    (typer would otherwise exit 130 silently)."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        by = e.signal_name if isinstance(e, Interrupted) else "Ctrl-C"
+        err_console.print(f"[bold red]interrupted[/] by {by}: the last finished epoch is saved; continue with the "
+                          f"same command and --resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if isinstance(e, Interrupted) else 130) from None
 
 
 def _log(message: str) -> None:
@@ -104,8 +118,9 @@ def train(
     flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder = _results_dir(results_dir)
-    row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force,
-                       reporter=None if quiet else RichReporter(err_console), log=_log)
+    with _interruptible():
+        row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force,
+                           reporter=None if quiet else RichReporter(err_console), log=_log)
     _say(f"{row['run_id']}: best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val {row['select_metric']}")
     _metrics_table("split", [("val", row["val_acc"], row["val_auc"]), ("test", row["test_acc"], row["test_auc"])])
     _say(
@@ -164,7 +179,8 @@ def ablate(
                            log=_log)
         _say(f"{row['run_id']}: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
 
-    counts = run_study(plan, data_dir_from(data_dir), folder, train_one, log=_say)
+    with _interruptible():
+        counts = run_study(plan, data_dir_from(data_dir), folder, train_one, log=_say)
     _say(f"{study}: {counts['trained']} trained, {counts['skipped']} already completed")
 
 
@@ -254,6 +270,7 @@ def main() -> None:
     except MedboostError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
 
 
 if __name__ == "__main__":

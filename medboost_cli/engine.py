@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .data import BatchTransform, Split, load_dataset
-from .errors import MedboostError
+from .errors import Interrupted, MedboostError
 from .fileio import atomic_write
 from .hardware import (
     autocast,
@@ -368,6 +370,7 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
     write_row(results.root, run.row("running"))
     reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
     reset_peak_memory(run.device)
+    restore_signals = _signals_interrupt()
     try:
         for epoch in range(run.state.epoch + 1, recipe.train.epochs):
             record = run.train_epoch(epoch, reporter) | run.validate()
@@ -378,17 +381,33 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
                 break
         reporter.close()
         final = run.finalize()
-    except KeyboardInterrupt:
-        write_row(results.root, run.row("interrupted", ended_at=_now(), error="interrupted by the user"))
+    except KeyboardInterrupt as e:
+        by = e.signal_name if isinstance(e, Interrupted) else "the user (Ctrl-C)"
+        write_row(results.root, run.row("interrupted", ended_at=_now(),
+                                        error=f"interrupted by {by}; continue with the same command and --resume"))
         raise
     except BaseException as e:
         write_row(results.root, run.row("failed", ended_at=_now(), error=f"{type(e).__name__}: {e}"))
         raise
     finally:
+        restore_signals()
         reporter.close()
     write_row(results.root, final)
     last.unlink(missing_ok=True)  # the optimiser state is not needed once the run is complete
     return final
+
+
+def _signals_interrupt():
+    """Turn SIGTERM into ``Interrupted`` while a run trains, so that it leaves an "interrupted" row and its last
+    epoch checkpoint, as Ctrl-C does; returns the function that restores the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,

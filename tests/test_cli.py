@@ -193,3 +193,17 @@ def test_python_dash_m_and_version_share_one_version_source():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"medboost {medboost_cli.__version__}"
     assert metadata.version("medboost") == medboost_cli.__version__
+
+
+def test_an_interrupted_run_exits_with_one_line_saying_how_to_resume(monkeypatch, tmp_path):
+    from medboost_cli import engine
+    from medboost_cli.errors import Interrupted
+
+    def preempted(*args, **kwargs):
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr(engine, "train", preempted)
+    result = run("train", "breast", "--preset", "cpu", "--results-dir", tmp_path, "--quiet")
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 143 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert "interrupted by SIGTERM" in lines[0] and "--resume" in lines[0]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 
 from medboost_cli import metrics
 from medboost_cli.engine import evaluate_run, make_schedule, make_optimizer, train
-from medboost_cli.errors import MedboostError
+from medboost_cli.errors import Interrupted, MedboostError
 from medboost_cli.models import build_model
 from medboost_cli.recipes import load_recipe
 from medboost_cli.results import COLUMNS, ResultsDir, load_results
@@ -124,6 +126,27 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_dir, tmp_path
     logs.clear()
     again = train(recipe, data_dir, tmp_path / "cut", resume=True, log=logs.append)  # completed: nothing to do
     assert "already completed" in logs[0] and again["test_auc"] == full["test_auc"]
+
+
+class TerminateAfter(InterruptAfter):
+    """Sends this process SIGTERM (a cluster's preemption) after ``epochs`` epochs."""
+
+    def epoch(self, record):
+        if record["epoch"] + 1 >= self.epochs:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_leaves_an_interrupted_row_and_a_run_that_resumes(data_dir, tmp_path):
+    recipe = tiny("breast", "none", "train.epochs=3")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        train(recipe, data_dir, tmp_path, reporter=TerminateAfter(1), log=quiet)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the run's only while it trains
+    row = load_results(tmp_path).iloc[0]
+    assert row.status == "interrupted" and "SIGTERM" in row.error and "--resume" in row.error
+    assert row.epochs_done == 1
+    resumed = train(recipe, data_dir, tmp_path, resume=True, log=quiet)
+    assert resumed["status"] == "completed" and resumed["epochs_done"] == 3
 
 
 def test_resume_refuses_a_changed_configuration(data_dir, results_dir):
