@@ -357,6 +357,8 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         auc = f"test AUC {done['test_auc']:.4f}, " if isinstance(done["test_auc"], float) else ""
         raise MedboostError(f"{run_id} is already completed ({auc}{results.row(run_id)}); use --force to train it "
                             f"again and replace that result")
+    for stale in results.stale_writes(run_id):  # left by a killed write; the files they were for are whole
+        stale.unlink(missing_ok=True)
     run = Run.build(recipe, Path(data_dir), results)
     last = results.last(run_id)
     if resume and last.exists():

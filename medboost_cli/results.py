@@ -114,6 +114,13 @@ class ResultsDir:
     def best(self, run_id: str) -> Path:
         return self.checkpoints(run_id) / "best.pt"
 
+    def stale_writes(self, run_id: str) -> list[Path]:
+        """Temporary files that killed writes of ``run_id`` left behind (``fileio.atomic_write`` names them
+        ``.NAME.*.tmp``); only this run's, so that other runs writing into the folder are never touched."""
+        row, ckpt = self.row(run_id), self.checkpoints(run_id)
+        found = list(row.parent.glob(f".{row.name}.*.tmp")) if row.parent.is_dir() else []
+        return found + (list(ckpt.glob(".*.tmp")) if ckpt.is_dir() else [])
+
 
 # ------------------------------------------------------------------------------------------------ rows
 

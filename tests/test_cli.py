@@ -168,9 +168,11 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_matches_an_uninterrupted
     assert torch.load(last, weights_only=True)["epoch"] == 0  # the previous checkpoint, whole
     (best,) = list(cut.glob("checkpoints/*/best.pt"))
     assert torch.load(best, weights_only=True)["epoch"] in (0, 1)  # readable, whichever epoch was best
+    assert list(last.parent.glob(".last.pt.*.tmp"))  # the half-written checkpoint the kill left
 
     resumed = run(*common, "--results-dir", cut, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert not list(cut.rglob("*.tmp"))  # cleaned when the run started again
     assert "resuming" in resumed.stderr and "after epoch 1 of 2" in resumed.stderr
     full = run(*common, "--results-dir", tmp_path / "full")
     assert full.returncode == 0, full.stderr

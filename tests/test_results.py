@@ -105,3 +105,15 @@ def test_a_recipe_saved_before_the_fidelity_keys_existed_keeps_what_that_run_com
         vivit = backbone.startswith("vivit")
         assert restored.backbone.vivit_norms == ("head" if vivit else None)
         assert restored.backbone.vivit_pos == ("factorised" if vivit else None)
+
+
+def test_stale_writes_are_this_runs_temporary_files_only(tmp_path):
+    layout = results.ResultsDir(tmp_path)
+    mine, other = "breast-vit-mini-rllm-00000000-s0", "breast-vit-mini-rllm-00000000-s1"
+    for run in (mine, other):
+        layout.checkpoints(run).mkdir(parents=True)
+        (layout.checkpoints(run) / ".last.pt.abc123.tmp").write_bytes(b"half")
+        layout.runs.mkdir(exist_ok=True)
+        (layout.runs / f".{run}.parquet.xyz.tmp").write_bytes(b"half")
+    (layout.checkpoints(mine) / "best.pt").write_bytes(b"whole")
+    assert sorted(p.name for p in layout.stale_writes(mine)) == [".last.pt.abc123.tmp", f".{mine}.parquet.xyz.tmp"]
