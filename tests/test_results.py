@@ -116,4 +116,4 @@ def test_stale_writes_are_this_runs_temporary_files_only(tmp_path):
         layout.runs.mkdir(exist_ok=True)
         (layout.runs / f".{run}.parquet.xyz.tmp").write_bytes(b"half")
     (layout.checkpoints(mine) / "best.pt").write_bytes(b"whole")
-    assert sorted(p.name for p in layout.stale_writes(mine)) == [".last.pt.abc123.tmp", f".{mine}.parquet.xyz.tmp"]
+    assert sorted(p.name for p in layout.stale_writes(mine)) == sorted([".last.pt.abc123.tmp", f".{mine}.parquet.xyz.tmp"])
