@@ -74,6 +74,26 @@ def _metrics_table(first: str, rows: list[tuple[str, float, float]]) -> None:
     console.print(table)
 
 
+# What users change most, as first-class options of train and ablate: (option, recipe key, help).
+COMMON_KEYS = [
+    ("--epochs", "train.epochs", "training epochs"),
+    ("--lr", "train.lr", "peak learning rate (AdamW)"),
+    ("--batch-size", "train.batch_size", "training batch size"),
+    ("--llm", "booster.llm", "F_L source: minilm, a Hugging Face or Meta folder, a hub id, random:llama-7b"),
+    ("--layer", "booster.layer", "F_L's layer index (negative counts from the end)"),
+]
+Epochs = typer.Option(None, "--epochs", min=1, help=COMMON_KEYS[0][2])
+Lr = typer.Option(None, "--lr", help=COMMON_KEYS[1][2])
+BatchSize = typer.Option(None, "--batch-size", min=1, help=COMMON_KEYS[2][2])
+Llm = typer.Option(None, "--llm", help=COMMON_KEYS[3][2])
+Layer = typer.Option(None, "--layer", help=COMMON_KEYS[4][2])
+
+
+def _common_flags(*values) -> list[tuple[str, str, object]]:
+    """(label, key, value) for load_recipe, in COMMON_KEYS' order; unset options are skipped there."""
+    return [(option, key, value) for (option, key, _), value in zip(COMMON_KEYS, values)]
+
+
 def _results_dir(arg: Optional[Path]) -> Path:
     return Path(arg or os.environ.get("MEDBOOST_RESULTS") or "results")
 
@@ -107,6 +127,11 @@ def train(
     force: bool = typer.Option(False, "--force", help="train a run that is already completed again, replacing its result"),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="use this YAML file instead of recipes/TASK.yaml"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    epochs: Optional[int] = Epochs,
+    lr: Optional[float] = Lr,
+    batch_size: Optional[int] = BatchSize,
+    llm: Optional[str] = Llm,
+    layer: Optional[int] = Layer,
 ) -> None:
     """Train a classifier with or without the booster; select on val, score test once, write a results row."""
     from .data import data_dir_from
@@ -116,6 +141,7 @@ def train(
     from .results import ResultsDir as Layout
 
     flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
+    flags += _common_flags(epochs, lr, batch_size, llm, layer)
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder = _results_dir(results_dir)
     with _interruptible():
@@ -159,6 +185,11 @@ def ablate(
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    epochs: Optional[int] = Epochs,
+    lr: Optional[float] = Lr,
+    batch_size: Optional[int] = BatchSize,
+    llm: Optional[str] = Llm,
+    layer: Optional[int] = Layer,
 ) -> None:
     """Expand a study into runs and train those not already completed in the results (reruns skip them)."""
     from .data import data_dir_from
@@ -166,7 +197,8 @@ def ablate(
     from .progress import RichReporter
     from .studies import completed_run_ids, expand, load_study, run_study
 
-    plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=sets)
+    common = [f"{key}={value}" for _, key, value in _common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
+    plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=common + sets)
     folder = _results_dir(results_dir)
     if dry_run:
         done = completed_run_ids(folder)

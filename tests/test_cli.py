@@ -209,3 +209,28 @@ def test_an_interrupted_run_exits_with_one_line_saying_how_to_resume(monkeypatch
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert result.returncode == 143 and len(lines) == 1 and "Traceback" not in result.stderr
     assert "interrupted by SIGTERM" in lines[0] and "--resume" in lines[0]
+
+
+def test_first_class_options_map_onto_the_recipe_keys(tmp_path, monkeypatch):
+    """--epochs/--lr/--batch-size/--llm/--layer set the same keys as --set, with the option named in errors."""
+    from medboost_cli import engine
+
+    seen = {}
+
+    def fake_train(recipe, *args, **kwargs):
+        seen["recipe"] = recipe
+        raise SystemExit(0)
+
+    monkeypatch.setattr(engine, "train", fake_train)
+    result = run("train", "breast", "--preset", "cpu", "--epochs", "7", "--lr", "2e-4", "--batch-size", "16",
+                 "--llm", "minilm", "--layer", "-2", "--results-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    r = seen["recipe"]
+    assert (r.train.epochs, r.train.lr, r.train.batch_size, r.booster.llm, r.booster.layer) == (7, 2e-4, 16, "minilm", -2)
+    assert_one_line_error(run("train", "breast", "--preset", "cpu", "--lr", "-1", "--results-dir", tmp_path),
+                          "--lr -1", "train.lr")
+    dry = run("ablate", "residual", "--tasks", "adrenal3d", "--preset", "cpu", "--seeds", "1", "--epochs", "3",
+              "--dry-run", "--results-dir", tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    commands = [line for line in dry.stdout.splitlines() if "medboost train" in line]
+    assert len(commands) == 4 and all("--set train.epochs=3" in c for c in commands)
