@@ -132,6 +132,8 @@ def train(
     batch_size: Optional[int] = BatchSize,
     llm: Optional[str] = Llm,
     layer: Optional[int] = Layer,
+    as_json: bool = typer.Option(False, "--json", help="print the final results row as JSON (per-sample scores left "
+                                 "out; they are in the Parquet row) instead of the tables"),
 ) -> None:
     """Train a classifier with or without the booster; select on val, score test once, write a results row."""
     from .data import data_dir_from
@@ -147,6 +149,11 @@ def train(
     with _interruptible():
         row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force,
                            reporter=None if quiet else RichReporter(err_console), log=_log)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({k: v for k, v in row.items() if k not in ("test_labels", "test_scores")}, default=str))
+        return
     _say(f"{row['run_id']}: best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val {row['select_metric']}")
     _metrics_table("split", [("val", row["val_acc"], row["val_auc"]), ("test", row["test_acc"], row["test_auc"])])
     _say(
@@ -214,6 +221,40 @@ def ablate(
     with _interruptible():
         counts = run_study(plan, data_dir_from(data_dir), folder, train_one, log=_say)
     _say(f"{study}: {counts['trained']} trained, {counts['skipped']} already completed")
+
+
+RUN_COLUMNS = ["run_id", "status", "task", "backbone", "booster", "llm", "layer", "lm_norm", "seed", "epochs_done",
+               "best_epoch", "val_auc", "test_acc", "test_auc", "precision", "train_seconds", "ended_at"]
+
+
+@app.command()
+def runs(
+    task: Optional[str] = typer.Option(None, "--task", help="only this task (short name or medmnist flag)"),
+    status: Optional[str] = typer.Option(None, "--status", help="only runs with this status: running, completed, "
+                                         "failed or interrupted"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per run, for scripts"),
+    results_dir: Optional[Path] = ResultsDir,
+) -> None:
+    """List the runs in the results folder, as a table or as JSON."""
+    import json
+
+    from .results import load_results
+    from .tasks import resolve_task
+
+    df = load_results(_results_dir(results_dir), columns=RUN_COLUMNS, status=status)
+    if task is not None:
+        df = df[df["task"] == resolve_task(task).short]
+    records = json.loads(df.to_json(orient="records"))
+    if as_json:
+        typer.echo(json.dumps(records, indent=1))
+        return
+    table = Table(title=f"{len(records)} runs in {_results_dir(results_dir)}")
+    shown = ["run_id", "status", "seed", "epochs_done", "val_auc", "test_acc", "test_auc", "precision"]
+    for col in shown:
+        table.add_column(col, justify="left" if col in ("run_id", "status", "precision") else "right")
+    for r in records:
+        table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else "" if r[c] is None else str(r[c]) for c in shown])
+    console.print(table)
 
 
 report_app = typer.Typer(help="Regenerate the paper's Tables 1-6, our control and layer studies, statistics and "

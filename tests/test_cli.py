@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from medboost_cli import cli
@@ -123,6 +125,12 @@ def test_train_then_evaluate_through_the_cli(tmp_path):
     assert e.returncode == 0, e.stderr
     assert table_row(e.stdout, "now") == table_row(e.stdout, "recorded") == (
         f"{recorded.val_acc:.4f}", f"{recorded.val_auc:.4f}")
+    forced = run("train", "breast", "--booster", "hybrid", "--preset", "cpu", *sets, "--data-dir", tmp_path / "d",
+                 "--results-dir", tmp_path / "r", "--force", "--json", "--quiet")
+    assert forced.returncode == 0, forced.stderr
+    printed = json.loads(forced.stdout)  # the final row, nothing else on stdout
+    assert printed["run_id"] == row.stem and printed["test_auc"] == pytest.approx(recorded.test_auc)
+    assert "test_scores" not in printed and printed["status"] == "completed"
 
 
 # The child of the kill -9 test: `medboost train ...` whose checkpoint writer, when it writes the second epoch's
@@ -234,3 +242,26 @@ def test_first_class_options_map_onto_the_recipe_keys(tmp_path, monkeypatch):
     assert dry.returncode == 0, dry.stderr
     commands = [line for line in dry.stdout.splitlines() if "medboost train" in line]
     assert len(commands) == 4 and all("--set train.epochs=3" in c for c in commands)
+
+
+def test_runs_lists_the_results_as_a_table_or_json(tmp_path):
+    import json
+
+    from medboost_cli.results import new_row, write_row
+
+    for seed, status in ((0, "completed"), (1, "interrupted")):
+        write_row(tmp_path, new_row(run_id=f"breast-vit-mini-rllm-0000aaaa-s{seed}", status=status, task="breast",
+                                    seed=seed, test_auc=0.8125 if status == "completed" else None))
+    write_row(tmp_path, new_row(run_id="adrenal3d-vit3d-none-0000bbbb-s0", status="completed", task="adrenal3d",
+                                seed=0, test_auc=0.75))
+    listed = run("runs", "--results-dir", tmp_path, "--json")
+    assert listed.returncode == 0, listed.stderr
+    records = json.loads(listed.stdout)
+    assert sorted(r["run_id"] for r in records) == ["adrenal3d-vit3d-none-0000bbbb-s0",
+                                                    "breast-vit-mini-rllm-0000aaaa-s0",
+                                                    "breast-vit-mini-rllm-0000aaaa-s1"]
+    only = json.loads(run("runs", "--results-dir", tmp_path, "--json", "--task", "breast", "--status",
+                          "completed").stdout)
+    assert [(r["run_id"], r["test_auc"]) for r in only] == [("breast-vit-mini-rllm-0000aaaa-s0", 0.8125)]
+    table = run("runs", "--results-dir", tmp_path).stdout
+    assert "3 runs" in table and "0.8125" in table and "interrupted" in table
