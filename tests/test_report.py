@@ -178,3 +178,27 @@ def test_gradcam_side_by_side(tmp_path):
     assert partner_run_id(rows[1]) == rows[0]["run_id"] and partner_run_id(rows[0]) == rows[1]["run_id"]
     paths = gradcam_figure(rows[1]["run_id"], tmp_path / "r", tmp_path / "d", 2, tmp_path / "out")
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].suffix == ".pdf"
+
+
+def test_a_run_outside_every_plan_is_shown_with_what_differs(tmp_path):
+    """A completed run made with --set overrides fits no study's cell: it gets its own row, labelled with the keys
+    that differ from its task's recipe, and its run ids are traced in cells.csv."""
+    from medboost_cli.recipes import load_recipe
+    from medboost_cli.results import new_row
+
+    fabricate(tmp_path / "results", "residual", tasks=["adrenal3d"], seeds=1)
+    flags = [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 0)]
+    for seed, auc in ((0, 0.6), (1, 0.7)):
+        recipe = load_recipe("breast", preset="cpu", flags=flags + [("--seed", "seed", seed)],
+                             sets=["train.epochs=2", "train.lr=0.001"])
+        write_row(tmp_path / "results", new_row(
+            run_id=recipe.run_id(), status="completed", task="breast", backbone=recipe.backbone.name,
+            booster="rllm", seed=seed, test_acc=0.5, test_auc=auc, config_json=recipe.model_dump_json()))
+    written = make_report(tmp_path / "results", tmp_path / "out", ["markdown"], n_boot=200)
+    md = written["markdown"].read_text()
+    outside = md.split("## Completed runs outside the studies' plans")[1]
+    assert "| --preset cpu, train.epochs=2, train.lr=0.001 | BreastMNIST | ViT-mini | rllm | 50.00 ± 0.00 (2) | " \
+           "65.00 ± 7.07 (2) |" in outside
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    traced = cells[cells["table"] == "outside"]
+    assert len(traced) == 2 and all(recipe.run_id().rsplit("-s", 1)[0] in ids for ids in traced["run_ids"])

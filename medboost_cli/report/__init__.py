@@ -23,9 +23,9 @@ import pandas as pd
 
 from ..errors import MedboostError
 from .figures import figure1
-from .gather import gather, paired_stats, selection_metrics
+from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .render import Meta, latex_escape, render_html, render_latex, render_markdown
-from .tables import build_tables, summary, table_pairs
+from .tables import build_tables, summary, table_outside, table_pairs
 
 __all__ = ["make_report", "latex_escape"]
 
@@ -43,7 +43,8 @@ def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int
     configs, df = gather(results_dir, seeds)
     seen: set = set()
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
-    tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else [])
+    outside = outside_cells(configs, df)
+    tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     done = set(df["run_id"]) if not df.empty else set()
     missing = [run.command() for c in configs for run in c.plan if run.run_id not in done]

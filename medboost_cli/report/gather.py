@@ -7,6 +7,7 @@ runs of exactly that configuration. A study is gathered once per configuration (
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import MedboostError
+from ..recipes import load_recipe
 from ..results import cell_id, load_results
 from ..stats import PairedDiff, paired_bootstrap
 from ..studies import PlannedRun, Study, expand, load_study, study_names
@@ -114,6 +117,43 @@ def gather(results_dir: Path, seeds: int = 3) -> tuple[list[Config], pd.DataFram
         with_results = [c for c in found if c.has_results]
         configs += with_results or found[:1]
     return configs, df
+
+
+def outside_cells(configs: list[Config], df: pd.DataFrame) -> list[tuple[str, Cell]]:
+    """Completed runs that fit no planned cell of any study (e.g. made with ``--set`` overrides), grouped by
+    configuration (the run id without its seed), each with the recipe keys that differ from its task's recipe."""
+    planned = {run.cell for c in configs for run in c.plan}
+    if df.empty:
+        return []
+    rest = df[~df["cell"].isin(planned)]
+    return [(config_differences(rows.iloc[0]), Cell(rows)) for _, rows in rest.groupby("cell", sort=True)]
+
+
+def config_differences(row: pd.Series) -> str:
+    """``key=value`` for every recipe key where a run differs from its task's recipe with the same backbone,
+    booster and seed, under the preset it differs least from (named when it is not the paper's recipes)."""
+    ran = _flat(json.loads(row["config_json"]))
+    flags = [("--backbone", "backbone.name", row["backbone"]), ("--booster", "booster.mode", row["booster"]),
+             ("--seed", "seed", int(row["seed"]))]
+    candidates = []
+    for preset in PRESETS:
+        try:
+            base = _flat(load_recipe(ran["task"], preset=preset, flags=flags).model_dump(mode="json"))
+        except MedboostError:  # e.g. a backbone that preset does not have
+            continue
+        diffs = [f"{k}={ran.get(k)}" for k in sorted(set(ran) | set(base)) if ran.get(k) != base.get(k)]
+        candidates.append((len(diffs), ([f"--preset {preset}"] if preset else []) + diffs))
+    return ", ".join(min(candidates)[1]) if candidates else "a recipe medboost no longer has"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def selection_metrics(df: pd.DataFrame) -> dict[str | None, int]:

@@ -172,6 +172,20 @@ def build_tables(configs: list[Config]) -> list[Table]:
     return [table for _, table in sorted(built, key=lambda pair: pair[0])]
 
 
+def table_outside(outside: list[tuple[str, Cell]]) -> Table:
+    """Completed runs that fit no study's cell, one row per configuration, labelled by what differs."""
+    t = Table("outside", "Completed runs outside the studies' plans (test %, mean ± std (n) over seeds)",
+              ["Configuration (differences from its task's recipe)", "Dataset", "Backbone", "Booster", "ACC", "AUC"],
+              [])
+    for label, cell in outside:
+        first = cell.runs.iloc[0]
+        t.rows.append([label, _title(first["task"]), _title(first["backbone"]), first["booster"], cell.text("acc"),
+                       cell.text("auc")])
+        for metric in ("acc", "auc"):
+            _trace(t, label, f"{first['task']} {first['backbone']} {first['booster']}", metric, cell)
+    return t
+
+
 def _diff(d: PairedDiff) -> str:
     mark = " †" if d.includes_zero else ""
     return f"{100 * d.mean_diff:+.2f} ({100 * d.ci_low:+.2f} to {100 * d.ci_high:+.2f}){mark}"
