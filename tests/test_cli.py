@@ -101,8 +101,8 @@ def test_corrupt_npz(tmp_path):
 def test_md5_mismatch_and_download_offline(tmp_path):
     """Offline whatever the machine: conftest makes every lookup beyond this machine fail, as with no network."""
     write_medmnist(tmp_path, "breast")
-    assert_one_line_error(run("train", "breast", "--preset", "cpu", "--data-dir", tmp_path),
-                          "breastmnist.npz: MD5", "download")
+    assert_one_line_error(run("train", "breast", "--preset", "cpu", "--data-dir", tmp_path, "--results-dir",
+                              tmp_path / "results"), "breastmnist.npz: MD5", "download")
     offline = run("download", "pneumonia", "--data-dir", tmp_path / "new")
     assert_one_line_error(offline, "could not download pneumoniamnist.npz",
                           "https://zenodo.org/records/10519652/files/pneumoniamnist.npz",
