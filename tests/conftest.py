@@ -40,6 +40,12 @@ def pytest_collection_modifyitems(items):
 _LOCAL = {None, "localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
+@pytest.fixture(autouse=True)
+def _results_default(tmp_path, monkeypatch):
+    """A test that names no results folder writes into its own, never into the working directory's results/."""
+    monkeypatch.setenv("MEDBOOST_RESULTS", str(tmp_path / "default-results"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _no_network():
     """Fail any name lookup or connection beyond this machine, as an unplugged cable would (tests that need an
