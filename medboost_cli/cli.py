@@ -311,8 +311,8 @@ def bench(
     llm: Optional[str] = typer.Option(None, "--llm", help="F_L source; random:llama-7b = LLaMA-7B's shape, random weights"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="registered backbone"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
-    warmup: int = typer.Option(2, "--warmup", help="untimed steps first"),
-    steps: int = typer.Option(5, "--steps", help="timed steps"),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="untimed steps first"),
+    steps: int = typer.Option(5, "--steps", min=1, help="timed steps"),
     sets: list[str] = typer.Option([], "--set", help="override any recipe key (repeatable)"),
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:

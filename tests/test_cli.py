@@ -265,3 +265,8 @@ def test_runs_lists_the_results_as_a_table_or_json(tmp_path):
     assert [(r["run_id"], r["test_auc"]) for r in only] == [("breast-vit-mini-rllm-0000aaaa-s0", 0.8125)]
     table = run("runs", "--results-dir", tmp_path).stdout
     assert "3 runs" in table and "0.8125" in table and "interrupted" in table
+
+
+def test_bench_refuses_zero_timed_steps(tmp_path):
+    result = run("bench", "breast", "--preset", "cpu", "--steps", "0", "--results-dir", tmp_path)
+    assert result.returncode == 2 and "--steps" in result.stderr and "Traceback" not in result.stderr

@@ -160,10 +160,24 @@ def test_latex_escaping():
 
 
 def test_empty_results_still_report(tmp_path):
+    (tmp_path / "none" / "runs").mkdir(parents=True)
     written = make_report(tmp_path / "none", tmp_path / "out", ["markdown"])
     md = written["markdown"].read_text()
     assert "0 completed runs" in md and "No booster-vs-baseline pair has results yet" in md
     assert "fill with: `medboost ablate residual`" in md
+
+
+def test_a_folder_that_is_not_results_or_an_out_that_is_a_file_is_a_clear_error(tmp_path):
+    from medboost_cli.errors import MedboostError
+
+    (tmp_path / "file").write_text("x")
+    for missing in (tmp_path / "missing", tmp_path / "file"):
+        with pytest.raises(MedboostError, match="not a results folder"):
+            make_report(missing, tmp_path / "out", ["markdown"])
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    with pytest.raises(MedboostError, match="--out .*is a file"):
+        make_report(tmp_path / "results", tmp_path / "file", ["markdown"])
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_gradcam_side_by_side(tmp_path):
