@@ -270,3 +270,9 @@ def test_runs_lists_the_results_as_a_table_or_json(tmp_path):
 def test_bench_refuses_zero_timed_steps(tmp_path):
     result = run("bench", "breast", "--preset", "cpu", "--steps", "0", "--results-dir", tmp_path)
     assert result.returncode == 2 and "--steps" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_refuses_what_is_not_a_run_id(tmp_path):
+    (tmp_path / "runs").mkdir()
+    for bad in ("", "*", "../../etc/passwd"):
+        assert_one_line_error(run("evaluate", bad, "--results-dir", tmp_path), "is not a run id")
