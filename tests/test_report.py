@@ -216,3 +216,11 @@ def test_a_run_outside_every_plan_is_shown_with_what_differs(tmp_path):
     cells = pd.read_csv(tmp_path / "out" / "cells.csv")
     traced = cells[cells["table"] == "outside"]
     assert len(traced) == 2 and all(recipe.run_id().rsplit("-s", 1)[0] in ids for ids in traced["run_ids"])
+
+
+def test_a_study_over_2d_and_3d_tasks_shows_each_task_with_its_own_backbones(tmp_path):
+    fabricate(tmp_path / "results", "control", seeds=1)
+    md = make_report(tmp_path / "results", tmp_path / "out", ["markdown"], n_boot=200)["markdown"].read_text()
+    control = md.split("## Control")[1].split("\n## ")[0]
+    assert "| ViT-mini | BreastMNIST |" in control and "| ViT-3D | AdrenalMNIST3D |" in control
+    assert "| ViT-3D | BreastMNIST |" not in control and "| ViT-mini | AdrenalMNIST3D |" not in control

@@ -122,8 +122,9 @@ def table_ablation(config: Config, spec: TableSpec) -> Table:
     """Tables 5 and 6 and the control study: one row per task x backbone x variant, a column per metric."""
     t = _start(config, spec, ["Method", "Dataset"] + [f"{HEADERS[m]} [paper]" for m in spec.metrics])
     seen = []
+    planned = {(r.task, r.backbone) for r in config.plan}
     for task in config.tasks():
-        for backbone in config.backbones():
+        for backbone in [b for b in config.backbones() if (task, b) in planned]:  # a 3D backbone has no 2D rows
             for variant in config.study.table_variants(spec):
                 cell = config.cell(task, backbone, variant)
                 label = config.study.label(variant)
