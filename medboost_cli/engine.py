@@ -159,6 +159,10 @@ def predict(
     return torch.cat(scores).cpu().numpy(), float(loss_sum) / max(1, len(split))
 
 
+def _steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return math.ceil(n_train / batch_size)  # the last batch may be short; it still takes a step
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -237,7 +241,7 @@ class Run:
         data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify).to(device)
         built = build_model(recipe, recipe.task_info, device)
         optimizer = make_optimizer(built.model, recipe)
-        steps = math.ceil(len(data.splits["train"]) / recipe.train.batch_size)
+        steps = _steps_per_epoch(len(data.splits["train"]), recipe.train.batch_size)
         return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built,
                    prepare_runner(built.model, recipe), make_transforms(recipe, built.model.backbone), optimizer,
                    make_schedule(optimizer, recipe, steps))
@@ -248,7 +252,7 @@ class Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.splits["train"]) / self.recipe.train.batch_size)
+        return _steps_per_epoch(len(self.data.splits["train"]), self.recipe.train.batch_size)
 
     def _identity(self) -> dict[str, Any]:
         return {"frozen_sha256": self.built.frozen_sha256, "config_hash": self.recipe.config_hash()}
