@@ -22,7 +22,7 @@ import torch
 from torch.utils import flop_counter
 
 from .engine import make_optimizer, make_transforms, prepare_runner, train_step
-from .errors import MedboostError
+from .errors import ConfigError
 from .hardware import autocast, autocast_dtype, device_name, resolve_device, set_threads
 from .models import build_model, count_parameters
 from .recipes import Recipe, load_recipe
@@ -123,9 +123,9 @@ class PeakMemory:
 def bench_recipe(task: str | None, shape: str | None, llm: str | None, batch: int, sets: list[str],
                  preset: str | None = None, backbone: str | None = None) -> Recipe:
     if (task is None) == (shape is None):
-        raise MedboostError("give a TASK or --shape (2d-224 or 3d-28), not both or neither")
+        raise ConfigError("give a TASK or --shape (2d-224 or 3d-28), not both or neither")
     if shape is not None and shape not in SHAPES:
-        raise MedboostError(f"--shape {shape}: choose one of {', '.join(SHAPES)}")
+        raise ConfigError(f"--shape {shape}: choose one of {', '.join(SHAPES)}")
     base = SHAPES[shape] if shape else {"task": task, "sets": [], "llm": None}
     flags = [("--batch", "train.batch_size", batch), ("--llm", "booster.llm", llm or base["llm"]),
              ("--backbone", "backbone.name", backbone)]

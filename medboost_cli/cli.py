@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import Interrupted, MedboostError
+from .errors import EXIT_CTRL_C, EXIT_INTERNAL, EXIT_SIGTERM, ConfigError, Interrupted, MedboostError
 
 app = typer.Typer(
     add_completion=False,
@@ -53,7 +53,7 @@ def _interruptible():
         by = e.signal_name if isinstance(e, Interrupted) else "Ctrl-C"
         err_console.print(f"[bold red]interrupted[/] by {by}: the last finished epoch is saved; continue with the "
                           f"same command and --resume", highlight=False, soft_wrap=True)
-        raise typer.Exit(143 if isinstance(e, Interrupted) else 130) from None
+        raise typer.Exit(EXIT_SIGTERM if isinstance(e, Interrupted) else EXIT_CTRL_C) from None
 
 
 def _log(message: str) -> None:
@@ -175,7 +175,7 @@ def evaluate(
     from .engine import evaluate_run
 
     if split not in ("val", "test"):
-        raise MedboostError(f"--split {split}: choose val or test")
+        raise ConfigError(f"--split {split}: choose val or test")
     out = evaluate_run(run, _results_dir(results_dir), data_dir_from(data_dir), split)
     _say(f"{out['run_id']} on {split}, checkpoint of epoch {out['best_epoch'] + 1}")
     _metrics_table("", [("now", out["acc"], out["auc"]), ("recorded", out["recorded_acc"], out["recorded_auc"])])
@@ -338,12 +338,19 @@ def bench(
 
 
 def main() -> None:
+    """The console script: every error ends in one line on stderr and the exit code of its class (errors.py)."""
     try:
         app()
     except MedboostError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-
+        err_console.print(f"[bold red]{e.kind}:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
+        if os.environ.get("MEDBOOST_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {first} (a bug in medboost; rerun with "
+                          f"MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

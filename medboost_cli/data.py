@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import MedboostError
+from .errors import DataError, MedboostError
 from .tasks import Task
 
 SPLITS = ("train", "val", "test")
@@ -64,7 +64,7 @@ def download(task: Task, size: int, data_dir: Path, timeout: float = 30.0, log=p
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MedboostError(f"cannot create data folder {data_dir}: {e.strerror}; choose another with --data-dir") from e
+        raise DataError(f"cannot create data folder {data_dir}: {e.strerror}; choose another with --data-dir") from e
     part = target.with_name(name + ".part")
     digest = hashlib.md5()
     try:
@@ -75,12 +75,12 @@ def download(task: Task, size: int, data_dir: Path, timeout: float = 30.0, log=p
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
-        raise MedboostError(
+        raise DataError(
             f"could not download {name} from {url} ({reason}); download it by hand and put it at {target}"
         ) from e
     if digest.hexdigest() != expected:
         part.unlink(missing_ok=True)
-        raise MedboostError(
+        raise DataError(
             f"downloaded {name} from {url} but its MD5 {digest.hexdigest()} is not medmnist's {expected}; try again"
         )
     os.replace(part, target)
@@ -129,14 +129,14 @@ def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True) -> 
     """
     path = dataset_path(task, size, data_dir)
     if not path.is_file():
-        raise MedboostError(
+        raise DataError(
             f"data file not found: {path}; run `medboost download {task.short} --size {size} --data-dir {data_dir}` "
             f"or point --data-dir / $MEDBOOST_DATA at a folder that has {path.name}"
         )
     if verify:
         got, expected = md5sum(path), task.md5(size)
         if got != expected:
-            raise MedboostError(
+            raise DataError(
                 f"{path}: MD5 {got} does not match medmnist's {expected} (corrupt, truncated or another version); "
                 f"delete it and run `medboost download {task.short} --size {size}`"
             )
@@ -145,7 +145,7 @@ def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True) -> 
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if verify and len(images) != task.n_samples[split]:
-            raise MedboostError(
+            raise DataError(
                 f"{path}: split '{split}' has {len(images)} images but medmnist's INFO for {task.flag} says "
                 f"{task.n_samples[split]}; the file is not the official one (use --set data.verify=false for your own data)"
             )
@@ -159,12 +159,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]
             if missing:
-                raise MedboostError(f"{path}: not a MedMNIST file, missing arrays {', '.join(missing)}")
+                raise DataError(f"{path}: not a MedMNIST file, missing arrays {', '.join(missing)}")
             return {k: npz[k] for k in keys}
     except MedboostError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
-        raise MedboostError(
+        raise DataError(
             f"{path}: cannot be read as a .npz file ({type(e).__name__}: {e}); it is corrupt or truncated, "
             f"delete it and download it again"
         ) from e
@@ -175,7 +175,7 @@ def _images_tensor(images: np.ndarray, task: Task, size: int, path: Path, split:
     expected = f"(N, {', '.join([str(size)] * n_spatial)}[, C])"
     shape_ok = images.ndim in (n_spatial + 1, n_spatial + 2) and all(d == size for d in images.shape[1 : 1 + n_spatial])
     if images.dtype != np.uint8 or not shape_ok:
-        raise MedboostError(
+        raise DataError(
             f"{path}: {split}_images has shape {images.shape} and dtype {images.dtype}; expected uint8 {expected}"
         )
     x = torch.from_numpy(images)
@@ -188,10 +188,10 @@ def _labels_tensor(labels: np.ndarray, task: Task, path: Path, split: str) -> to
         labels = labels[:, None]
     width = task.n_classes if task.multilabel else 1
     if labels.ndim != 2 or labels.shape[1] != width:
-        raise MedboostError(f"{path}: {split}_labels has shape {labels.shape}; expected (N, {width}) for {task.task_type}")
+        raise DataError(f"{path}: {split}_labels has shape {labels.shape}; expected (N, {width}) for {task.task_type}")
     upper = 1 if task.multilabel else task.n_classes - 1
     if labels.size and (labels.min() < 0 or labels.max() > upper):
-        raise MedboostError(
+        raise DataError(
             f"{path}: {split}_labels has values in [{labels.min()}, {labels.max()}]; {task.flag} allows 0..{upper}"
         )
     return torch.from_numpy(labels.astype(np.int64))
@@ -233,7 +233,7 @@ class BatchTransform:
             x = F.interpolate(x, size=(self.out_size,) * spatial, mode="bilinear" if spatial == 2 else "trilinear")
         if x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
-                raise MedboostError(f"images have {x.shape[1]} channels but the backbone takes {self.in_chans}")
+                raise DataError(f"images have {x.shape[1]} channels but the backbone takes {self.in_chans}")
             x = x.expand(-1, self.in_chans, *x.shape[2:])
         shape = (1, -1) + (1,) * spatial
         mean = torch.tensor(self.mean, device=x.device).view(shape)

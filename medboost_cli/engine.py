@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .data import BatchTransform, Split, load_dataset
-from .errors import Interrupted, MedboostError
+from .errors import Interrupted, ModelFileError, ResultsError
 from .fileio import atomic_write
 from .hardware import (
     autocast,
@@ -134,7 +134,7 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where
     result = model.load_state_dict(state, strict=False)
     missing = set(result.missing_keys) - frozen
     if missing or result.unexpected_keys:
-        raise MedboostError(
+        raise ModelFileError(
             f"{where}: checkpoint does not fit the model (missing {sorted(missing)[:3]}, "
             f"unexpected {sorted(result.unexpected_keys)[:3]}); was the recipe changed?"
         )
@@ -209,9 +209,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise MedboostError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]}); rerun without --resume") from None
+        raise ModelFileError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]}); rerun without --resume") from None
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise MedboostError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
+        raise ModelFileError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
     return ckpt
 
 
@@ -270,7 +270,7 @@ class Run:
         """Continue from ``path`` (a last.pt), which must come from this configuration and frozen layer."""
         ckpt = load_checkpoint(path)
         if ckpt["config_hash"] != self.recipe.config_hash():
-            raise MedboostError(f"{path}: saved with another configuration; rerun without --resume")
+            raise ModelFileError(f"{path}: saved with another configuration; rerun without --resume")
         check_frozen_hash(self.built, ckpt["frozen_sha256"], str(path))
         load_trainable_state(self.built.model, ckpt["trainable"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -359,7 +359,7 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
             log(f"{run_id} is already completed; nothing to resume")
             return done
         auc = f"test AUC {done['test_auc']:.4f}, " if isinstance(done["test_auc"], float) else ""
-        raise MedboostError(f"{run_id} is already completed ({auc}{results.row(run_id)}); use --force to train it "
+        raise ResultsError(f"{run_id} is already completed ({auc}{results.row(run_id)}); use --force to train it "
                             f"again and replace that result")
     for stale in results.stale_writes(run_id):  # left by a killed write; the files they were for are whole
         stale.unlink(missing_ok=True)
@@ -438,11 +438,11 @@ def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, Built
     """A completed run's row, recipe and model with its best checkpoint loaded (frozen layer hash checked)."""
     row = find_run(Path(results_dir), run)
     if row["status"] != "completed":
-        raise MedboostError(f"run {row['run_id']} has status '{row['status']}', not completed; finish it with --resume")
+        raise ResultsError(f"run {row['run_id']} has status '{row['status']}', not completed; finish it with --resume")
     recipe = saved_recipe(row["config_json"])
     best = ResultsDir(results_dir).best(row["run_id"])
     if not best.exists():
-        raise MedboostError(f"{best}: the run's best checkpoint is missing; retrain the run")
+        raise ModelFileError(f"{best}: the run's best checkpoint is missing; retrain the run")
     set_threads(recipe.train.threads)
     built = build_model(recipe, recipe.task_info, resolve_device(recipe.train.device))
     ckpt = load_checkpoint(best)

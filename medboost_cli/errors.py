@@ -1,8 +1,58 @@
-"""The exceptions the CLI turns into one line and an exit code (see the README's exit codes)."""
+"""The exceptions the CLI turns into one line and an exit code (the README's "Exit codes" table).
+
+Each class of problem has its own exception and exit code, so scripts and cluster schedulers can tell a typo in a
+recipe from a broken data file, a damaged checkpoint or a full disk:
+
+====  =====================  ============================================================================
+code  exception              what went wrong
+====  =====================  ============================================================================
+0                            success
+1     (anything else)        an internal error: a bug in medboost (one line; MEDBOOST_DEBUG=1 shows the traceback)
+2     ``ConfigError``        usage or configuration: an option, a recipe, a study, a key, a run id
+3     ``DataError``          a data file: missing, unreadable, or not what the task expects
+4     ``ModelFileError``     a model file: LM weights (safetensors, Meta .pth), config.json, a checkpoint
+5     ``ResultsError``       the results folder or a results row: missing, corrupt, duplicated, foreign
+130   ``KeyboardInterrupt``  Ctrl-C; the last finished epoch is saved, ``--resume`` continues
+143   ``Interrupted``        SIGTERM (a cluster's preemption, ``kill``); as Ctrl-C
+====  =====================  ============================================================================
+"""
 
 
 class MedboostError(Exception):
-    """A problem the user can fix: the message says what, where (file or key) and what to do."""
+    """A problem the user can fix: the message says what, where (file or key) and what to do.
+
+    Raise one of the subclasses; a bare ``MedboostError`` counts as a usage/configuration error."""
+
+    exit_code = 2
+    kind = "error"
+
+
+class ConfigError(MedboostError):
+    """Usage or configuration: a command-line option, a recipe or study file, a recipe key, a run id."""
+
+    exit_code = 2
+    kind = "config error"
+
+
+class DataError(MedboostError):
+    """A data file (MedMNIST npz, DICOM, labels.csv): missing, unreadable, or not what the task expects."""
+
+    exit_code = 3
+    kind = "data error"
+
+
+class ModelFileError(MedboostError):
+    """A model file: language-model weights or config.json, a checkpoint."""
+
+    exit_code = 4
+    kind = "model file error"
+
+
+class ResultsError(MedboostError):
+    """The results folder or a row in it: missing, corrupt, duplicated, not written by medboost."""
+
+    exit_code = 5
+    kind = "results error"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -11,3 +61,8 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_name: str):
         super().__init__(signal_name)
         self.signal_name = signal_name
+
+
+EXIT_INTERNAL = 1
+EXIT_CTRL_C = 130
+EXIT_SIGTERM = 143

@@ -13,7 +13,7 @@ import torch
 
 from .data import load_dataset
 from .engine import load_run, make_transforms
-from .errors import MedboostError
+from .errors import ConfigError, MedboostError, ResultsError
 from .recipes import saved_recipe
 from .results import find_run
 
@@ -50,13 +50,13 @@ def gradcam_figure(run: str, results_dir: Path, data_dir: Path, n_images: int, o
     try:
         find_run(Path(results_dir), partner)
     except MedboostError:
-        raise MedboostError(f"the paired run {partner} of {first['run_id']} is not in {results_dir}; train it first "
+        raise ResultsError(f"the paired run {partner} of {first['run_id']} is not in {results_dir}; train it first "
                             f"(same command with --booster {'rllm' if first['booster'] == 'none' else 'none'})") from None
     ids = (first["run_id"], partner) if first["booster"] == "none" else (partner, first["run_id"])
     loaded = [load_run(i, results_dir) for i in ids]
     recipe = loaded[0][1]
     if recipe.task_info.dims != 2 or not hasattr(loaded[0][2].model.backbone, "vit"):
-        raise MedboostError(f"Grad-CAM maps are drawn for 2D ViT runs; {ids[0]} is {recipe.task_info.dims}D")
+        raise ConfigError(f"Grad-CAM maps are drawn for 2D ViT runs; {ids[0]} is {recipe.task_info.dims}D")
     task = recipe.task_info
     data = load_dataset(task, recipe.data.size, Path(data_dir), verify=recipe.data.verify)
     test = data.splits["test"]

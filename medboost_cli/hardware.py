@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import torch
 
-from .errors import MedboostError
+from .errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -18,9 +18,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise MedboostError(f"train.device='{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"train.device='{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise MedboostError(f"train.device='{name}' but no CUDA device is available; use --set train.device=cpu")
+        raise ConfigError(f"train.device='{name}' but no CUDA device is available; use --set train.device=cpu")
     return device
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import MedboostError
+from .errors import ConfigError
 from .results import make_run_id
 from .tasks import Task, resolve_task
 
@@ -74,7 +74,7 @@ class BackboneConfig(_Strict):
         for key, field in type(self).model_fields.items():
             value = getattr(self, key)
             if key not in used and value != field.default:
-                raise MedboostError(
+                raise ConfigError(
                     f"backbone.{key}={value} does not apply to backbone '{self.name}' ({what}); unset it")
 
 
@@ -176,27 +176,27 @@ def recipes_dir() -> Path:
     for candidate in (Path(__file__).resolve().parents[1] / "recipes", Path(sys.prefix) / "share/medboost/recipes"):
         if candidate.is_dir():
             return candidate
-    raise MedboostError("recipes folder not found; set $MEDBOOST_RECIPES to the project's recipes/ folder")
+    raise ConfigError("recipes folder not found; set $MEDBOOST_RECIPES to the project's recipes/ folder")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as e:
-        raise MedboostError(f"recipe file not found: {path}") from e
+        raise ConfigError(f"recipe file not found: {path}") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise MedboostError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
     if not isinstance(data, dict):
-        raise MedboostError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
     return data
 
 
 def _recipe_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
     """The file and the files it ``extends``, base first."""
     if path in seen:
-        raise MedboostError(f"{path}: 'extends' loops back to itself")
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
     data = read_yaml(path)
     parent = data.pop("extends", None)
     layers = []
@@ -215,11 +215,11 @@ def preset_layer(name: str, dims: int) -> tuple[str, dict]:
     path = recipes_dir() / "presets" / f"{name}.yaml"
     if not path.exists():
         names = sorted(p.stem for p in (recipes_dir() / "presets").glob("*.yaml"))
-        raise MedboostError(f"unknown preset '{name}'; available: {', '.join(names)}")
+        raise ConfigError(f"unknown preset '{name}'; available: {', '.join(names)}")
     data = read_yaml(path)
     section = f"{dims}d"
     if section not in data:
-        raise MedboostError(f"{path}: preset '{name}' has no '{section}' section for {dims}D tasks")
+        raise ConfigError(f"{path}: preset '{name}' has no '{section}' section for {dims}D tasks")
     return f"{path} [{section}]", data[section] or {}
 
 
@@ -229,7 +229,7 @@ def parse_set(items: list[str]) -> list[tuple[str, dict]]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise MedboostError(f"--set '{item}': expected KEY=VALUE, e.g. --set train.lr=1e-3")
+            raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set train.lr=1e-3")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -283,10 +283,10 @@ def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
     try:
         recipe = Recipe.model_validate(merged)
     except ValidationError as e:
-        raise MedboostError(_explain(e, layers)) from None
+        raise ConfigError(_explain(e, layers)) from None
     resolve_task(recipe.task)  # a task named inside a recipe file must exist too
     if recipe.task_info.flag != layers[0][1]["task"] and layers[0][0] == "task":
-        raise MedboostError(
+        raise ConfigError(
             f"{_source_of(('task',), layers)}: sets task '{recipe.task}' but the command asked for '{layers[0][1]['task']}'"
         )
     recipe.task_info.check_size(recipe.data.size)
@@ -303,7 +303,7 @@ def _check_data_keys(recipe: Recipe, layers: list[tuple[str, dict]]) -> None:
     for key, used_in in DATA_KEY_DIMS.items():
         value = getattr(recipe.data, key)
         if dims != used_in and value != DataConfig.model_fields[key].default:
-            raise MedboostError(
+            raise ConfigError(
                 f"{_source_of(('data', key), layers)}: data.{key}={value} applies to {used_in}D tasks only and "
                 f"{recipe.task} is {dims}D; unset it"
             )

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import MedboostError
+from .errors import ConfigError, ResultsError
 from .fileio import atomic_write
 
 SCHEMA_VERSION = 2  # 2: added schema_version and lm_norm
@@ -78,7 +78,7 @@ def cell_id(run_id: str) -> str:
 def check_run_id(run_id: str) -> str:
     """``run_id`` if it is made of letters, digits and ``._+-`` (so it can never name a path outside the folder)."""
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        raise MedboostError(f"'{run_id}' is not a run id (letters, digits and . _ + - only, at most 200 characters)")
+        raise ConfigError(f"'{run_id}' is not a run id (letters, digits and . _ + - only, at most 200 characters)")
     return run_id
 
 
@@ -147,7 +147,7 @@ def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
         names = pq.read_schema(path).names
         return pq.read_table(path, columns=[c for c in columns if c in names] if columns else None)
     except (pa.ArrowInvalid, OSError) as e:
-        raise MedboostError(f"{path}: not a readable Parquet result ({e}); delete it or rerun that run") from None
+        raise ResultsError(f"{path}: not a readable Parquet result ({e}); delete it or rerun that run") from None
 
 
 def _upgrade(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
@@ -209,9 +209,9 @@ def find_run(results_dir: Path, run: str) -> dict[str, Any]:
     if len(matches) == 1:
         return _row_of(matches[0])
     if not matches:
-        raise MedboostError(f"no run '{run}' under {layout.runs}; list runs with `ls {layout.runs}`")
+        raise ResultsError(f"no run '{run}' under {layout.runs}; list runs with `ls {layout.runs}`")
     names = ", ".join(m.stem for m in matches[:5])
-    raise MedboostError(f"run '{run}' is ambiguous under {layout.runs}: {names}{' ...' if len(matches) > 5 else ''}")
+    raise ResultsError(f"run '{run}' is ambiguous under {layout.runs}: {names}{' ...' if len(matches) > 5 else ''}")
 
 
 def write_bench_row(results_dir: Path, row: dict[str, Any]) -> Path:

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import MedboostError
+from .errors import ConfigError
 from .models.backbones import BACKBONE_DIMS
 from .recipes import BoosterMode, Recipe, load_recipe, merge, read_yaml, recipes_dir
 from .results import ResultsDir, cell_id, load_results
@@ -112,7 +112,7 @@ def study_names() -> list[str]:
 def load_study(name: str, preset: str | None = None) -> Study:
     path = recipes_dir() / "studies" / f"{name}.yaml"
     if not path.exists():
-        raise MedboostError(f"unknown study '{name}'; available: {', '.join(study_names())}")
+        raise ConfigError(f"unknown study '{name}'; available: {', '.join(study_names())}")
     data = read_yaml(path)
     if preset and preset in (data.get("presets") or {}):
         data = merge(data, data["presets"][preset])
@@ -121,10 +121,10 @@ def load_study(name: str, preset: str | None = None) -> Study:
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise MedboostError(f"{path}: bad study key '{key}': {first.get('input')!r} ({first['msg']})") from None
+        raise ConfigError(f"{path}: bad study key '{key}': {first.get('input')!r} ({first['msg']})") from None
     problem = next(_problems(study), None)
     if problem:
-        raise MedboostError(f"{path}: bad study key {problem}")
+        raise ConfigError(f"{path}: bad study key {problem}")
     return study
 
 
@@ -210,7 +210,7 @@ def expand(study: Study, tasks: list[str] | None = None, seeds: int = 3, preset:
         default = load_recipe(task.short, preset=preset).backbone.name
         backbones = [b for b in (study.backbones or [default]) if BACKBONE_DIMS.get(b) == task.dims]
         if not backbones:
-            raise MedboostError(f"study '{study.name}' has no {task.dims}D backbone for task '{task.short}' "
+            raise ConfigError(f"study '{study.name}' has no {task.dims}D backbone for task '{task.short}' "
                                 f"(its backbones: {', '.join(study.backbones or [])}); choose its tasks: "
                                 f"{', '.join(study.tasks)}")
         for backbone in backbones:

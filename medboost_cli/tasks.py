@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from medmnist import INFO
 
-from .errors import MedboostError
+from .errors import ConfigError
 
 # Short names used on the command line and in recipes -> medmnist flags.
 SHORT_NAMES: dict[str, str] = {
@@ -56,7 +56,7 @@ class Task:
 
     def check_size(self, size: int) -> None:
         if size not in self.sizes:
-            raise MedboostError(
+            raise ConfigError(
                 f"size {size} is not available for {self.flag}; choose one of {', '.join(map(str, self.sizes))}"
             )
 
@@ -67,7 +67,7 @@ def resolve_task(name: str) -> Task:
     flag = SHORT_NAMES.get(key, key)
     if flag not in INFO:
         known = ", ".join(SHORT_NAMES)
-        raise MedboostError(
+        raise ConfigError(
             f"unknown task '{name}': use a short name ({known}) or a medmnist flag ({', '.join(sorted(INFO))})"
         )
     info = INFO[flag]

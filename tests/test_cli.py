@@ -53,11 +53,15 @@ def run(*args) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.returncode != 0
+ERROR_LINE = re.compile(r"^(config|data|model file|results) error: \S")
+
+
+def assert_one_line_error(result, *fragments, code=None):
+    """stderr is one line starting with its class ("data error: ..."); the exit code is that class's (errors.py)."""
+    assert result.returncode != 0 if code is None else result.returncode == code, (result.returncode, result.stderr)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    assert ERROR_LINE.match(lines[0]) and "Traceback" not in result.stderr, lines[0]
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..errors import MedboostError
+from ..errors import ConfigError
 from ..hardware import bf16_supported
 from ..recipes import Recipe
 from ..seeding import Init, init_seed
@@ -88,7 +88,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def check_frozen_hash(built: BuiltModel, expected: str | None, where: str) -> None:
     if expected != built.frozen_sha256:
-        raise MedboostError(
+        raise ConfigError(
             f"{where}: the frozen LM layer differs from the one this run was trained with "
             f"(hash {str(built.frozen_sha256)[:12]} vs {str(expected)[:12]}); point booster.llm at the same checkpoint"
         )

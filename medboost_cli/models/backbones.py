@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 
-from ..errors import MedboostError
+from ..errors import ConfigError
 from ..hub import cached_file, ensure_reachable
 from ..recipes import BackboneConfig
 from .backbones3d import BACKBONES_3D
@@ -63,7 +63,7 @@ class ConvStemEmbed(PatchEmbed):
         patch = self.patch_size[0]
         steps = patch.bit_length() - 1
         if patch != 2**steps or steps < 1 or self.patch_size[0] != self.patch_size[1]:
-            raise MedboostError(f"backbone.stem=conv needs a square power-of-two patch size, not {self.patch_size}")
+            raise ConfigError(f"backbone.stem=conv needs a square power-of-two patch size, not {self.patch_size}")
         in_chans, dim = self.proj.in_channels, self.proj.out_channels
         layers: list[nn.Module] = []
         for i in range(steps):
@@ -83,7 +83,7 @@ class TimmViT(nn.Module):
         plain = (vit.cls_token is not None and vit.reg_token is None and vit.pos_embed is not None
                  and not vit.no_embed_class and not vit.dynamic_img_size)
         if not plain:
-            raise MedboostError("medboost's ViTs need timm's plain layout: a CLS token, a learned position table "
+            raise ConfigError("medboost's ViTs need timm's plain layout: a CLS token, a learned position table "
                                 "that covers it, no register tokens, a fixed image size")
         self.vit = vit
         self.num_features = vit.num_features
@@ -127,7 +127,7 @@ VIT_KEYS = frozenset({"name", "pretrained", "weights", "img_size", "in_chans", "
 def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
     cfg.check_keys(VIT_KEYS, "a 2D ViT")
     if cfg.booster_site not in (None, "tokens"):
-        raise MedboostError(f"backbone.booster_site={cfg.booster_site} is for ViViT; a ViT has one site, 'tokens'")
+        raise ConfigError(f"backbone.booster_site={cfg.booster_site} is for ViViT; a ViT has one site, 'tokens'")
     kwargs: dict = dict(spec.overrides)
     kwargs.update(
         {k: v for k, v in {
@@ -145,7 +145,7 @@ def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
     try:
         vit = timm.create_model(spec.timm_name, pretrained=cfg.pretrained, **kwargs)
     except (RuntimeError, ValueError, OSError) as e:
-        raise MedboostError(
+        raise ConfigError(
             f"backbone {cfg.name}: cannot build {spec.timm_name} with {kwargs} ({str(e).splitlines()[0]}); "
             f"check backbone.weights and the size keys"
         ) from None
@@ -157,7 +157,7 @@ def _pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
     if cfg.weights:
         path = Path(cfg.weights).expanduser()
         if not path.is_file():
-            raise MedboostError(f"backbone.weights: file not found: {path}; point it at a local weights file")
+            raise ConfigError(f"backbone.weights: file not found: {path}; point it at a local weights file")
         return path
     hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
     for filename in ("model.safetensors", "pytorch_model.bin"):
@@ -182,10 +182,10 @@ BACKBONE_DIMS: dict[str, int] = {**{name: spec.dims for name, spec in TIMM_VITS.
 
 def build_backbone(cfg: BackboneConfig, dims: int) -> Backbone:
     if cfg.name not in BACKBONES:
-        raise MedboostError(f"backbone.name='{cfg.name}' is not registered; choose one of {', '.join(BACKBONES)}")
+        raise ConfigError(f"backbone.name='{cfg.name}' is not registered; choose one of {', '.join(BACKBONES)}")
     if BACKBONE_DIMS[cfg.name] != dims:
         fits = [n for n, d in BACKBONE_DIMS.items() if d == dims]
-        raise MedboostError(
+        raise ConfigError(
             f"backbone '{cfg.name}' takes {BACKBONE_DIMS[cfg.name]}D input but the task is {dims}D; "
             f"use one of {', '.join(fits)}"
         )

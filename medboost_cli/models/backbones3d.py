@@ -35,7 +35,7 @@ from einops import rearrange
 from einops.layers.torch import Rearrange
 from timm.layers import DropPath
 
-from ..errors import MedboostError
+from ..errors import ConfigError
 from ..recipes import BackboneConfig
 
 
@@ -248,14 +248,14 @@ def resolve_size(name: str, cfg: BackboneConfig) -> Size3D:
     s = replace(base, **overrides)
     for key in ("img_size", "patch_size", "dim", "heads", "dim_head"):
         if getattr(s, key) < 1:
-            raise MedboostError(f"backbone.{key}={getattr(s, key)} must be a positive integer")
+            raise ConfigError(f"backbone.{key}={getattr(s, key)} must be a positive integer")
     for key in ("depth", "temporal_depth"):
         if getattr(s, key) < 0:
-            raise MedboostError(f"backbone.{key}={getattr(s, key)} must be zero or more")
+            raise ConfigError(f"backbone.{key}={getattr(s, key)} must be zero or more")
     if int(s.dim * s.mlp_ratio) < 1:
-        raise MedboostError(f"backbone.mlp_ratio={s.mlp_ratio} gives an empty MLP for dim {s.dim}; use a larger ratio")
+        raise ConfigError(f"backbone.mlp_ratio={s.mlp_ratio} gives an empty MLP for dim {s.dim}; use a larger ratio")
     if s.img_size % s.patch_size:
-        raise MedboostError(
+        raise ConfigError(
             f"backbone.patch_size={s.patch_size} does not divide the input size {s.img_size} (backbone.img_size); "
             f"choose a patch size that divides it"
         )
@@ -264,14 +264,14 @@ def resolve_size(name: str, cfg: BackboneConfig) -> Size3D:
 
 def build_backbone3d(name: str, cfg: BackboneConfig) -> nn.Module:
     if cfg.pretrained:
-        raise MedboostError(f"backbone.pretrained: no pretrained weights exist for the 3D backbone '{name}'; "
+        raise ConfigError(f"backbone.pretrained: no pretrained weights exist for the 3D backbone '{name}'; "
                             f"set backbone.pretrained=false to train it from scratch")
     if cfg.weights:
-        raise MedboostError(f"backbone.weights: the 3D backbone '{name}' cannot load weights; unset backbone.weights")
+        raise ConfigError(f"backbone.weights: the 3D backbone '{name}' cannot load weights; unset backbone.weights")
     if cfg.stem != "patch":
-        raise MedboostError(f"backbone.stem={cfg.stem} is 2D only; use backbone.stem=patch for '{name}'")
+        raise ConfigError(f"backbone.stem={cfg.stem} is 2D only; use backbone.stem=patch for '{name}'")
     if cfg.in_chans < 1:
-        raise MedboostError(f"backbone.in_chans={cfg.in_chans} must be a positive integer")
+        raise ConfigError(f"backbone.in_chans={cfg.in_chans} must be a positive integer")
     kind = SIZES_3D[name].kind
     cfg.check_keys(KEYS_3D[kind], "a 3D ViT" if kind == "vit3d" else "a ViViT")
     s = resolve_size(name, cfg)
@@ -279,7 +279,7 @@ def build_backbone3d(name: str, cfg: BackboneConfig) -> nn.Module:
     site = sites[0] if cfg.booster_site in (None, "tokens") else cfg.booster_site
     if site not in sites:
         choices = ", ".join(dict.fromkeys(("tokens",) + sites))
-        raise MedboostError(
+        raise ConfigError(
             f"backbone.booster_site={cfg.booster_site} is not a site of '{name}'; choose one of {choices} or unset it"
         )
     if s.kind == "vit3d":

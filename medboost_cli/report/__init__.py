@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import MedboostError
+from ..errors import ConfigError, ResultsError
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .render import Meta, latex_escape, render_html, render_latex, render_markdown
@@ -38,13 +38,13 @@ def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int
     """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir."""
     unknown = [f for f in formats if f not in RENDERERS]
     if unknown:
-        raise MedboostError(f"unknown report format '{unknown[0]}'; use markdown, latex or html")
+        raise ConfigError(f"unknown report format '{unknown[0]}'; use markdown, latex or html")
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not (results_dir / "runs").is_dir():
-        raise MedboostError(f"{results_dir}: not a results folder (no runs/ inside); point --results-dir at the folder "
+        raise ResultsError(f"{results_dir}: not a results folder (no runs/ inside); point --results-dir at the folder "
                             f"that `medboost train` or `ablate` wrote")
     if out_dir.exists() and not out_dir.is_dir():
-        raise MedboostError(f"--out {out_dir}: is a file; give a folder for the report and its tables")
+        raise ConfigError(f"--out {out_dir}: is a file; give a folder for the report and its tables")
     configs, df = gather(results_dir, seeds)
     seen: set = set()
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
