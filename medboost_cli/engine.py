@@ -41,6 +41,7 @@ from .hardware import (
     set_threads,
 )
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
+from .models.untrusted import load_torch_dict
 from .recipes import Recipe, saved_recipe
 from .results import ResultsDir, find_run, git_commit, new_row, package_versions, read_row, write_row
 from .seeding import EpochStream, epoch_generator, epoch_seed
@@ -206,10 +207,7 @@ def save_checkpoint(path: Path, **content: Any) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelFileError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]}); rerun without --resume") from None
+    ckpt = load_torch_dict(path, "the checkpoint is damaged: rerun without --resume")  # weights_only, and a dict
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
     return ckpt

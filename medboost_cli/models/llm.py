@@ -31,7 +31,8 @@ from ..errors import ConfigError, ModelFileError
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """Shape and flavour of one LM layer, read from the checkpoint's config."""
+    """Shape and flavour of one LM layer, read from the checkpoint's config (``untrusted.hf_layer_spec`` and
+    ``meta_layer_spec``, which check it)."""
 
     arch: Literal["llama", "bert"]
     hidden: int
@@ -52,53 +53,6 @@ class LayerSpec:
                 self.heads + 2 * self.kv_heads
             )
         return attn + 2 * self.hidden * self.intermediate + 9 * self.hidden + self.intermediate  # + biases, 2 LNs
-
-    @classmethod
-    def from_hf_config(cls, cfg: dict, where: str) -> LayerSpec:
-        model_type = cfg.get("model_type", "")
-        try:
-            hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-            if model_type == "bert":
-                return cls(
-                    arch="bert", hidden=hidden, intermediate=int(cfg["intermediate_size"]), heads=heads,
-                    kv_heads=heads, head_dim=hidden // heads, eps=float(cfg.get("layer_norm_eps", 1e-12)),
-                    n_layers=int(cfg["num_hidden_layers"]), qkv_bias=True,
-                    init_std=float(cfg.get("initializer_range", 0.02)),
-                )
-            if model_type in ("llama", "mistral", "qwen2"):
-                if cfg.get("hidden_act", "silu") != "silu":
-                    raise ModelFileError(f"{where}: hidden_act '{cfg['hidden_act']}' is not supported (LLaMA uses silu)")
-                return cls(
-                    arch="llama", hidden=hidden, intermediate=int(cfg["intermediate_size"]), heads=heads,
-                    kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                    head_dim=int(cfg.get("head_dim") or hidden // heads), eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                    n_layers=int(cfg["num_hidden_layers"]),
-                    qkv_bias=bool(cfg.get("attention_bias", model_type == "qwen2")),
-                    init_std=float(cfg.get("initializer_range", 0.02)),
-                )
-        except KeyError as e:
-            raise ModelFileError(f"{where}: config lacks '{e.args[0]}'") from None
-        raise ModelFileError(
-            f"{where}: model_type '{model_type}' is not supported; medboost reads llama, mistral, qwen2 and bert layers"
-        )
-
-    @classmethod
-    def from_meta_params(cls, params: dict, where: str) -> LayerSpec:
-        """Meta's params.json (dim, n_heads, multiple_of, ...) -> spec; the MLP width follows llama's rule."""
-        try:
-            dim, heads = int(params["dim"]), int(params["n_heads"])
-            multiple = int(params.get("multiple_of", 256))
-            hidden = int(2 * (4 * dim) / 3)
-            if params.get("ffn_dim_multiplier"):
-                hidden = int(float(params["ffn_dim_multiplier"]) * hidden)
-            hidden = multiple * ((hidden + multiple - 1) // multiple)
-            return cls(
-                arch="llama", hidden=dim, intermediate=hidden, heads=heads,
-                kv_heads=int(params.get("n_kv_heads") or heads), head_dim=dim // heads,
-                eps=float(params.get("norm_eps", 1e-6)), n_layers=int(params["n_layers"]),
-            )
-        except KeyError as e:
-            raise ModelFileError(f"{where}: params.json lacks '{e.args[0]}'") from None
 
 
 # Shapes known without a checkpoint (for `random:NAME` and benchmarks).

@@ -8,7 +8,8 @@ Sources (``booster.llm``):
 * a Hugging Face hub id: config, index and only the shard(s) holding the layer are fetched;
 * ``random:NAME`` - a layer of a known shape (``llama-7b``, ``minilm``...) with random weights.
 
-Only the requested layer's tensors are read, one at a time (see "memory-lean reads" below): peak memory stays
+Every file is checked as untrusted input first (``untrusted.py``: sizes, types, offsets, limits). Only the requested
+layer's tensors are read, one at a time (see "memory-lean reads" below): peak memory stays
 near the layer's own bytes, not the checkpoint's. Keys are checked strictly against the layer
 module; a missing or unexpected key is an error that names it. With ``norm="pretrained"`` one more tensor is
 read, the model's final norm weight (``model.norm.weight`` in Hugging Face files, ``norm.weight`` in Meta's).
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
 import re
-import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,16 @@ from .llm import (
     resolve_lm_norm,
     shuffle_,
     with_final_norm,
+)
+from .untrusted import (
+    SAFETENSORS_DTYPES,
+    first_line,
+    hf_layer_spec,
+    load_state_dict,
+    meta_layer_spec,
+    read_json_object,
+    safetensors_header,
+    weight_map,
 )
 
 
@@ -97,7 +106,7 @@ def load_llm_layer(
         try:
             block.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
-            raise ModelFileError(f"{source} layer {index}: tensor shapes do not match its config ({_first_line(e)})") from None
+            raise ModelFileError(f"{source} layer {index}: tensor shapes do not match its config ({first_line(e)})") from None
         weight = found.read_final_norm(dtype) if norm == "pretrained" else None
         block = _add_final_norm(block, spec, norm, weight).to(dtype)
         if init == "shuffled":
@@ -153,7 +162,7 @@ def _resolve(source: str) -> _Source:
             return _Source(str(path), _hf_spec(path), lambda i, spec, dt: _read_hf_layer(path, i, spec, dt),
                            lambda dt: _read_hf_final_norm(path, dt))
         if (path / "params.json").exists():
-            spec = LayerSpec.from_meta_params(_read_json(path / "params.json"), str(path))
+            spec = meta_layer_spec(read_json_object(path / "params.json"), str(path / "params.json"))
             return _Source(str(path), spec, lambda i, spec, dt: _read_meta_layer(path, i, spec, dt),
                            lambda dt: _read_meta_final_norm(path, dt))
         raise ModelFileError(f"booster.llm='{source}': folder has neither config.json (Hugging Face) nor params.json (Meta)")
@@ -164,15 +173,8 @@ def _resolve(source: str) -> _Source:
     return _resolve_hub(source)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{path}: cannot be read as JSON ({e})") from None
-
-
 def _hf_spec(folder: Path) -> LayerSpec:
-    return LayerSpec.from_hf_config(_read_json(folder / "config.json"), str(folder / "config.json"))
+    return hf_layer_spec(read_json_object(folder / "config.json"), str(folder / "config.json"))
 
 
 _LAYER_KEY = re.compile(r"^(?P<prefix>(?:[A-Za-z_]+\.)*?(?:layers|layer))\.(?P<index>\d+)\.(?P<rest>.+)$")
@@ -217,9 +219,9 @@ def _read_hf_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dtype
             for key, tensor in read_safetensors(folder / file, keys, dtype).items():
                 state[wanted[key]] = tensor
         else:
-            full = _torch_load(folder / file)
+            full = load_state_dict(folder / file)
             for key in keys:
-                state[wanted[key]] = _converted(full[key], dtype)
+                state[wanted[key]] = _converted(_tensor(full, key, folder / file), dtype)
             del full
     return _convert(state, spec.arch, "hf")
 
@@ -244,25 +246,29 @@ def _read_hf_final_norm(folder: Path, dtype: torch.dtype) -> torch.Tensor:
     file = key_files[key]
     if file.endswith(".safetensors"):
         return read_safetensors(folder / file, [key], dtype)[key]
-    full = _torch_load(folder / file)
-    weight = _converted(full[key], dtype)
+    full = load_state_dict(folder / file)
+    weight = _converted(_tensor(full, key, folder / file), dtype)
     del full
     return weight
+
+
+def _tensor(state: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:
+    if key not in state:
+        raise ModelFileError(f"{path}: has no tensor {key}, which the index file says it holds; the checkpoint is "
+                             f"incomplete or mixed up: re-download it")
+    return state[key]
 
 
 def _hf_key_files(folder: Path) -> dict[str, str]:
     """Every tensor key -> the file holding it, from the index file or the single file's header."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index_name).exists():
-            weight_map = _read_json(folder / index_name).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise ModelFileError(f"{folder / index_name}: no 'weight_map' mapping")
-            return weight_map
+            return weight_map(read_json_object(folder / index_name), str(folder / index_name))
     if (folder / "model.safetensors").exists():
         header, _ = safetensors_header(folder / "model.safetensors")
         return {k: "model.safetensors" for k in header}
     if (folder / "pytorch_model.bin").exists():
-        return {k: "pytorch_model.bin" for k in _torch_load(folder / "pytorch_model.bin")}
+        return {k: "pytorch_model.bin" for k in load_state_dict(folder / "pytorch_model.bin")}
     raise ModelFileError(f"{folder}: no model.safetensors, pytorch_model.bin or index file")
 
 
@@ -274,35 +280,16 @@ def _hf_key_files(folder: Path) -> dict[str, str]:
 # unmapped: with safe_open the peak was 2.0x the layer). torch files: torch.load(mmap=True) maps the file, and
 # each source tensor's pages are released (madvise MADV_DONTNEED; clean private pages) once it is converted.
 
-_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-              "BOOL": torch.bool}
-
-
-def safetensors_header(path: Path) -> tuple[dict, int]:
-    """(tensor name -> {dtype, shape, data_offsets}, offset of the data section)."""
-    try:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({e}); it is corrupt or truncated") from None
-    header.pop("__metadata__", None)
-    return header, 8 + length
-
-
 def read_safetensors(path: Path, keys: list[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Read ``keys`` from a safetensors file, one tensor at a time, converted to ``dtype``."""
+    """Read ``keys`` from a safetensors file, one tensor at a time, converted to ``dtype``. The header is checked
+    whole first (``untrusted.safetensors_header``): no tensor is allocated larger than its bytes in the file."""
     header, base = safetensors_header(path)
     out = {}
     with open(path, "rb") as f:
         for key in keys:
-            info = header[key]
-            src_dtype = _ST_DTYPES.get(info["dtype"])
+            info = _tensor(header, key, path)
             start, end = info["data_offsets"]
-            if src_dtype is None:
-                raise ModelFileError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
-            tensor = torch.empty(info["shape"], dtype=src_dtype)
+            tensor = torch.empty(info["shape"], dtype=SAFETENSORS_DTYPES[info["dtype"]])
             buffer = memoryview(tensor.view(-1).view(torch.uint8).numpy()) if tensor.numel() else memoryview(b"")
             f.seek(base + start)
             if end - start != len(buffer) or f.readinto(buffer) != len(buffer):
@@ -325,13 +312,6 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:
-        raise ModelFileError(f"{path}: cannot be loaded ({_first_line(e)})") from None
-
-
 # Meta checkpoints split some tensors across model-parallel files: the dim along which they are concatenated.
 _META_SPLIT_DIM = {"attention.wq": 0, "attention.wk": 0, "attention.wv": 0, "feed_forward.w1": 0,
                    "feed_forward.w3": 0, "attention.wo": 1, "feed_forward.w2": 1}
@@ -344,7 +324,7 @@ def _read_meta_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dty
     prefix = f"layers.{index}."
     parts: dict[str, list[torch.Tensor]] = {}
     for file in files:
-        full = _torch_load(file)
+        full = load_state_dict(file)
         for key, tensor in full.items():
             if key.startswith(prefix):
                 parts.setdefault(key[len(prefix):], []).append(_converted(tensor, dtype))
@@ -354,7 +334,11 @@ def _read_meta_layer(folder: Path, index: int, spec: LayerSpec, dtype: torch.dty
     state = {}
     for key, tensors in parts.items():
         dim = _META_SPLIT_DIM.get(key.rsplit(".", 1)[0])
-        state[key] = torch.cat(tensors, dim=dim) if dim is not None and len(tensors) > 1 else tensors[0]
+        try:
+            state[key] = torch.cat(tensors, dim=dim) if dim is not None and len(tensors) > 1 else tensors[0]
+        except RuntimeError as e:
+            raise ModelFileError(f"{folder}: the model-parallel parts of layers.{index}.{key} do not fit together "
+                                 f"({first_line(e)}); the files come from different checkpoints") from None
     # Meta and HF differ by a per-head permutation of wq/wk rows (for RoPE's layout). Without RoPE the same
     # permutation on q and k leaves every q.k product unchanged, so the weights are used as they are.
     return _convert(state, spec.arch, "meta")
@@ -365,7 +349,7 @@ def _read_meta_final_norm(folder: Path, dtype: torch.dtype) -> torch.Tensor:
     files = sorted(folder.glob("consolidated.*.pth"))
     if not files:
         raise ModelFileError(f"{folder}: no consolidated.*.pth file")
-    full = _torch_load(files[0])
+    full = load_state_dict(files[0])
     key = _final_norm_key(full, str(files[0]))
     weight = _converted(full[key], dtype)
     del full
@@ -390,35 +374,30 @@ def _resolve_hub(repo: str) -> _Source:
             if not required and "EntryNotFound" in type(e).__name__:
                 return None
             raise ModelFileError(
-                f"could not fetch {filename} of '{repo}' from the Hugging Face hub ({_first_line(e)}); download the "
+                f"could not fetch {filename} of '{repo}' from the Hugging Face hub ({first_line(e)}); download the "
                 f"checkpoint and set booster.llm to its folder"
             ) from None
 
     config = fetch("config.json")
-    spec = LayerSpec.from_hf_config(_read_json(config), f"{repo}/config.json")
+    spec = hf_layer_spec(read_json_object(config), f"{repo}/config.json")
 
     def fetch_files_of(keys) -> Path:
         """Fetch the shard(s) holding ``keys(weight_map)`` (or the single file); -> the local folder."""
         index_file = fetch("model.safetensors.index.json", required=False)
         if index_file is not None:
-            weight_map = _read_json(index_file)["weight_map"]
-            for file in sorted({weight_map[k] for k in keys(weight_map)}):
+            files = weight_map(read_json_object(index_file), f"{repo}/model.safetensors.index.json")
+            for file in sorted({files[k] for k in keys(files)}):
                 fetch(file)
         else:
             fetch("model.safetensors")
         return config.parent
 
     def read_layer(index: int, spec: LayerSpec, dtype: torch.dtype):
-        folder = fetch_files_of(lambda weight_map: _layer_keys(weight_map, index, repo))
+        folder = fetch_files_of(lambda files: _layer_keys(files, index, repo))
         return _read_hf_layer(folder, index, spec, dtype)
 
     def read_final_norm(dtype: torch.dtype):
-        folder = fetch_files_of(lambda weight_map: [_final_norm_key(weight_map, repo)])
+        folder = fetch_files_of(lambda files: [_final_norm_key(files, repo)])
         return _read_hf_final_norm(folder, dtype)
 
     return _Source(repo, spec, read_layer, read_final_norm)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
