@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, MedboostError
-from .tasks import Task
+from .tasks import SHORT_NAMES, Task
 
 SPLITS = ("train", "val", "test")
 
@@ -38,7 +38,7 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path:
 
 def md5sum(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with _open(path) as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -121,14 +121,21 @@ def dataset_path(task: Task, size: int, data_dir: Path) -> Path:
     return data_dir / task.filename(size)
 
 
-def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True) -> Dataset:
+def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True, select_metric: str | None = None) -> Dataset:
     """Read all three splits of ``task`` at ``size`` from ``data_dir`` into memory.
 
     ``verify`` checks the file's MD5 and the split sizes against medmnist's INFO; switch it off only for data
-    you made yourself (subsets, synthetic files). The structure, shapes and labels are always checked.
+    you made yourself (subsets, synthetic files). Everything else is always checked, so that a bad file stops here,
+    before a model is built or a results row written, with one message naming the file, the array and the problem:
+    missing or unreadable file, missing arrays, image and label counts that differ, an empty split, image layout
+    (rank, size, channels, dtype) against the task, labels that are not whole numbers in the task's range.
+
+    ``select_metric`` is the validation metric the caller selects epochs by: with ``"auc"`` the val split must have
+    at least two classes (for a multi-label task: some label with both values), since AUC is undefined otherwise
+    and every epoch would tie; ``None`` (evaluation, Grad-CAM) skips that check.
     """
     path = dataset_path(task, size, data_dir)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(
             f"data file not found: {path}; run `medboost download {task.short} --size {size} --data-dir {data_dir}` "
             f"or point --data-dir / $MEDBOOST_DATA at a folder that has {path.name}"
@@ -144,19 +151,45 @@ def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True) -> 
     splits = {}
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim == 0 or labels.ndim == 0:
+            raise DataError(f"{path}: {split}_images and {split}_labels must be arrays with one entry per sample, "
+                            f"not single values (shapes {images.shape} and {labels.shape})")
+        if len(images) != len(labels):
+            raise DataError(f"{path}: split '{split}' has {len(images)} images but {len(labels)} labels; every image "
+                            f"needs one label row")
+        if len(images) == 0:
+            raise DataError(f"{path}: split '{split}' is empty; train, val and test each need samples (train to fit, "
+                            f"val to choose the epoch, test to score once)")
         if verify and len(images) != task.n_samples[split]:
             raise DataError(
                 f"{path}: split '{split}' has {len(images)} images but medmnist's INFO for {task.flag} says "
                 f"{task.n_samples[split]}; the file is not the official one (use --set data.verify=false for your own data)"
             )
         splits[split] = Split(_images_tensor(images, task, size, path, split), _labels_tensor(labels, task, path, split))
+    if select_metric == "auc":
+        _check_auc_selectable(splits["val"].labels, task, path)
     return Dataset(task, size, path, verify, splits)
+
+
+def _open(path: Path):
+    """``open(path, "rb")`` with the OS's refusals (a folder, no permission, an I/O error) as DataError."""
+    try:
+        return open(path, "rb")
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a .npz file; move it away and put medmnist's {path.name} there "
+                        f"(`medboost download` fetches it)") from None
+    except PermissionError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror}); give your user read permission (chmod u+r) or copy "
+                        f"the file into a folder of yours and point --data-dir there") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e}); check the disk or copy the file elsewhere and "
+                        f"point --data-dir there") from None
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     keys = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with _open(path) as f, np.load(f, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]
             if missing:
                 raise DataError(f"{path}: not a MedMNIST file, missing arrays {', '.join(missing)}")
@@ -170,31 +203,94 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         ) from e
 
 
+def _layout_problem(shape: tuple[int, ...], task: Task, size: int) -> str | None:
+    """Why an images array of ``shape`` is not ``task``'s layout at ``size`` (None when it is).
+
+    MedMNIST stores (N, H, W) for grayscale and (N, H, W, 3) for RGB 2D tasks, (N, D, H, W) for 3D ones: channels
+    last, never a channel axis of another length. A last axis longer than 4 cannot be channels, so (N, 28, 28, 28)
+    under a 2D task is a volume, and (N, 3, 28, 28) has its channels first.
+    """
+    spatial, channels = (size,) * task.dims, task.n_channels
+    if shape[1:] == spatial + (channels,) or (channels == 1 and shape[1:] == spatial):
+        return None
+    channel_like = (1, 3, 4)
+    if task.dims == 2 and (len(shape) == 5 or (len(shape) == 4 and shape[-1] not in channel_like)) \
+            and shape[1] not in channel_like:
+        return f"these look like 3D volumes, but {task.flag} is a 2D task; use a 3D task ({_names(3)}) for volumes"
+    if task.dims == 3 and (len(shape) == 3 or (len(shape) == 4 and shape[-1] in channel_like)):
+        return f"these look like 2D images, but {task.flag} is a 3D task; use a 2D task ({_names(2)}) for 2D images"
+    if len(shape) == task.dims + 2 and shape[1] in channel_like and shape[-1] not in channel_like:
+        return "the channel axis comes first; MedMNIST stores channels last: np.moveaxis(images, 1, -1)"
+    kind = "RGB (3 channels)" if channels == 3 else "grayscale (1 channel)"
+    if len(shape) == task.dims + 1 and shape[1:] == spatial:
+        return f"the images are grayscale but {task.flag}'s are {kind}"
+    if len(shape) == task.dims + 2 and shape[1 : 1 + task.dims] == spatial:
+        return f"the images have {shape[-1]} channels but {task.flag}'s are {kind}"
+    if len(shape) in (task.dims + 1, task.dims + 2):
+        return f"the images are {'x'.join(map(str, shape[1 : 1 + task.dims]))}, not size {size}; is it the file of " \
+               f"another size?"
+    return f"an array of rank {len(shape)} is not images of a {task.dims}D task"
+
+
+def _names(dims: int) -> str:
+    """The CLI's names of the tasks of that rank, for messages."""
+    return ", ".join(short for short in SHORT_NAMES if short.endswith("3d") == (dims == 3))
+
+
 def _images_tensor(images: np.ndarray, task: Task, size: int, path: Path, split: str) -> torch.Tensor:
     n_spatial = task.dims
-    expected = f"(N, {', '.join([str(size)] * n_spatial)}[, C])"
-    shape_ok = images.ndim in (n_spatial + 1, n_spatial + 2) and all(d == size for d in images.shape[1 : 1 + n_spatial])
-    if images.dtype != np.uint8 or not shape_ok:
-        raise DataError(
-            f"{path}: {split}_images has shape {images.shape} and dtype {images.dtype}; expected uint8 {expected}"
-        )
+    side = ", ".join([str(size)] * n_spatial)
+    expected = f"(N, {side}, 3)" if task.n_channels == 3 else f"(N, {side}) or (N, {side}, 1)"
+    problem = _layout_problem(images.shape, task, size)
+    if problem is None and images.dtype != np.uint8:
+        problem = "convert the values to 0..255 and the array with .astype(np.uint8)"
+    if problem is not None:
+        raise DataError(f"{path}: {split}_images has shape {images.shape} and dtype {images.dtype}; expected uint8 "
+                        f"{expected} for {task.flag}: {problem}")
     x = torch.from_numpy(images)
     x = x.unsqueeze(1) if images.ndim == n_spatial + 1 else x.movedim(-1, 1)  # channels first
     return x.contiguous()
 
 
 def _labels_tensor(labels: np.ndarray, task: Task, path: Path, split: str) -> torch.Tensor:
+    where = f"{path}: {split}_labels"
+    upper = 1 if task.multilabel else task.n_classes - 1
+    if labels.dtype.kind not in "biuf":
+        raise DataError(f"{where} has dtype {labels.dtype}; expected integer class indices 0..{upper}")
     if labels.ndim == 1:
         labels = labels[:, None]
     width = task.n_classes if task.multilabel else 1
     if labels.ndim != 2 or labels.shape[1] != width:
-        raise DataError(f"{path}: {split}_labels has shape {labels.shape}; expected (N, {width}) for {task.task_type}")
-    upper = 1 if task.multilabel else task.n_classes - 1
-    if labels.size and (labels.min() < 0 or labels.max() > upper):
-        raise DataError(
-            f"{path}: {split}_labels has values in [{labels.min()}, {labels.max()}]; {task.flag} allows 0..{upper}"
-        )
+        raise DataError(f"{where} has shape {labels.shape}; expected (N, {width}) for {task.task_type}")
+    if labels.dtype.kind == "f":  # float labels are fine when they hold whole numbers (a cast would turn NaN to -2^63)
+        for bad, what in ((~np.isfinite(labels), "NaN or infinite"), (labels != np.round(labels), "fractional")):
+            if bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                raise DataError(f"{where} has {int(bad.sum())} {what} value(s) (the first in row {row}: "
+                                f"{labels[row].tolist()}); labels are whole numbers 0..{upper}, one per image")
+    if labels.min() < 0 or labels.max() > upper:
+        row = int(np.argwhere((labels < 0) | (labels > upper))[0][0])
+        raise DataError(f"{where} has values in [{labels.min()}, {labels.max()}]; {task.flag} allows 0..{upper} "
+                        f"(the first outside in row {row}: {labels[row].tolist()})")
     return torch.from_numpy(labels.astype(np.int64))
+
+
+def _check_auc_selectable(labels: torch.Tensor, task: Task, path: Path) -> None:
+    """Refuse a val split on which AUC is undefined: ``metrics.auc`` averages over the classes (labels) that have
+    both positives and negatives in val, so it is NaN only when none has, and then every epoch would tie."""
+    y = labels.numpy()
+    if task.multilabel:
+        if ((y.min(axis=0) == 0) & (y.max(axis=0) == 1)).any():
+            return
+        problem = f"none of its {task.n_classes} labels has both values (0 and 1)"
+    else:
+        present = np.unique(y)
+        if len(present) > 1:
+            return
+        problem = f"all {len(y)} samples are class {int(present[0])}"
+    raise DataError(f"{path}: in the val split {problem}, so val AUC is undefined and cannot choose the best epoch; "
+                    f"val needs samples of at least two classes (move some from train), or select by accuracy or "
+                    f"loss with --set train.select_metric=acc (or loss)")
 
 
 # ---------------------------------------------------------------------------------------------- batches
