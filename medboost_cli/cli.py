@@ -103,14 +103,23 @@ def download(
     tasks: list[str] = typer.Argument(..., help="short names (breast, adrenal3d, ...) or medmnist flags"),
     size: int = typer.Option(28, "--size", help="image size: 28, 64, 128 or 224 (3D: 28 or 64)"),
     data_dir: Optional[Path] = DataDir,
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch MIRROR/FILE instead of medmnist's URL"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar (there is none when stderr is not a terminal)"),
 ) -> None:
-    """Download MedMNIST files (medmnist's URLs) and check their MD5, also for files already present."""
+    """Download MedMNIST files (medmnist's URLs) and check their MD5, also for files already present; a download
+    cut short keeps its .part file, and the same command continues it."""
     from .data import data_dir_from, download as fetch
     from .tasks import resolve_task
 
     folder = data_dir_from(data_dir)
-    for name in tasks:
-        fetch(resolve_task(name), size, folder, log=_say)
+    bar = err_console if sys.stderr.isatty() and not quiet else None
+    try:
+        for name in tasks:
+            fetch(resolve_task(name), size, folder, log=_say, console=bar, mirror=mirror)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: the .part file keeps what arrived; the same command resumes it",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CTRL_C) from None
 
 
 @app.command()
