@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EXIT_CTRL_C, EXIT_INTERNAL, EXIT_SIGTERM, ConfigError, Interrupted, MedboostError
@@ -351,13 +352,13 @@ def main() -> None:
     try:
         app()
     except MedboostError as e:
-        err_console.print(f"[bold red]{e.kind}:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{e.kind}:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[nan]" is text
         sys.exit(e.exit_code)
     except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
         if os.environ.get("MEDBOOST_DEBUG"):
             raise
         first = (str(e).splitlines() or [""])[0]
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {first} (a bug in medboost; rerun with "
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (a bug in medboost; rerun with "
                           f"MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
         sys.exit(EXIT_INTERNAL)
 

@@ -339,14 +339,15 @@ def _check_auc_selectable(labels: torch.Tensor, task: Task, path: Path) -> None:
         if ((y.min(axis=0) == 0) & (y.max(axis=0) == 1)).any():
             return
         problem = f"none of its {task.n_classes} labels has both values (0 and 1)"
+        need = "some label with both values"
     else:
         present = np.unique(y)
         if len(present) > 1:
             return
-        problem = f"all {len(y)} samples are class {int(present[0])}"
+        problem, need = f"all {len(y)} samples are class {int(present[0])}", "samples of at least two classes"
     raise DataError(f"{path}: in the val split {problem}, so val AUC is undefined and cannot choose the best epoch; "
-                    f"val needs samples of at least two classes (move some from train), or select by accuracy or "
-                    f"loss with --set train.select_metric=acc (or loss)")
+                    f"val needs {need} (move some samples from train), or select by accuracy or loss with "
+                    f"--set train.select_metric=acc (or loss)")
 
 
 # ---------------------------------------------------------------------------------------------- batches
