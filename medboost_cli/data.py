@@ -191,7 +191,12 @@ def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True, sel
     and every epoch would tie; ``None`` (evaluation, Grad-CAM) skips that check.
     """
     path = dataset_path(task, size, data_dir)
-    if not path.exists():
+    try:
+        present = path.exists()
+    except OSError as e:  # a folder without search permission: Path.exists() raises instead of saying False
+        raise DataError(f"{path}: cannot look for it ({e.strerror}); give your user access to {data_dir} or point "
+                        f"--data-dir elsewhere") from None
+    if not present:
         raise DataError(
             f"data file not found: {path}; run `medboost download {task.short} --size {size} --data-dir {data_dir}` "
             f"or point --data-dir / $MEDBOOST_DATA at a folder that has {path.name}"

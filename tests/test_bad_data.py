@@ -88,6 +88,19 @@ def _unreadable(path, mp):
         mp.setattr(data_mod, "open", refusing, raising=False)
 
 
+def _closed_folder(path, mp):
+    path.parent.chmod(0)
+    if os.access(path.parent, os.X_OK):  # root looks into any folder: refuse as the OS refuses every other user
+        exists = Path.exists
+
+        def refusing(self):
+            if self == path:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return exists(self)
+
+        mp.setattr(Path, "exists", refusing)
+
+
 def _rng_images(*shape):
     return np.random.default_rng(0).integers(0, 255, size=shape, dtype=np.uint8)
 
@@ -129,6 +142,8 @@ CASES = [
                  ["none of its 14 labels has both values", "val needs some label with both", "train.select_metric=acc"], id="multilabel-val-one-value"),
     pytest.param("breast", _folder, ["is a folder, not a .npz file"], id="folder-not-file"),
     pytest.param("breast", _unreadable, ["cannot read it (Permission denied)", "chmod u+r"], id="unreadable-file"),
+    pytest.param("breast", _closed_folder, ["cannot look for it (Permission denied)", "--data-dir"],
+                 id="closed-data-folder"),
     pytest.param("breast", lambda path, mp: _edit(path, val_labels=np.array(1)),
                  ["val_labels must be arrays with one entry per sample"], id="scalar-labels"),
 ]
