@@ -2,7 +2,14 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-export MEDBOOST_DATA ?= $(abspath ../shared/medmnist)
+# MedMNIST files: $MEDBOOST_DATA when set; else the shared folder beside this checkout when there is one (this
+# project's machines); else MEDBOOST_DATA stays unset and medboost uses medmnist's ~/.medmnist, where `make demo`
+# downloads what it needs. Found from this Makefile's place, not from the folder make runs in.
+HERE        := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+SHARED_DATA := $(abspath $(HERE)../shared/medmnist)
+ifneq ($(wildcard $(SHARED_DATA)/.),)
+export MEDBOOST_DATA ?= $(SHARED_DATA)
+endif
 
 .PHONY: setup demo test bench clean
 
@@ -16,8 +23,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job on its default: BreastMNIST, R-LLM booster, CPU preset (minutes on 2 cores).
+# The main job on its default: BreastMNIST, R-LLM booster, CPU preset (minutes on 2 cores). `download` only checks
+# the MD5 of a file already there, and fetches it (550 kB) where it is not.
 demo: setup
+	$(BIN)/medboost download breast
 	$(BIN)/medboost train breast --booster rllm --preset cpu
 
 test: setup

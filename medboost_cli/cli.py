@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import EXIT_CTRL_C, EXIT_INTERNAL, EXIT_SIGTERM, ConfigError, Interrupted, MedboostError
@@ -103,14 +104,23 @@ def download(
     tasks: list[str] = typer.Argument(..., help="short names (breast, adrenal3d, ...) or medmnist flags"),
     size: int = typer.Option(28, "--size", help="image size: 28, 64, 128 or 224 (3D: 28 or 64)"),
     data_dir: Optional[Path] = DataDir,
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="fetch MIRROR/FILE instead of medmnist's URL"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar (there is none when stderr is not a terminal)"),
 ) -> None:
-    """Download MedMNIST files (medmnist's URLs) and check their MD5, also for files already present."""
+    """Download MedMNIST files (medmnist's URLs) and check their MD5, also for files already present; a download
+    cut short keeps its .part file, and the same command continues it."""
     from .data import data_dir_from, download as fetch
     from .tasks import resolve_task
 
     folder = data_dir_from(data_dir)
-    for name in tasks:
-        fetch(resolve_task(name), size, folder, log=_say)
+    bar = err_console if sys.stderr.isatty() and not quiet else None
+    try:
+        for name in tasks:
+            fetch(resolve_task(name), size, folder, log=_say, console=bar, mirror=mirror)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: the .part file keeps what arrived; the same command resumes it",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CTRL_C) from None
 
 
 @app.command()
@@ -375,13 +385,13 @@ def main() -> None:
     try:
         app()
     except MedboostError as e:
-        err_console.print(f"[bold red]{e.kind}:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{e.kind}:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[nan]" is text
         sys.exit(e.exit_code)
     except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
         if os.environ.get("MEDBOOST_DEBUG"):
             raise
         first = (str(e).splitlines() or [""])[0]
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {first} (a bug in medboost; rerun with "
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (a bug in medboost; rerun with "
                           f"MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
         sys.exit(EXIT_INTERNAL)
 

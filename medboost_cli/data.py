@@ -8,8 +8,10 @@ on the training device. No per-image Python work, no PIL, no JPEG folders.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import math
 import os
+import re
 import urllib.error
 import urllib.request
 import zipfile
@@ -20,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 
 from .errors import DataError, MedboostError
-from .tasks import Task
+from .progress import download_bar
+from .tasks import SHORT_NAMES, Task
 
 SPLITS = ("train", "val", "test")
 
@@ -38,7 +42,7 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path:
 
 def md5sum(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with _open(path) as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -47,13 +51,18 @@ def md5sum(path: Path, chunk: int = 1 << 22) -> str:
 # ---------------------------------------------------------------------------------------------- download
 
 
-def download(task: Task, size: int, data_dir: Path, timeout: float = 30.0, log=print) -> Path:
-    """Fetch ``task``'s npz file at ``size`` from medmnist's URL into ``data_dir``; verify its MD5.
+def download(task: Task, size: int, data_dir: Path, timeout: float = 30.0, log=print, console: Console | None = None,
+             mirror: str | None = None) -> Path:
+    """Fetch ``task``'s npz file at ``size`` from medmnist's URL (or ``mirror``) into ``data_dir``; verify its MD5.
 
     A file already present is kept when its MD5 matches and fetched again otherwise. The download goes to a
-    ``.part`` file that replaces the target only after its MD5 matched, so a failure never leaves a bad file.
+    ``.part`` file that replaces the target only after its MD5 matched, so a failure never leaves a bad file. A
+    download cut short keeps its ``.part``, and the next call continues it with an HTTP Range request (from the
+    start when the server ignores Range); a ``.part`` whose MD5 then fails is deleted. ``console``: where to draw a
+    progress bar (None: no bar). ``mirror``: a URL prefix to fetch ``{mirror}/{file name}`` from instead.
     """
-    name, url, expected = task.filename(size), task.url(size), task.md5(size)
+    name, expected = task.filename(size), task.md5(size)
+    url = f"{mirror.rstrip('/')}/{name}" if mirror else task.url(size)
     target = data_dir / name
     if target.exists():
         got = md5sum(target)
@@ -65,27 +74,74 @@ def download(task: Task, size: int, data_dir: Path, timeout: float = 30.0, log=p
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create data folder {data_dir}: {e.strerror}; choose another with --data-dir") from e
-    part = target.with_name(name + ".part")
-    digest = hashlib.md5()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+    part = _part(target)
+    _fetch(url, target, timeout, console, log)
+    got = md5sum(part)
+    if got != expected:
         part.unlink(missing_ok=True)
-        reason = getattr(e, "reason", None) or e
-        raise DataError(
-            f"could not download {name} from {url} ({reason}); download it by hand and put it at {target}"
-        ) from e
-    if digest.hexdigest() != expected:
-        part.unlink(missing_ok=True)
-        raise DataError(
-            f"downloaded {name} from {url} but its MD5 {digest.hexdigest()} is not medmnist's {expected}; try again"
-        )
+        raise DataError(f"downloaded {name} from {url} but its MD5 {got} is not medmnist's {expected}; try again")
     os.replace(part, target)
     log(f"{target}: downloaded, MD5 ok")
     return target
+
+
+_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError)
+
+
+def _part(target: Path) -> Path:
+    """Where the download of ``target`` collects its bytes until their MD5 matched."""
+    return target.with_name(target.name + ".part")
+
+
+def _fetch(url: str, target: Path, timeout: float, console: Console | None, log) -> None:
+    """Bring ``target``'s ``.part`` to the whole file at ``url``, continuing what it holds when the server allows."""
+    part = _part(target)
+    have = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    failed = f"could not download {target.name} from {url}"
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing after byte `have`: the part is the whole file, or garbage the MD5 finds
+            log(f"{part}: the server has nothing after its {have} bytes; checking it")
+            return
+        raise DataError(f"{failed} (HTTP {e.code} {e.reason}); download it by hand and put it at {target}") from None
+    except _NETWORK_ERRORS as e:
+        reason = getattr(e, "reason", None) or e
+        raise DataError(f"{failed} ({reason}); download it by hand and put it at {target}") from None
+    with response:
+        resumed = bool(have) and response.status == 206 and _range_start(response) == have
+        if have and resumed:
+            log(f"{part}: resuming after {have} bytes")
+        elif have:
+            log(f"{part}: the server ignored the request to resume after {have} bytes; downloading from the start")
+        length = response.headers.get("Content-Length")
+        done = have if resumed else 0
+        total = done + int(length) if length and length.isdigit() else None
+        with open(part, "ab" if resumed else "wb") as out, download_bar(console, target.name, total, done) as advance:
+            try:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    done += len(block)
+                    advance(len(block))
+            except _NETWORK_ERRORS as e:
+                raise _cut_short(part, f"{failed}: interrupted after {done} bytes ({getattr(e, 'reason', None) or e})")
+    if total is not None and done < total:  # http.client ends a body cut short without an error
+        raise _cut_short(part, f"{failed}: the connection closed after {done} of {total} bytes")
+
+
+def _cut_short(part: Path, what: str) -> DataError:
+    """The error for a download that stopped part-way: the bytes that arrived stay in ``part`` for the next try."""
+    if part.stat().st_size == 0:
+        part.unlink()
+        return DataError(f"{what}; try again")
+    return DataError(f"{what}; {part} keeps what arrived: run the same command again to resume")
+
+
+def _range_start(response) -> int | None:
+    """The first byte a 206 response holds, from ``Content-Range: bytes START-END/TOTAL``."""
+    found = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return int(found.group(1)) if found else None
 
 
 # -------------------------------------------------------------------------------------------------- load
@@ -121,14 +177,26 @@ def dataset_path(task: Task, size: int, data_dir: Path) -> Path:
     return data_dir / task.filename(size)
 
 
-def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True) -> Dataset:
+def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True, select_metric: str | None = None) -> Dataset:
     """Read all three splits of ``task`` at ``size`` from ``data_dir`` into memory.
 
     ``verify`` checks the file's MD5 and the split sizes against medmnist's INFO; switch it off only for data
-    you made yourself (subsets, synthetic files). The structure, shapes and labels are always checked.
+    you made yourself (subsets, synthetic files). Everything else is always checked, so that a bad file stops here,
+    before a model is built or a results row written, with one message naming the file, the array and the problem:
+    missing or unreadable file, missing arrays, image and label counts that differ, an empty split, image layout
+    (rank, size, channels, dtype) against the task, labels that are not whole numbers in the task's range.
+
+    ``select_metric`` is the validation metric the caller selects epochs by: with ``"auc"`` the val split must have
+    at least two classes (for a multi-label task: some label with both values), since AUC is undefined otherwise
+    and every epoch would tie; ``None`` (evaluation, Grad-CAM) skips that check.
     """
     path = dataset_path(task, size, data_dir)
-    if not path.is_file():
+    try:
+        present = path.exists()
+    except OSError as e:  # a folder without search permission: Path.exists() raises instead of saying False
+        raise DataError(f"{path}: cannot look for it ({e.strerror}); give your user access to {data_dir} or point "
+                        f"--data-dir elsewhere") from None
+    if not present:
         raise DataError(
             f"data file not found: {path}; run `medboost download {task.short} --size {size} --data-dir {data_dir}` "
             f"or point --data-dir / $MEDBOOST_DATA at a folder that has {path.name}"
@@ -144,19 +212,45 @@ def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True) -> 
     splits = {}
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim == 0 or labels.ndim == 0:
+            raise DataError(f"{path}: {split}_images and {split}_labels must be arrays with one entry per sample, "
+                            f"not single values (shapes {images.shape} and {labels.shape})")
+        if len(images) != len(labels):
+            raise DataError(f"{path}: split '{split}' has {len(images)} images but {len(labels)} labels; every image "
+                            f"needs one label row")
+        if len(images) == 0:
+            raise DataError(f"{path}: split '{split}' is empty; train, val and test each need samples (train to fit, "
+                            f"val to choose the epoch, test to score once)")
         if verify and len(images) != task.n_samples[split]:
             raise DataError(
                 f"{path}: split '{split}' has {len(images)} images but medmnist's INFO for {task.flag} says "
                 f"{task.n_samples[split]}; the file is not the official one (use --set data.verify=false for your own data)"
             )
         splits[split] = Split(_images_tensor(images, task, size, path, split), _labels_tensor(labels, task, path, split))
+    if select_metric == "auc":
+        _check_auc_selectable(splits["val"].labels, task, path)
     return Dataset(task, size, path, verify, splits)
+
+
+def _open(path: Path):
+    """``open(path, "rb")`` with the OS's refusals (a folder, no permission, an I/O error) as DataError."""
+    try:
+        return open(path, "rb")
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a .npz file; move it away and put medmnist's {path.name} there "
+                        f"(`medboost download` fetches it)") from None
+    except PermissionError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror}); give your user read permission (chmod u+r) or copy "
+                        f"the file into a folder of yours and point --data-dir there") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e}); check the disk or copy the file elsewhere and "
+                        f"point --data-dir there") from None
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     keys = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with _open(path) as f, np.load(f, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]
             if missing:
                 raise DataError(f"{path}: not a MedMNIST file, missing arrays {', '.join(missing)}")
@@ -170,31 +264,95 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         ) from e
 
 
+def _layout_problem(shape: tuple[int, ...], task: Task, size: int) -> str | None:
+    """Why an images array of ``shape`` is not ``task``'s layout at ``size`` (None when it is).
+
+    MedMNIST stores (N, H, W) for grayscale and (N, H, W, 3) for RGB 2D tasks, (N, D, H, W) for 3D ones: channels
+    last, never a channel axis of another length. A last axis longer than 4 cannot be channels, so (N, 28, 28, 28)
+    under a 2D task is a volume, and (N, 3, 28, 28) has its channels first.
+    """
+    spatial, channels = (size,) * task.dims, task.n_channels
+    if shape[1:] == spatial + (channels,) or (channels == 1 and shape[1:] == spatial):
+        return None
+    channel_like = (1, 3, 4)
+    if task.dims == 2 and (len(shape) == 5 or (len(shape) == 4 and shape[-1] not in channel_like)) \
+            and shape[1] not in channel_like:
+        return f"these look like 3D volumes, but {task.flag} is a 2D task; use a 3D task ({_names(3)}) for volumes"
+    if task.dims == 3 and (len(shape) == 3 or (len(shape) == 4 and shape[-1] in channel_like)):
+        return f"these look like 2D images, but {task.flag} is a 3D task; use a 2D task ({_names(2)}) for 2D images"
+    if len(shape) == task.dims + 2 and shape[1] in channel_like and shape[-1] not in channel_like:
+        return "the channel axis comes first; MedMNIST stores channels last: np.moveaxis(images, 1, -1)"
+    kind = "RGB (3 channels)" if channels == 3 else "grayscale (1 channel)"
+    if len(shape) == task.dims + 1 and shape[1:] == spatial:
+        return f"the images are grayscale but {task.flag}'s are {kind}"
+    if len(shape) == task.dims + 2 and shape[1 : 1 + task.dims] == spatial:
+        return f"the images have {shape[-1]} channels but {task.flag}'s are {kind}"
+    if len(shape) in (task.dims + 1, task.dims + 2):
+        return f"the images are {'x'.join(map(str, shape[1 : 1 + task.dims]))}, not size {size}; is it the file of " \
+               f"another size?"
+    return f"an array of rank {len(shape)} is not images of a {task.dims}D task"
+
+
+def _names(dims: int) -> str:
+    """The CLI's names of the tasks of that rank, for messages."""
+    return ", ".join(short for short in SHORT_NAMES if short.endswith("3d") == (dims == 3))
+
+
 def _images_tensor(images: np.ndarray, task: Task, size: int, path: Path, split: str) -> torch.Tensor:
     n_spatial = task.dims
-    expected = f"(N, {', '.join([str(size)] * n_spatial)}[, C])"
-    shape_ok = images.ndim in (n_spatial + 1, n_spatial + 2) and all(d == size for d in images.shape[1 : 1 + n_spatial])
-    if images.dtype != np.uint8 or not shape_ok:
-        raise DataError(
-            f"{path}: {split}_images has shape {images.shape} and dtype {images.dtype}; expected uint8 {expected}"
-        )
+    side = ", ".join([str(size)] * n_spatial)
+    expected = f"(N, {side}, 3)" if task.n_channels == 3 else f"(N, {side}) or (N, {side}, 1)"
+    problem = _layout_problem(images.shape, task, size)
+    if problem is None and images.dtype != np.uint8:
+        problem = "convert the values to 0..255 and the array with .astype(np.uint8)"
+    if problem is not None:
+        raise DataError(f"{path}: {split}_images has shape {images.shape} and dtype {images.dtype}; expected uint8 "
+                        f"{expected} for {task.flag}: {problem}")
     x = torch.from_numpy(images)
     x = x.unsqueeze(1) if images.ndim == n_spatial + 1 else x.movedim(-1, 1)  # channels first
     return x.contiguous()
 
 
 def _labels_tensor(labels: np.ndarray, task: Task, path: Path, split: str) -> torch.Tensor:
+    where = f"{path}: {split}_labels"
+    upper = 1 if task.multilabel else task.n_classes - 1
+    if labels.dtype.kind not in "biuf":
+        raise DataError(f"{where} has dtype {labels.dtype}; expected integer class indices 0..{upper}")
     if labels.ndim == 1:
         labels = labels[:, None]
     width = task.n_classes if task.multilabel else 1
     if labels.ndim != 2 or labels.shape[1] != width:
-        raise DataError(f"{path}: {split}_labels has shape {labels.shape}; expected (N, {width}) for {task.task_type}")
-    upper = 1 if task.multilabel else task.n_classes - 1
-    if labels.size and (labels.min() < 0 or labels.max() > upper):
-        raise DataError(
-            f"{path}: {split}_labels has values in [{labels.min()}, {labels.max()}]; {task.flag} allows 0..{upper}"
-        )
+        raise DataError(f"{where} has shape {labels.shape}; expected (N, {width}) for {task.task_type}")
+    if labels.dtype.kind == "f":  # float labels are fine when they hold whole numbers (a cast would turn NaN to -2^63)
+        for bad, what in ((~np.isfinite(labels), "NaN or infinite"), (labels != np.round(labels), "fractional")):
+            if bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                raise DataError(f"{where} has {int(bad.sum())} {what} value(s) (the first in row {row}: "
+                                f"{labels[row].tolist()}); labels are whole numbers 0..{upper}, one per image")
+    if labels.min() < 0 or labels.max() > upper:
+        row = int(np.argwhere((labels < 0) | (labels > upper))[0][0])
+        raise DataError(f"{where} has values in [{labels.min()}, {labels.max()}]; {task.flag} allows 0..{upper} "
+                        f"(the first outside in row {row}: {labels[row].tolist()})")
     return torch.from_numpy(labels.astype(np.int64))
+
+
+def _check_auc_selectable(labels: torch.Tensor, task: Task, path: Path) -> None:
+    """Refuse a val split on which AUC is undefined: ``metrics.auc`` averages over the classes (labels) that have
+    both positives and negatives in val, so it is NaN only when none has, and then every epoch would tie."""
+    y = labels.numpy()
+    if task.multilabel:
+        if ((y.min(axis=0) == 0) & (y.max(axis=0) == 1)).any():
+            return
+        problem = f"none of its {task.n_classes} labels has both values (0 and 1)"
+        need = "some label with both values"
+    else:
+        present = np.unique(y)
+        if len(present) > 1:
+            return
+        problem, need = f"all {len(y)} samples are class {int(present[0])}", "samples of at least two classes"
+    raise DataError(f"{path}: in the val split {problem}, so val AUC is undefined and cannot choose the best epoch; "
+                    f"val needs {need} (move some samples from train), or select by accuracy or loss with "
+                    f"--set train.select_metric=acc (or loss)")
 
 
 # ---------------------------------------------------------------------------------------------- batches

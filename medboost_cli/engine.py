@@ -236,7 +236,8 @@ class Run:
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir) -> Run:
         set_threads(recipe.train.threads)
         device = resolve_device(recipe.train.device)
-        data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify).to(device)
+        data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
+                            select_metric=recipe.train.select_metric).to(device)
         built = build_model(recipe, recipe.task_info, device)
         optimizer = make_optimizer(built.model, recipe)
         steps = _steps_per_epoch(len(data.splits["train"]), recipe.train.batch_size)

@@ -1,11 +1,35 @@
-"""A rich progress display for training runs (the engine itself stays silent unless given a reporter)."""
+"""Rich progress displays: training runs (the engine itself stays silent unless given a reporter) and downloads."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+@contextmanager
+def download_bar(console: Console | None, name: str, total: int | None, done: int) -> Iterator[Callable[[int], None]]:
+    """A bar for one file's download on ``console`` (nothing when None), starting at ``done`` bytes of ``total``
+    (a resumed download starts part-way); yields the function to call with each block's length."""
+    if console is None:
+        yield lambda n: None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(name, total=total, completed=done)
+        yield lambda n: progress.advance(task, n)
 
 
 class RichReporter:

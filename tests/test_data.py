@@ -123,6 +123,8 @@ def test_download_offline_names_file_url_and_destination(tmp_path, monkeypatch):
 
 
 class _Response(io.BytesIO):
+    status, headers = 200, {}  # a whole file, no length given
+
     def __enter__(self):
         return self
 
