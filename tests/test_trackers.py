@@ -266,6 +266,26 @@ def test_mlflow_continues_the_same_run_and_a_forced_rerun_starts_another(tmp_pat
 # ------------------------------------------------------------------------------------------ failures
 
 
+def test_a_failed_run_ends_its_tracker_runs_as_failed(tmp_path, data_dir, monkeypatch):
+    def out_of_memory(self, epoch, reporter):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(engine.Run, "train_epoch", out_of_memory)
+    recipe, results = tiny(), tmp_path / "r"
+    with pytest.raises(RuntimeError):
+        tracked(recipe, data_dir, results, ALL)
+    run_id = recipe.run_id()
+    _, (found,) = mlflow_runs(results, run_id)
+    assert found.info.status == "FAILED" and "CUDA out of memory" in found.data.tags["medboost.error"]
+    assert "test/auc" not in found.data.metrics and found.data.metrics["run/epochs_done"] == 0
+    (run,) = wandb_offline_runs(results, run_id)
+    assert run["exit"] == 1 and run["summary"]["status"] == "failed" and run["history"] == []
+    scalars, _ = tensorboard_scalars(results / "tb" / run_id)
+    assert "test/auc" not in scalars and scalars["run/params_total"][0][0] == 0
+
+
+
+
 def test_a_failing_tracker_warns_once_and_never_costs_the_result(tmp_path, data_dir, monkeypatch):
     def broken(self, metrics, step):
         raise OSError(28, "No space left on device")
