@@ -84,6 +84,11 @@ def final_metrics(row: dict[str, Any]) -> dict[str, float]:
     return {name: float(row[key]) for key, name in _FINAL_KEYS.items() if _is_number(row.get(key))}
 
 
+def final_step(row: dict[str, Any]) -> int:
+    """Where the final numbers go on an epoch axis: the best epoch, whose weights the test split scored."""
+    return row["best_epoch"] if row.get("best_epoch") is not None else 0
+
+
 def run_tags(recipe: Recipe) -> dict[str, str]:
     return {"task": recipe.task_info.short, "booster": recipe.booster.mode, "backbone": recipe.backbone.name,
             "seed": str(recipe.seed)}
@@ -192,7 +197,7 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard.summary import hparams
 
         final = final_metrics(row)
-        self._log(final, row["best_epoch"] if row.get("best_epoch") is not None else 0)
+        self._log(final, final_step(row))
         params = {"run_id": self.run_id, "status": row["status"], **{
             k: v for k, v in flat_config(self.recipe).items() if v is not None and k in self.HPARAMS}}
         for summary in hparams(params, {k: v for k, v in final.items() if k.startswith(("test/", "best/val"))}):
@@ -254,8 +259,10 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:  # MLflow 3.x keeps the file store but asks users to opt in to it (one folder per run suits
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # parallel runs; sqlite does not)
+        if not uri:
+            # MLflow >= 3.x refuses the file store unless asked for it ("maintenance mode"); we do ask: a folder per
+            # run is safe for parallel runs writing one results folder (a cluster's array job), sqlite is not.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             uri = (self.results_dir / "mlruns").resolve().as_uri()
         self.client = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "medboost"
@@ -291,7 +298,7 @@ class MlflowTracker(Tracker):
         self.client.log_batch(self.mlflow_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def _final(self, row: dict[str, Any]) -> None:
-        self._log(final_metrics(row), row["best_epoch"] if row.get("best_epoch") is not None else 0)
+        self._log(final_metrics(row), final_step(row))
         self.client.set_tag(self.mlflow_id, "medboost.status", row["status"])
         if row.get("error"):
             self.client.set_tag(self.mlflow_id, "medboost.error", str(row["error"])[:5000])
