@@ -88,6 +88,8 @@ Lr = typer.Option(None, "--lr", help=COMMON_KEYS[1][2])
 BatchSize = typer.Option(None, "--batch-size", min=1, help=COMMON_KEYS[2][2])
 Llm = typer.Option(None, "--llm", help=COMMON_KEYS[3][2])
 Layer = typer.Option(None, "--layer", help=COMMON_KEYS[4][2])
+Track = typer.Option([], "--track", help="also log to tensorboard, wandb (offline unless $WANDB_MODE) or mlflow, under "
+                     "the results folder (repeatable; default: $MEDBOOST_TRACK, comma-separated)")
 
 
 def _common_flags(*values) -> list[tuple[str, str, object]]:
@@ -137,6 +139,7 @@ def train(
     force: bool = typer.Option(False, "--force", help="train a run that is already completed again, replacing its result"),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="use this YAML file instead of recipes/TASK.yaml"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    track: list[str] = Track,
     epochs: Optional[int] = Epochs,
     lr: Optional[float] = Lr,
     batch_size: Optional[int] = BatchSize,
@@ -151,14 +154,16 @@ def train(
     from .progress import RichReporter
     from .recipes import load_recipe
     from .results import ResultsDir as Layout
+    from .trackers import make_reporter, resolve_tracks
 
     flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
     flags += _common_flags(epochs, lr, batch_size, llm, layer)
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
-    folder = _results_dir(results_dir)
+    folder, tracks = _results_dir(results_dir), resolve_tracks(track)
+    reporter = make_reporter(recipe, folder, tracks, None if quiet else RichReporter(err_console), log=_log)
     with _interruptible():
-        row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force,
-                           reporter=None if quiet else RichReporter(err_console), log=_log)
+        row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force, reporter=reporter,
+                           log=_log)
     if as_json:
         import json
 
@@ -202,6 +207,7 @@ def ablate(
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    track: list[str] = Track,
     epochs: Optional[int] = Epochs,
     lr: Optional[float] = Lr,
     batch_size: Optional[int] = BatchSize,
@@ -213,6 +219,7 @@ def ablate(
     from .engine import train as run_training
     from .progress import RichReporter
     from .studies import completed_run_ids, expand, load_study, run_study
+    from .trackers import make_reporter, resolve_tracks
 
     common = [f"{key}={value}" for _, key, value in _common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
     plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=common + sets)
@@ -222,10 +229,11 @@ def ablate(
         for run in plan:
             _say(f"{'done' if run.run_id in done else 'todo'}  {run.command()}")
         return
+    tracks = resolve_tracks(track)
 
     def train_one(recipe, data, results, resume):
-        row = run_training(recipe, data, results, resume=resume, reporter=None if quiet else RichReporter(err_console),
-                           log=_log)
+        reporter = make_reporter(recipe, results, tracks, None if quiet else RichReporter(err_console), log=_log)
+        row = run_training(recipe, data, results, resume=resume, reporter=reporter, log=_log)
         _say(f"{row['run_id']}: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
 
     with _interruptible():

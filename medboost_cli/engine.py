@@ -50,10 +50,15 @@ CHECKPOINT_FORMAT = 1
 
 
 class Reporter(Protocol):
+    """What a run tells a progress display or an experiment tracker (trackers.py): ``start`` before the first
+    epoch it trains, ``step`` per batch, ``epoch`` per finished epoch, ``close`` once training stops, and
+    ``finish`` with the final row (completed, interrupted or failed) after that row is written."""
+
     def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
     def step(self, loss: float | None) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
+    def finish(self, row: dict[str, Any]) -> None: ...
 
 
 class SilentReporter:
@@ -67,6 +72,9 @@ class SilentReporter:
         pass
 
     def close(self):
+        pass
+
+    def finish(self, row):
         pass
 
 
@@ -372,6 +380,10 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
     elif last.exists():
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
 
+    def record_row(row: dict[str, Any]) -> None:  # the row first: a reporter never stands between a run and its result
+        write_row(results.root, row)
+        reporter.finish(row)
+
     write_row(results.root, run.row("running"))
     reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
     reset_peak_memory(run.device)
@@ -388,16 +400,16 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         final = run.finalize()
     except KeyboardInterrupt as e:
         by = e.signal_name if isinstance(e, Interrupted) else "the user (Ctrl-C)"
-        write_row(results.root, run.row("interrupted", ended_at=_now(),
-                                        error=f"interrupted by {by}; continue with the same command and --resume"))
+        record_row(run.row("interrupted", ended_at=_now(),
+                           error=f"interrupted by {by}; continue with the same command and --resume"))
         raise
     except BaseException as e:
-        write_row(results.root, run.row("failed", ended_at=_now(), error=f"{type(e).__name__}: {e}"))
+        record_row(run.row("failed", ended_at=_now(), error=f"{type(e).__name__}: {e}"))
         raise
     finally:
         restore_signals()
         reporter.close()
-    write_row(results.root, final)
+    record_row(final)
     last.unlink(missing_ok=True)  # the optimiser state is not needed once the run is complete
     return final
 

@@ -77,3 +77,6 @@ class RichReporter:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def finish(self, row: dict[str, Any]) -> None:
+        pass  # the command prints the final row itself

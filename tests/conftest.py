@@ -42,8 +42,10 @@ _LOCAL = {None, "localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 @pytest.fixture(autouse=True)
 def _results_default(tmp_path, monkeypatch):
-    """A test that names no results folder writes into its own, never into the working directory's results/."""
+    """A test that names no results folder writes into its own, never into the working directory's results/; and
+    no tracker is on unless the test asks (a developer's $MEDBOOST_TRACK stays out)."""
     monkeypatch.setenv("MEDBOOST_RESULTS", str(tmp_path / "default-results"))
+    monkeypatch.delenv("MEDBOOST_TRACK", raising=False)
 
 
 @pytest.fixture(autouse=True, scope="session")

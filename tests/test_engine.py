@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medboost_cli import metrics
-from medboost_cli.engine import evaluate_run, make_schedule, make_optimizer, train
+from medboost_cli.engine import SilentReporter, evaluate_run, make_schedule, make_optimizer, train
 from medboost_cli.errors import Interrupted, MedboostError
 from medboost_cli.models import build_model
 from medboost_cli.recipes import load_recipe
@@ -91,24 +91,15 @@ def test_checkpoint_holds_trainable_weights_and_the_frozen_hash_only(rllm_run):
     assert not paths.last(row["run_id"]).exists()  # optimizer state is dropped once the run is complete
 
 
-class InterruptAfter:
+class InterruptAfter(SilentReporter):
     """A reporter that interrupts training after ``epochs`` epochs (after their checkpoint was written)."""
 
     def __init__(self, epochs):
         self.epochs = epochs
 
-    def start(self, *a):
-        pass
-
-    def step(self, loss):
-        pass
-
     def epoch(self, record):
         if record["epoch"] + 1 >= self.epochs:
             raise KeyboardInterrupt
-
-    def close(self):
-        pass
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_dir, tmp_path):
