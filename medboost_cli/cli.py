@@ -398,7 +398,7 @@ def main() -> None:
     except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
         if os.environ.get("MEDBOOST_DEBUG"):
             raise
-        first = (str(e).splitlines() or [""])[0]
+        first = escape((str(e).splitlines() or [""])[0])
         err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (a bug in medboost; rerun with "
                           f"MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
         sys.exit(EXIT_INTERNAL)
