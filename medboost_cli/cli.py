@@ -15,6 +15,11 @@ from rich.table import Table
 
 from .errors import EXIT_CTRL_C, EXIT_INTERNAL, EXIT_SIGTERM, ConfigError, Interrupted, MedboostError
 
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # older typer runs on click's
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -130,7 +135,7 @@ def train(
     task: str = typer.Argument(..., help="short name (breast, derma, ...) or medmnist flag"),
     booster: Optional[str] = typer.Option(None, "--booster", help="none, rllm, out, hybrid or mlp"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="registered backbone, e.g. vit-s, vit-mini"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="random seed (default: the recipe's, 0)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed, 0 <= seed < 2**32 (default: the recipe's, 0)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu: a laptop-sized configuration"),
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
@@ -391,17 +396,28 @@ def bench(
 def main() -> None:
     """The console script: every error ends in one line on stderr and the exit code of its class (errors.py)."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as e:  # `medboost` alone: typer has shown the help
+        sys.exit(e.exit_code)
+    except UsageError as e:  # typer's own checks (--seed 1e23, --steps 0, an unknown option): one line too
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        err_console.print(f"[bold red]{ConfigError.kind}:[/] {escape(e.format_message())}{escape(where)}",
+                          highlight=False, soft_wrap=True)
+        sys.exit(ConfigError.exit_code)
+    except typer.Abort:
+        err_console.print("aborted", highlight=False)
+        sys.exit(EXIT_INTERNAL)
     except MedboostError as e:
-        err_console.print(f"[bold red]{e.kind}:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[nan]" is text
+        err_console.print(f"[bold red]{e.kind}:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
         if os.environ.get("MEDBOOST_DEBUG"):
             raise
-        first = escape((str(e).splitlines() or [""])[0])
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (a bug in medboost; rerun with "
-                          f"MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
+        first = (str(e).splitlines() or [""])[0]
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (a bug in medboost; rerun "
+                          f"with MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
         sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(N) comes back as N outside standalone mode
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, ResultsError
 from .results import make_run_id
 from .tasks import Task, resolve_task
 
@@ -27,7 +27,7 @@ BOOSTER_MODES: tuple[str, ...] = BoosterMode.__args__  # type: ignore[attr-defin
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -125,13 +125,25 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(False, description="channels-last memory format for convolutional parts (2D)")
 
 
+# Seeds are 0 <= seed < 2**32: numpy's generators take no other, and torch's derived seeds (seeding.py) stay in range.
+SEED_LIMIT = 2**32
+
+
 class Recipe(_Strict):
     task: str
-    seed: int = 0
+    seed: int = Field(0, description="0 <= seed < 2**32 (numpy and torch seed their generators with it)")
     data: DataConfig = DataConfig()
     backbone: BackboneConfig = BackboneConfig()
     booster: BoosterConfig = BoosterConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_in_range(cls, seed: Any) -> int:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+            raise ValueError(f"a seed is an integer 0 <= seed < 2**32 = {SEED_LIMIT}, as numpy and torch seed their "
+                             f"generators with it")
+        return seed
 
     @property
     def task_info(self) -> Task:
@@ -157,13 +169,26 @@ LEGACY_VIVIT_VALUES = {"backbone": {"vivit_norms": "head", "vivit_pos": "factori
 def saved_recipe(config_json: str) -> Recipe:
     """The recipe of a results row (``config_json``). A row saved before a key existed lacks it; it gets the
     value that reproduces what that run computed, not today's default."""
-    data = json.loads(config_json)
+    try:
+        data = json.loads(config_json)
+    except (TypeError, ValueError) as e:
+        raise ResultsError(f"config_json: not JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("backbone", {}), dict):
+        raise ResultsError(f"config_json: not a recipe (a JSON object with its sections), got {config_json[:60]!r}")
     legacy = LEGACY_VALUES | (LEGACY_VIVIT_VALUES if str(data.get("backbone", {}).get("name", "")).startswith("vivit")
                               else {})
     for section, values in legacy.items():
         for key, value in values.items():
             data.setdefault(section, {}).setdefault(key, value)
-    return Recipe.model_validate(data)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        what = "a recipe key this medboost does not know" if first["type"] == "extra_forbidden" else \
+            f"a value this medboost refuses ({first['msg']})"
+        raise ResultsError(f"config_json has {what}: '{key}' = {first.get('input')!r}; a medboost with other recipe "
+                           f"keys wrote it, or it was edited") from None
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -179,31 +204,65 @@ def recipes_dir() -> Path:
     raise ConfigError("recipes folder not found; set $MEDBOOST_RECIPES to the project's recipes/ folder")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, kind: str = "recipe") -> dict[str, Any]:
+    """A recipe, preset or study (``kind``) file as a mapping; any way it is not one is a ConfigError naming
+    the file."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as e:
-        raise ConfigError(f"recipe file not found: {path}") from e
+        raise ConfigError(f"{kind} file not found: {path}") from e
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {kind} file; give a .yaml file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); a {kind} is a YAML text "
+                          f"file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except RecursionError:  # the YAML parser recurses once per nesting level
+        raise ConfigError(f"{path}: nested too deeply to be a {kind}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(f"{path}: a {kind} must be a mapping of keys to values, got {type(data).__name__}")
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(f"{path}: key {odd[0]!r} is not a name; {kind} keys are words, such as 'tasks' or "
+                          f"'train'")
     return data
 
 
-def _recipe_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
-    """The file and the files it ``extends``, base first."""
-    if path in seen:
-        raise ConfigError(f"{path}: 'extends' loops back to itself")
-    data = read_yaml(path)
-    parent = data.pop("extends", None)
-    layers = []
-    if parent is not None:
-        parent_path = (path.parent / parent) if (path.parent / parent).exists() else recipes_dir() / parent
-        layers = _recipe_layers(parent_path, seen + (path,))
-    return layers + [(str(path), data)]
+# Recipes extend a base (task -> base/2d.yaml); a longer chain than this is a mistake, not a design.
+MAX_EXTENDS = 16
+
+
+def _recipe_layers(path: Path) -> list[tuple[str, dict]]:
+    """The file and the files it ``extends``, base first. Files are told apart by their resolved path, so that a
+    loop through ``..`` or a symlink is caught like a file extending itself."""
+    layers: list[tuple[str, dict]] = []
+    chain: list[Path] = []
+    while True:
+        if path.resolve() in [p.resolve() for p in chain]:
+            loop = " -> ".join(str(p.resolve()) for p in chain + [path])
+            raise ConfigError(f"{chain[0]}: 'extends' loops back to {path.resolve()} ({loop}); remove one of "
+                              f"these 'extends'")
+        if len(chain) == MAX_EXTENDS:
+            raise ConfigError(f"{chain[0]}: more than {MAX_EXTENDS} files chained by 'extends' (the last: {path}); "
+                              f"a recipe extends a base, which may extend one more")
+        chain.append(path)
+        data = read_yaml(path)
+        parent = data.pop("extends", None)
+        layers.insert(0, (str(path), data))
+        if parent is None:
+            return layers
+        if not isinstance(parent, str) or not parent.strip():
+            raise ConfigError(f"{path}: 'extends' must name a recipe file, e.g. extends: base/2d.yaml; got {parent!r}")
+        beside = path.parent / parent
+        path = beside if beside.exists() else recipes_dir() / parent
+        if not path.exists():
+            raise ConfigError(f"{chain[-1]}: extends '{parent}', which is neither beside it ({beside}) nor in "
+                              f"{recipes_dir()}")
 
 
 def task_recipe_path(task: Task) -> Path:
@@ -213,13 +272,16 @@ def task_recipe_path(task: Task) -> Path:
 
 def preset_layer(name: str, dims: int) -> tuple[str, dict]:
     path = recipes_dir() / "presets" / f"{name}.yaml"
-    if not path.exists():
-        names = sorted(p.stem for p in (recipes_dir() / "presets").glob("*.yaml"))
+    names = sorted(p.stem for p in (recipes_dir() / "presets").glob("*.yaml"))
+    if name not in names:
         raise ConfigError(f"unknown preset '{name}'; available: {', '.join(names)}")
     data = read_yaml(path)
     section = f"{dims}d"
     if section not in data:
         raise ConfigError(f"{path}: preset '{name}' has no '{section}' section for {dims}D tasks")
+    if not isinstance(data[section] or {}, dict):
+        raise ConfigError(f"{path}: section '{section}' must be a mapping of recipe keys, got "
+                          f"{type(data[section]).__name__}")
     return f"{path} [{section}]", data[section] or {}
 
 
@@ -331,9 +393,11 @@ def _explain(error: ValidationError, layers: list[tuple[str, dict]]) -> str:
         parent = _model_at(loc[:-1])
         valid = ", ".join(parent.model_fields) if parent else ""
         return f"{source}: unknown key '{key}' (value {value!r}); valid keys here: {valid}"
+    if first["type"] == "missing" and isinstance(first["loc"][-1], int):  # a list one item too short
+        return f"{source}: bad value for '{key}': {value!r} (too short: item {first['loc'][-1] + 1} is missing)"
     if first["type"] == "missing":
         return f"{source}: required key '{key}' is missing"
-    return f"{source}: bad value for '{key}': {value!r} ({first['msg']})"
+    return f"{source}: bad value for '{key}': {value!r} ({first['msg'].removeprefix('Value error, ')})"
 
 
 def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:

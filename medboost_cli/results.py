@@ -15,6 +15,13 @@ written when the run starts (status ``running``) and replaced when it ends (``co
 
 Rows carry ``schema_version``; rows written before it existed (version 1) are read with the columns they
 lack filled in (``_upgrade``).
+
+Every run file is checked when it is read (``_read_run``, the one place that reads them): a readable Parquet
+file with medboost's columns and one row, whose run id is its file name (so no run is counted twice), whose
+status is known, whose ``config_json`` is a recipe, and whose test labels and scores match in length with finite
+scores. A file that fails is skipped with one ``results warning:`` line by commands over many runs (``runs``,
+``report``, ``ablate``), so that they go on and never count it, and is an error (exit 5) for commands about one
+run (``evaluate``, ``report gradcam``, and ``train``, which never replaces a row it cannot read).
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import ConfigError, ResultsError
@@ -146,8 +154,104 @@ def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     try:
         names = pq.read_schema(path).names
         return pq.read_table(path, columns=[c for c in columns if c in names] if columns else None)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError) as e:
         raise ResultsError(f"{path}: not a readable Parquet result ({e}); delete it or rerun that run") from None
+
+
+# ------------------------------------------------------------------------------------------------ the row schema
+
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+# Read and checked in every row, whichever columns the caller asks for, so that every command counts the same runs.
+IDENTITY = ["run_id", "status", "config_json", "schema_version"]
+SCORES = ("test_labels", "test_scores")
+
+
+def _names(names: list[str], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _away(path: Path) -> str:
+    return f"move it out of {path.parent} (or delete it)"
+
+
+def _read_run(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """The one row of a run file (``columns`` of it, all when None), checked against the row schema: a file that
+    is not a readable, one-row medboost row with sound values is a ResultsError naming it, the problem and what to
+    do. The one place where run files are read."""
+    try:
+        with pq.ParquetFile(path) as file:
+            names, n_rows = file.schema_arrow.names, file.metadata.num_rows
+            version = file.read(columns=["schema_version"]).column(0)[0].as_py() \
+                if "schema_version" in names and n_rows else None
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                raise ResultsError(f"{path}: written by a newer medboost (row schema {version}; this one reads up to "
+                                   f"{SCHEMA_VERSION}); upgrade medboost to read it")
+            lacks = [c for c in COLUMNS if c not in names and c not in ADDED_AFTER_V1]
+            foreign = [c for c in names if c not in COLUMNS]
+            if lacks or foreign:
+                what = "; ".join(([f"lacks {_names(lacks)}"] if lacks else []) +
+                                 ([f"has columns medboost never writes: {_names(foreign)}"] if foreign else []))
+                raise ResultsError(f"{path}: not a run row that medboost wrote ({what}); {_away(path)}")
+            if n_rows != 1:
+                raise ResultsError(f"{path}: holds {n_rows} rows where a run file holds one; {_away(path)}")
+            table = file.read(columns=[c for c in dict.fromkeys(list(columns or COLUMNS) + IDENTITY + list(SCORES))
+                                       if c in names])
+    except (pa.ArrowException, OSError) as e:
+        raise ResultsError(f"{path}: not a readable Parquet result ({e}); {_away(path)}, then rerun that run") from None
+    problem = _row_problem(path, table)
+    if problem:
+        raise ResultsError(f"{path}: {problem}")
+    return table if columns is None else table.select([c for c in table.column_names if c in columns])
+
+
+def _row_problem(path: Path, table: pa.Table) -> str | None:
+    """What is wrong with the values of a run file's one row, or None (its columns are checked by ``_read_run``)."""
+    row = table.drop_columns(list(SCORES)).to_pylist()[0]
+    run_id, status = row["run_id"], row["status"]
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        return f"its run_id {run_id!r} is not a run id; {_away(path)}"
+    if path.stem != run_id:
+        twin = path.with_name(f"{run_id}.parquet")
+        if twin.exists():
+            return f"claims run {run_id}, which {twin.name} holds too (a copy?); {_away(path)}, so that the run " \
+                   f"counts once"
+        return f"holds run {run_id} but is named {path.name}; rename it to {run_id}.parquet"
+    if status not in RUN_STATUSES:
+        return f"its status {status!r} is none of {', '.join(RUN_STATUSES)}; {_away(path)}"
+    if row.get("config_json") is not None:
+        from .recipes import saved_recipe  # recipes imports this module
+
+        try:
+            saved_recipe(row["config_json"])
+        except ResultsError as e:
+            return f"{e}; {_away(path)}"
+    return _scores_problem(table, run_id, path)
+
+
+def _scores_problem(table: pa.Table, run_id: str, path: Path) -> str | None:
+    """Per-sample test labels and scores: both or neither, one score row per label row, every score a finite
+    number. Checked with Arrow, without turning the lists into Python objects."""
+    labels, scores = (table.column(c).combine_chunks() for c in SCORES)
+    retrain = f"retrain {run_id} with --force"
+    if labels.null_count != scores.null_count:
+        has, lacks = ("test_labels", "test_scores") if scores.null_count else ("test_scores", "test_labels")
+        return f"has {has} but no {lacks}; {retrain}"
+    if labels.null_count:  # neither: a run that did not complete
+        return None
+    values = scores
+    while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        values = pc.list_flatten(values)
+    if pa.types.is_null(values.type):  # lists of nothing but nulls
+        values = values.cast(pa.float64())
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        return f"its test_scores are {scores.type}, not lists of numbers; {_away(path)}"
+    n_labels, n_scores = (pc.list_value_length(c)[0].as_py() for c in (labels, scores))
+    if n_labels != n_scores:
+        return f"has {n_scores} rows of test_scores for {n_labels} test_labels (a damaged row); {retrain}"
+    finite = pc.sum(pc.fill_null(pc.is_finite(values), False).cast(pa.int64())).as_py() or 0
+    if finite != len(values):
+        return f"{len(values) - finite} of its test_scores are not finite numbers (NaN, inf or missing); {retrain}"
+    return None
 
 
 def _upgrade(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
@@ -157,15 +261,39 @@ def _upgrade(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     return {c: row.get(c) for c in columns}
 
 
-def load_results(results_dir: Path, columns: list[str] | None = None, status: str | None = None) -> pd.DataFrame:
-    """All runs under ``results_dir`` as one DataFrame (empty, with the standard columns, when there are none)."""
-    runs = ResultsDir(results_dir).runs
-    files = sorted(runs.glob("*.parquet")) if runs.is_dir() else []
+def warn_line(message: str) -> None:
+    """One ``results warning:`` line on stderr (looked up when called, so that redirections apply)."""
+    print(f"results warning: {message}", file=sys.stderr)
+
+
+def _check_folder(layout: ResultsDir) -> None:
+    for folder in (layout.root, layout.runs):
+        if folder.exists() and not folder.is_dir():
+            raise ResultsError(f"{folder}: is a file, not a results folder; point --results-dir (or $MEDBOOST_RESULTS) "
+                               f"at the folder that `medboost train` writes")
+
+
+def load_results(results_dir: Path, columns: list[str] | None = None, status: str | None = None,
+                 warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """All runs under ``results_dir`` as one DataFrame (empty, with the standard columns, when there are none).
+
+    A file under runs/ that is not a sound row (``_read_run``) is skipped and named through ``warn`` (default:
+    one ``results warning:`` line on stderr): a listing or a report over many runs goes on with the others, and
+    never counts a file it could not check. Commands about one run (``read_row``, ``find_run``) fail instead.
+    """
+    layout = ResultsDir(results_dir)
+    _check_folder(layout)
+    files = sorted(layout.runs.glob("*.parquet")) if layout.runs.is_dir() else []
     cols = list(columns or COLUMNS)
     if status is not None and "status" not in cols:
         cols.append("status")
     needed = list(dict.fromkeys(cols + ["schema_version", "booster"]))  # what an upgrade may consult
-    frames = [_read_table(f, needed).to_pandas() for f in files]
+    frames = []
+    for path in files:
+        try:
+            frames.append(_read_run(path, needed).to_pandas())
+        except ResultsError as e:
+            (warn or warn_line)(f"skipping {e}")
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=needed)
     old = df["schema_version"].isna() if "schema_version" in df else pd.Series(True, index=df.index)
     if old.any():  # rows written before a column existed: fill it with what those runs did
@@ -186,24 +314,27 @@ def load_results(results_dir: Path, columns: list[str] | None = None, status: st
 
 
 def _row_of(path: Path) -> dict[str, Any]:
-    return _upgrade(_read_table(path).to_pylist()[0], COLUMNS)
+    return _upgrade(_read_run(path).to_pylist()[0], COLUMNS)
 
 
 def read_row(results_dir: Path, run_id: str) -> dict[str, Any] | None:
-    """The row of ``run_id``, or None when the run has none."""
-    path = ResultsDir(results_dir).row(run_id)
-    return _row_of(path) if path.is_file() else None
+    """The row of ``run_id``, or None when the run has none; a row file that is not sound is a ResultsError."""
+    layout = ResultsDir(results_dir)
+    _check_folder(layout)
+    path = layout.row(run_id)
+    return _row_of(path) if path.exists() else None
 
 
 def find_run(results_dir: Path, run: str) -> dict[str, Any]:
     """A run's row by id, unique id prefix, or the path of its Parquet file."""
     path = Path(run)
-    if path.suffix == ".parquet" and path.is_file():
+    if path.suffix == ".parquet" and path.exists():
         return _row_of(path)
     layout = ResultsDir(results_dir)
+    _check_folder(layout)
     check_run_id(run)
     exact = layout.row(run)
-    if exact.is_file():
+    if exact.exists():
         return _row_of(exact)
     matches = sorted(layout.runs.glob(f"{run}*.parquet")) if layout.runs.is_dir() else []
     if len(matches) == 1:

@@ -111,10 +111,10 @@ def study_names() -> list[str]:
 
 def load_study(name: str, preset: str | None = None) -> Study:
     path = recipes_dir() / "studies" / f"{name}.yaml"
-    if not path.exists():
+    if name not in study_names():
         raise ConfigError(f"unknown study '{name}'; available: {', '.join(study_names())}")
-    data = read_yaml(path)
-    if preset and preset in (data.get("presets") or {}):
+    data = read_yaml(path, kind="study")
+    if preset and isinstance(data.get("presets"), dict) and isinstance(data["presets"].get(preset), dict):
         data = merge(data, data["presets"][preset])
     try:
         study = Study.model_validate({"name": name, **data})
@@ -136,6 +136,11 @@ def _problems(study: Study) -> Iterator[str]:
     """Keys whose values name something the study does not have, or that its table kinds cannot show."""
     variants = list(study.all_variants())
     named = [("baseline", study.baseline)] + [(f"compare.{i}", v) for i, pair in enumerate(study.compare) for v in pair]
+    for task in study.tasks:
+        try:
+            resolve_task(task)
+        except ConfigError as e:
+            yield f"'tasks': {e}"
     keys = [study.table_key(t) for t in study.tables]
     for i, table in enumerate(study.tables):
         at = f"tables.{i}"
@@ -219,7 +224,10 @@ def expand(study: Study, tasks: list[str] | None = None, seeds: int = 3, preset:
                 for seed in range(seeds):
                     flags = [("--backbone", "backbone.name", backbone), ("--booster", "booster.mode", spec.booster),
                              ("--seed", "seed", seed)]
-                    recipe = load_recipe(task.short, preset=preset, flags=flags, sets=list(sets))
+                    try:
+                        recipe = load_recipe(task.short, preset=preset, flags=flags, sets=list(sets))
+                    except ConfigError as e:
+                        raise ConfigError(f"study '{study.name}', variant '{variant}' on {task.short}: {e}") from None
                     runs.append(PlannedRun(study.name, task.short, backbone, variant, seed, preset, sets,
                                            spec.booster, recipe))
     return runs

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError, ResultsError
+from ..results import warn_line
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .render import Meta, latex_escape, render_html, render_latex, render_markdown
@@ -34,8 +35,11 @@ RENDERERS = {"markdown": ("report.md", render_markdown), "latex": ("report.tex",
 
 
 def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int = 3, n_boot: int = 2000,
-                log=print) -> dict[str, Path]:
-    """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir."""
+                log=print, warn=warn_line) -> dict[str, Path]:
+    """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir.
+
+    A file under runs/ that is not a sound row is left out, named through ``warn`` (one line each) and listed in
+    the report itself, so that the report is made and says what it does not count."""
     unknown = [f for f in formats if f not in RENDERERS]
     if unknown:
         raise ConfigError(f"unknown report format '{unknown[0]}'; use markdown, latex or html")
@@ -45,7 +49,13 @@ def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int
                             f"that `medboost train` or `ablate` wrote")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: is a file; give a folder for the report and its tables")
-    configs, df = gather(results_dir, seeds)
+    skipped: list[str] = []
+
+    def skip(message: str) -> None:
+        skipped.append(message)
+        warn(message)
+
+    configs, df = gather(results_dir, seeds, warn=skip)
     seen: set = set()
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
     outside = outside_cells(configs, df)
@@ -55,7 +65,7 @@ def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int
     missing = [run.command() for c in configs for run in c.plan if run.run_id not in done]
     meta = Meta(n_runs=len(df), results=str(results_dir), selection=selection_metrics(df),
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir))
+                missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped)
     pd.DataFrame([tr for t in tables for tr in t.traces if t.key != "pairs"]).to_csv(out_dir / "cells.csv", index=False)
     pd.DataFrame([tr for t in tables for tr in t.traces if t.key == "pairs"]).to_csv(out_dir / "pairs.csv", index=False)
     sentences = summary(pairs)

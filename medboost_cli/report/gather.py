@@ -97,9 +97,10 @@ class Pair:
     run_ids: list[str]
 
 
-def gather(results_dir: Path, seeds: int = 3) -> tuple[list[Config], pd.DataFrame]:
-    """Every study under each configuration that has results (or, without any, the paper recipes), and the rows."""
-    df = load_results(results_dir, status="completed")
+def gather(results_dir: Path, seeds: int = 3, warn=None) -> tuple[list[Config], pd.DataFrame]:
+    """Every study under each configuration that has results (or, without any, the paper recipes), and the rows
+    (files that are not sound rows are skipped and named through ``warn``: results.load_results)."""
+    df = load_results(results_dir, status="completed", warn=warn)
     if not df.empty:
         df = df.assign(cell=df["run_id"].map(cell_id))
     configs = []
@@ -132,6 +133,8 @@ def outside_cells(configs: list[Config], df: pd.DataFrame) -> list[tuple[str, Ce
 def config_differences(row: pd.Series) -> str:
     """``key=value`` for every recipe key where a run differs from its task's recipe with the same backbone,
     booster and seed, under the preset it differs least from (named when it is not the paper's recipes)."""
+    if not isinstance(row["config_json"], str):
+        return "a recipe its row does not record"
     ran = _flat(json.loads(row["config_json"]))
     flags = [("--backbone", "backbone.name", row["backbone"]), ("--booster", "booster.mode", row["booster"]),
              ("--seed", "seed", int(row["seed"]))]

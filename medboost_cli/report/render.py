@@ -13,6 +13,7 @@ from pathlib import Path
 from .tables import Table
 
 NO_PAIRS = "No booster-vs-baseline pair has results yet."
+SKIPPED = "Files not counted"
 FIGURE_CAPTION = "Figure 1: test AUC per dataset without and with R-LLM (ours: mean ± std; paper: markers)."
 
 
@@ -26,6 +27,7 @@ class Meta:
     selection: dict[str | None, int]  # train.select_metric -> number of runs (None: not recorded)
     missing: list[str] = field(default_factory=list)  # commands that would fill the empty cells
     figures: list[str] = field(default_factory=list)  # paths of the figure files
+    skipped: list[str] = field(default_factory=list)  # files under runs/ left out, each with why (results.load_results)
 
 
 def _metric_name(metric: str | None) -> str:
@@ -47,7 +49,8 @@ def introduction(meta: Meta) -> str:
     return (f"{meta.n_runs} completed runs from `{meta.results}`, {meta.date}. Protocol: epoch selected on "
             f"{selection_text(meta.selection)}, test scored once; cells are test mean ± std over seeds (n), in "
             "percent, with the paper's value in brackets. Every number traces to its runs in `cells.csv` and "
-            "`pairs.csv`.")
+            "`pairs.csv`." + (f" {len(meta.skipped)} file(s) under runs/ are not sound result rows and are not "
+                              f"counted (see \"{SKIPPED}\")." if meta.skipped else ""))
 
 
 def _md_escape(text: str) -> str:
@@ -65,6 +68,8 @@ def render_markdown(tables: list[Table], sentences: list[str], meta: Meta) -> st
     if meta.missing:
         out += ["", "## Missing runs", "", "Commands that would fill every empty cell above:", "", "```bash"]
         out += meta.missing + ["```"]
+    if meta.skipped:
+        out += ["", f"## {SKIPPED}", ""] + [f"- {_md_escape(m)}" for m in meta.skipped]
     if meta.figures:
         out += ["", "## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in meta.figures if f.endswith(".png")]
     return "\n".join(out) + "\n"
@@ -98,6 +103,9 @@ def render_latex(tables: list[Table], sentences: list[str], meta: Meta) -> str:
         out += [r"\bottomrule", r"\end{tabular}}"]
         out += [r"\par\footnotesize " + latex_escape(n) for n in t.notes]
         out += [r"\end{table}", r"\clearpage" if len(t.rows) > 14 else ""]
+    if meta.skipped:
+        out += [r"\subsection*{" + SKIPPED + "}", r"\begin{itemize}"]
+        out += [r"\item " + latex_escape(m) for m in meta.skipped] + [r"\end{itemize}"]
     for f in meta.figures:
         if f.endswith(".pdf"):
             out += [r"\begin{figure}[h]\centering", r"\includegraphics[width=0.9\textwidth]{" + Path(f).name + "}",
@@ -126,6 +134,8 @@ def render_html(tables: list[Table], sentences: list[str], meta: Meta) -> str:
     if meta.missing:
         out += ["<h2>Missing runs</h2><details><summary>commands</summary><pre>",
                 e("\n".join(meta.missing)), "</pre></details>"]
+    if meta.skipped:
+        out += [f"<h2>{SKIPPED}</h2><ul>"] + [f"<li>{e(m)}</li>" for m in meta.skipped] + ["</ul>"]
     out += [f"<img src='{e(Path(f).name)}' style='max-width:100%'>" for f in meta.figures if f.endswith(".png")]
     out.append("</body></html>")
     return "\n".join(out) + "\n"
