@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
+from enum import Enum
+from functools import cache
 from pathlib import Path
 from typing import Optional
 
@@ -16,12 +18,12 @@ from rich.table import Table
 from .errors import EXIT_CTRL_C, EXIT_INTERNAL, EXIT_SIGTERM, ConfigError, Interrupted, MedboostError
 
 try:  # typer >= 0.2x carries its own copy of click
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
-except ImportError:  # older typer runs on click's
-    from click.exceptions import NoArgsIsHelpError, UsageError
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer runs on click
+    from click.exceptions import ClickException
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST).",
@@ -30,8 +32,42 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
-DataDir = typer.Option(None, "--data-dir", help="MedMNIST folder (default: $MEDBOOST_DATA, else ~/.medmnist)")
-ResultsDir = typer.Option(None, "--results-dir", help="results folder (default: $MEDBOOST_RESULTS, else ./results)")
+DataDir = typer.Option(None, "--data-dir", envvar="MEDBOOST_DATA", show_envvar=True,
+                       help="MedMNIST folder (default: ~/.medmnist)")
+ResultsDir = typer.Option(None, "--results-dir", envvar="MEDBOOST_RESULTS", show_envvar=True,
+                          help="results folder (default: ./results)")
+
+
+# --backbone and --booster offer the names registered in models/ and recipes.BOOSTER_MODES: --help lists them, the
+# shell completes them, a typo is a usage error, and a new backbone appears without touching the CLI. Reading the
+# registries imports torch (seconds), so main() swaps these placeholders for the registries' Enums only when the
+# command line names a command that has the options (typer reads the annotations when main() builds the commands):
+# `medboost --help`, `--version` and the other commands' completion stay instant.
+BackboneName: type = str
+BoosterMode: type = str
+CHOICE_COMMANDS = {"train", "bench"}
+
+
+@cache
+def registry_choices() -> tuple[type[Enum], type[Enum]]:
+    """(backbone names, booster modes) as case-sensitive Enums."""
+    from .models.backbones import BACKBONES
+    from .recipes import BOOSTER_MODES
+
+    return (Enum("BackboneName", {n: n for n in BACKBONES}, type=str),
+            Enum("BoosterMode", {n: n for n in BOOSTER_MODES}, type=str))
+
+
+def _use_registry_choices(words: list[str]) -> None:
+    """The registries' choices for --backbone and --booster if ``words`` (the arguments, or the words being
+    completed) name a command that has them."""
+    global BackboneName, BoosterMode
+    if CHOICE_COMMANDS & set(words):
+        BackboneName, BoosterMode = registry_choices()
+
+
+def _value(choice) -> Optional[str]:
+    return getattr(choice, "value", choice)
 
 
 def _version(value: bool) -> None:
@@ -133,8 +169,8 @@ def download(
 @app.command()
 def train(
     task: str = typer.Argument(..., help="short name (breast, derma, ...) or medmnist flag"),
-    booster: Optional[str] = typer.Option(None, "--booster", help="none, rllm, out, hybrid or mlp"),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="registered backbone, e.g. vit-s, vit-mini"),
+    booster: Optional[BoosterMode] = typer.Option(None, "--booster", help="booster mode (default: the recipe's)"),
+    backbone: Optional[BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed, 0 <= seed < 2**32 (default: the recipe's, 0)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu: a laptop-sized configuration"),
     data_dir: Optional[Path] = DataDir,
@@ -161,7 +197,8 @@ def train(
     from .results import ResultsDir as Layout
     from .trackers import make_reporter, resolve_tracks
 
-    flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
+    flags = [("--booster", "booster.mode", _value(booster)), ("--backbone", "backbone.name", _value(backbone)),
+             ("--seed", "seed", seed)]
     flags += _common_flags(epochs, lr, batch_size, llm, layer)
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder, tracks = _results_dir(results_dir), resolve_tracks(track)
@@ -285,43 +322,62 @@ report_app = typer.Typer(help="Regenerate the paper's Tables 1-6, our control an
 app.add_typer(report_app, name="report")
 
 
+ReportOut = typer.Option(None, "--out", help="output folder (default: beside the results folder: results -> "
+                         "reports, NAME -> NAME-reports)")
+
+
 @report_app.callback(invoke_without_command=True)
 def report(
     ctx: typer.Context,
     markdown: bool = typer.Option(False, "--markdown", help="write report.md and print it (the default format)"),
     latex: bool = typer.Option(False, "--latex", help="write report.tex (booktabs; compiles with pdflatex)"),
     html: bool = typer.Option(False, "--html", help="write report.html"),
-    out: Path = typer.Option(Path("reports"), "--out", help="output folder (with cells.csv, pairs.csv, figures)"),
+    out: Optional[Path] = ReportOut,
     seeds: int = typer.Option(3, "--seeds", min=1, help="seeds the fill-in commands ask for"),
     n_boot: int = typer.Option(2000, "--n-boot", min=100, help="bootstrap replicates per interval"),
     results_dir: Optional[Path] = ResultsDir,
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="MedMNIST folder the fill-in commands name "
+                                            "(they read $MEDBOOST_DATA, else ~/.medmnist, without it)"),
 ) -> None:
     if ctx.invoked_subcommand:
         return
-    from .report import make_report
+    from .report import default_out_dir, make_report
 
+    folder = _results_dir(results_dir)
+    out = out or default_out_dir(folder)
+    given = [(option, str(ctx.params[name])) for option, name in (("--results-dir", "results_dir"),
+                                                                    ("--data-dir", "data_dir"))
+             if _on_command_line(ctx, name)]
     formats = [f for f, on in (("markdown", markdown), ("latex", latex), ("html", html)) if on] or ["markdown"]
-    written = make_report(_results_dir(results_dir), out, formats, seeds=seeds, n_boot=n_boot)
+    written = make_report(folder, out, formats, seeds=seeds, n_boot=n_boot, command_options=tuple(p for pair in given for p in pair))
     if "markdown" in written and markdown:
-        console.print(written["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True)
+        typer.echo(written["markdown"].read_text(), nl=False)  # as written, byte for byte: a pipe gets the file
     for fmt, path in written.items():
         _log(f"{fmt}: {path}")
     _log(f"traces: {out / 'cells.csv'}, {out / 'pairs.csv'}")
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the parameter came from the command line (not its default or its environment variable)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 @report_app.command("gradcam")
 def gradcam(
     run: str = typer.Argument(..., help="a 2D run id (baseline or booster); its paired run must exist too"),
     images: int = typer.Option(4, "--images", min=1, help="how many test images"),
-    out: Path = typer.Option(Path("reports"), "--out", help="output folder"),
+    out: Optional[Path] = ReportOut,
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
     """Grad-CAM maps of a baseline run and its booster run, side by side (the paper's Figure 3)."""
     from .data import data_dir_from
     from .gradcam import gradcam_figure
+    from .report import default_out_dir
 
-    for path in gradcam_figure(run, _results_dir(results_dir), data_dir_from(data_dir), images, out):
+    folder = _results_dir(results_dir)
+    for path in gradcam_figure(run, folder, data_dir_from(data_dir), images, out or default_out_dir(folder)):
         _say(str(path))
 
 
@@ -362,10 +418,10 @@ def prepare_dicom(
 def bench(
     task: Optional[str] = typer.Argument(None, help="a task's recipe to measure (or use --shape)"),
     shape: Optional[str] = typer.Option(None, "--shape", help="the paper's shapes: 2d-224 (ViT-S/16) or 3d-28"),
-    boosters: list[str] = typer.Option(["none", "rllm"], "--booster", help="modes to compare (repeatable)"),
+    boosters: list[BoosterMode] = typer.Option(["none", "rllm"], "--booster", help="modes to compare (repeatable)"),
     batch: Optional[int] = typer.Option(None, "--batch", help="batch size (default: the recipe's)"),
     llm: Optional[str] = typer.Option(None, "--llm", help="F_L source; random:llama-7b = LLaMA-7B's shape, random weights"),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="registered backbone"),
+    backbone: Optional[BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
     warmup: int = typer.Option(2, "--warmup", min=0, help="untimed steps first"),
     steps: int = typer.Option(5, "--steps", min=1, help="timed steps"),
@@ -375,9 +431,9 @@ def bench(
     """Measure each booster mode's train step and eval throughput, memory, parameters and FLOPs, side by side."""
     from .bench import bench_recipe, run_bench
 
-    recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=backbone)
+    recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=_value(backbone))
     label = shape or task
-    rows = run_bench(recipe, boosters, warmup, steps, _results_dir(results_dir), label, log=_log)
+    rows = run_bench(recipe, [_value(b) for b in boosters], warmup, steps, _results_dir(results_dir), label, log=_log)
     table = Table(title=f"{label}: batch {recipe.train.batch_size}, {rows[0]['device']}, {rows[0]['precision']}; "
                         f"{rows[0]['matmul_dtype']} matmul {rows[0]['matmul_tflops']:.3f} TFLOP/s")
     columns = ["booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s", "eval img/s",
@@ -393,31 +449,44 @@ def bench(
     console.print(table)
 
 
+def _fail(kind: str, message: str, code: int):
+    err_console.print(f"[bold red]{kind}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _usage_error(e: ClickException) -> str:
+    """A command-line mistake (missing argument, bad value or choice, unknown option) as one line that names the
+    command's --help, instead of typer's usage box."""
+    message = " ".join(line.strip() for line in e.format_message().splitlines() if line.strip())
+    ctx = getattr(e, "ctx", None)
+    return f"{message.rstrip('.')}; see `{ctx.command_path} --help`" if ctx is not None else message
+
+
 def main() -> None:
-    """The console script: every error ends in one line on stderr and the exit code of its class (errors.py)."""
+    """The console script: every error ends in one line on stderr and the exit code of its class (errors.py);
+    command-line mistakes are configuration errors (exit 2)."""
+    completing = os.environ.get("COMP_WORDS", "") + " " + os.environ.get("_TYPER_COMPLETE_ARGS", "")
+    _use_registry_choices(sys.argv[1:] + completing.split())
     try:
-        code = app(standalone_mode=False)
-    except NoArgsIsHelpError as e:  # `medboost` alone: typer has shown the help
-        sys.exit(e.exit_code)
-    except UsageError as e:  # typer's own checks (--seed 1e23, --steps 0, an unknown option): one line too
-        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-        err_console.print(f"[bold red]{ConfigError.kind}:[/] {escape(e.format_message())}{escape(where)}",
-                          highlight=False, soft_wrap=True)
-        sys.exit(ConfigError.exit_code)
-    except typer.Abort:
-        err_console.print("aborted", highlight=False)
-        sys.exit(EXIT_INTERNAL)
+        # click's errors come here instead of typer's multi-line box; "medboost" in usage lines and completion
+        # whether started as the console script or as python -m medboost_cli
+        code = app(prog_name="medboost", standalone_mode=False)
     except MedboostError as e:
-        err_console.print(f"[bold red]{e.kind}:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
+        _fail(e.kind, str(e), e.exit_code)
+    except ClickException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `medboost`: the help is printed already
+            sys.exit(e.exit_code)
+        _fail(ConfigError.kind, _usage_error(e), ConfigError.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        _fail("aborted", "no input", EXIT_INTERNAL)
     except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
         if os.environ.get("MEDBOOST_DEBUG"):
             raise
         first = (str(e).splitlines() or [""])[0]
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (a bug in medboost; rerun "
-                          f"with MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(N) comes back as N outside standalone mode
+        _fail("internal error", f"{type(e).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for "
+                                f"the traceback and report it)", EXIT_INTERNAL)
+    if isinstance(code, int) and code:  # typer.Exit(code) in non-standalone mode: Ctrl-C (130), SIGTERM (143)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

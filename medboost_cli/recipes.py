@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,13 +194,17 @@ def saved_recipe(config_json: str) -> Recipe:
 
 
 def recipes_dir() -> Path:
-    """recipes/ beside the package (editable install), else $MEDBOOST_RECIPES, else the installed copy."""
+    """$MEDBOOST_RECIPES, else the copy an installed wheel carries (medboost_cli/recipe_files: pyproject.toml
+    packages the top-level recipes/ under that name), else recipes/ beside the package (a checkout, an editable
+    install). The installed copy comes first so that an unrelated ``recipes`` folder in site-packages is never read."""
     if os.environ.get("MEDBOOST_RECIPES"):
         return Path(os.environ["MEDBOOST_RECIPES"])
-    for candidate in (Path(__file__).resolve().parents[1] / "recipes", Path(sys.prefix) / "share/medboost/recipes"):
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "recipe_files", package.parent / "recipes"):
         if candidate.is_dir():
             return candidate
-    raise ConfigError("recipes folder not found; set $MEDBOOST_RECIPES to the project's recipes/ folder")
+    raise ConfigError(f"recipes folder not found (neither {package / 'recipe_files'} nor {package.parent / 'recipes'});"
+                      f" reinstall medboost or set $MEDBOOST_RECIPES to the project's recipes/ folder")
 
 
 def read_yaml(path: Path, kind: str = "recipe") -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -202,9 +203,11 @@ def test_a_run_outside_every_plan_is_shown_with_what_differs(tmp_path):
 
     fabricate(tmp_path / "results", "residual", tasks=["adrenal3d"], seeds=1)
     flags = [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 0)]
-    for seed, auc in ((0, 0.6), (1, 0.7)):
+    # Two seeds with --epochs 2 --lr 0.001, and a control-study variant (a random F_L) with --epochs 2.
+    for seed, auc, sets in ((0, 0.6, ["train.lr=0.001"]), (1, 0.7, ["train.lr=0.001"]),
+                            (0, 0.8, ["booster.llm_init=random"])):
         recipe = load_recipe("breast", preset="cpu", flags=flags + [("--seed", "seed", seed)],
-                             sets=["train.epochs=2", "train.lr=0.001"])
+                             sets=["train.epochs=2"] + sets)
         write_row(tmp_path / "results", new_row(
             run_id=recipe.run_id(), status="completed", task="breast", backbone=recipe.backbone.name,
             booster="rllm", seed=seed, test_acc=0.5, test_auc=auc, config_json=recipe.model_dump_json()))
@@ -213,9 +216,37 @@ def test_a_run_outside_every_plan_is_shown_with_what_differs(tmp_path):
     outside = md.split("## Completed runs outside the studies' plans")[1]
     assert "| --preset cpu, train.epochs=2, train.lr=0.001 | BreastMNIST | ViT-mini | rllm | 50.00 ± 0.00 (2) | " \
            "65.00 ± 7.07 (2) |" in outside
+    # labelled from the nearest planned cell (the control study's), not with every key its variant sets
+    assert "| control rllm-random, --preset cpu, train.epochs=2 | BreastMNIST | ViT-mini | rllm | " in outside
+    assert "- 3 completed runs (2 configurations) fit no study's cell" in md.split("## Summary")[1].split("## ")[0]
     cells = pd.read_csv(tmp_path / "out" / "cells.csv")
     traced = cells[cells["table"] == "outside"]
-    assert len(traced) == 2 and all(recipe.run_id().rsplit("-s", 1)[0] in ids for ids in traced["run_ids"])
+    assert len(traced) == 4 and sum(recipe.run_id().rsplit("-s", 1)[0] in ids for ids in traced["run_ids"]) == 2
+
+
+def test_report_goes_beside_the_results_prints_its_markdown_and_names_the_given_folders(tmp_path, monkeypatch):
+    """Without --out: results -> reports (as before), NAME -> NAME-reports; --markdown prints report.md as
+    written; the fill-in commands carry --results-dir/--data-dir when they were given on the command line."""
+    from medboost_cli.report import default_out_dir
+
+    from .test_cli import run
+
+    assert default_out_dir(Path("results")) == Path("reports")
+    assert default_out_dir(tmp_path / "results-cpu") == tmp_path / "reports-cpu"
+    assert default_out_dir(tmp_path / "exp1") == tmp_path / "exp1-reports"
+    (tmp_path / "exp1" / "runs").mkdir(parents=True)  # no runs: every cell has a fill-in command
+    given = run("report", "--results-dir", tmp_path / "exp1", "--data-dir", tmp_path / "data", "--markdown",
+                "--n-boot", "100")
+    assert given.returncode == 0, given.stderr
+    md = (tmp_path / "exp1-reports" / "report.md").read_text()
+    assert given.stdout == md
+    options = f"--results-dir {tmp_path / 'exp1'} --data-dir {tmp_path / 'data'}"
+    assert f"fill with: `medboost ablate main2d {options}`" in md
+    assert f"medboost train fracture3d --backbone vivit-m --booster none --seed 0 {options}\n" in md
+    monkeypatch.setenv("MEDBOOST_RESULTS", str(tmp_path / "exp1"))  # from the environment: not repeated
+    monkeypatch.chdir(tmp_path)
+    assert run("report", "--n-boot", "100").returncode == 0
+    assert "--results-dir" not in (tmp_path / "exp1-reports" / "report.md").read_text()
 
 
 def test_a_study_over_2d_and_3d_tasks_shows_each_task_with_its_own_backbones(tmp_path):

@@ -4,7 +4,11 @@ Every table comes from a study (recipes/studies/): its planned runs say which ru
 cell can only contain runs of exactly that configuration (the run id carries the configuration's hash), and
 its ``tables:`` say what is shown, under which labels, beside which of the paper's numbers. A study is reported
 once per configuration that has results (the paper's recipes, or ``--preset cpu``); a study without any
-results is shown with "—" cells and the commands that would fill them.
+results is shown with "—" cells and the commands that would fill them. Completed runs that fit no cell (made
+with ``--epochs``, ``--set`` and such) get a table of their own, one row per configuration, labelled with the
+recipe keys that set them apart from the nearest planned cell or task recipe.
+
+Without ``--out`` the report goes beside the results folder (``default_out_dir``): ``results`` -> ``reports``.
 
 Cells read "mean ± std (n)" over seeds, in percent, with the paper's value in brackets. Each booster-vs-baseline
 pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Every
@@ -26,24 +30,38 @@ from ..results import warn_line
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .render import Meta, latex_escape, render_html, render_latex, render_markdown
-from .tables import build_tables, summary, table_outside, table_pairs
+from .tables import build_tables, outside_summary, summary, table_outside, table_pairs
 
-__all__ = ["make_report", "latex_escape"]
+__all__ = ["default_out_dir", "make_report", "latex_escape"]
 
 RENDERERS = {"markdown": ("report.md", render_markdown), "latex": ("report.tex", render_latex),
              "html": ("report.html", render_html)}
 
 
-def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int = 3, n_boot: int = 2000,
-                log=print, warn=warn_line) -> dict[str, Path]:
-    """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir.
+def default_out_dir(results_dir: Path) -> Path:
+    """The report's folder when no --out is given: beside the results folder and named after it, so that the
+    reports of two results folders never overwrite each other: ``results`` -> ``reports``, ``results-cpu`` ->
+    ``reports-cpu``, ``exp1`` -> ``exp1-reports``."""
+    results_dir = Path(results_dir)
+    if results_dir.name in ("", ".."):  # "." (whose name is "") and ".." say nothing: use the absolute path
+        results_dir = results_dir.resolve()
+    name = results_dir.name or "medboost"
+    return results_dir.parent / (name.replace("results", "reports") if "results" in name else f"{name}-reports")
+
+
+def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], seeds: int = 3, n_boot: int = 2000,
+                log=print, warn=warn_line, command_options: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir
+    (None: ``default_out_dir``). ``command_options`` (e.g. ``("--results-dir", "runs")``) end every command the
+    report prints to fill its empty cells.
 
     A file under runs/ that is not a sound row is left out, named through ``warn`` (one line each) and listed in
     the report itself, so that the report is made and says what it does not count."""
     unknown = [f for f in formats if f not in RENDERERS]
     if unknown:
         raise ConfigError(f"unknown report format '{unknown[0]}'; use markdown, latex or html")
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    results_dir = Path(results_dir)
+    out_dir = default_out_dir(results_dir) if out_dir is None else Path(out_dir)
     if not (results_dir / "runs").is_dir():
         raise ResultsError(f"{results_dir}: not a results folder (no runs/ inside); point --results-dir at the folder "
                             f"that `medboost train` or `ablate` wrote")
@@ -55,20 +73,20 @@ def make_report(results_dir: Path, out_dir: Path, formats: list[str], seeds: int
         skipped.append(message)
         warn(message)
 
-    configs, df = gather(results_dir, seeds, warn=skip)
+    configs, df = gather(results_dir, seeds, tuple(command_options), warn=skip)
     seen: set = set()
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
     outside = outside_cells(configs, df)
     tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     done = set(df["run_id"]) if not df.empty else set()
-    missing = [run.command() for c in configs for run in c.plan if run.run_id not in done]
+    missing = [c.run_command(run) for c in configs for run in c.plan if run.run_id not in done]
     meta = Meta(n_runs=len(df), results=str(results_dir), selection=selection_metrics(df),
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped)
     pd.DataFrame([tr for t in tables for tr in t.traces if t.key != "pairs"]).to_csv(out_dir / "cells.csv", index=False)
     pd.DataFrame([tr for t in tables for tr in t.traces if t.key == "pairs"]).to_csv(out_dir / "pairs.csv", index=False)
-    sentences = summary(pairs)
+    sentences = summary(pairs) + outside_summary(outside)
     written = {}
     for fmt in formats:
         name, render = RENDERERS[fmt]

@@ -8,6 +8,7 @@ runs of exactly that configuration. A study is gathered once per configuration (
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedboostError
-from ..recipes import load_recipe
+from ..recipes import load_recipe, saved_recipe
 from ..results import cell_id, load_results
 from ..stats import PairedDiff, paired_bootstrap
 from ..studies import PlannedRun, Study, expand, load_study, study_names
@@ -60,6 +61,7 @@ class Config:
     preset: str | None
     plan: list[PlannedRun]
     cells: dict[tuple[str, str, str], Cell]  # (task, backbone, variant) -> Cell
+    options: tuple[str, ...] = ()  # appended to every fill-in command: --results-dir/--data-dir as given to report
 
     @property
     def label(self) -> str:
@@ -80,7 +82,15 @@ class Config:
 
     def fill_command(self, tasks: list[str]) -> str:
         parts = [f"medboost ablate {self.study.name}"] + [f"--tasks {t}" for t in tasks]
-        return " ".join(parts + ([f"--preset {self.preset}"] if self.preset else []))
+        return with_options(" ".join(parts + ([f"--preset {self.preset}"] if self.preset else [])), self.options)
+
+    def run_command(self, run: PlannedRun) -> str:
+        return with_options(run.command(), self.options)
+
+
+def with_options(command: str, options: tuple[str, ...]) -> str:
+    """``command`` with ``options`` (e.g. ``--results-dir``, a path) appended, quoted for a POSIX shell."""
+    return " ".join([command, *map(shlex.quote, options)])
 
 
 @dataclass
@@ -97,9 +107,10 @@ class Pair:
     run_ids: list[str]
 
 
-def gather(results_dir: Path, seeds: int = 3, warn=None) -> tuple[list[Config], pd.DataFrame]:
+def gather(results_dir: Path, seeds: int = 3, options: tuple[str, ...] = (), warn=None) -> tuple[list[Config], pd.DataFrame]:
     """Every study under each configuration that has results (or, without any, the paper recipes), and the rows
-    (files that are not sound rows are skipped and named through ``warn``: results.load_results)."""
+    (files that are not sound rows are skipped and named through ``warn``: results.load_results); ``options`` end
+    every fill-in command."""
     df = load_results(results_dir, status="completed", warn=warn)
     if not df.empty:
         df = df.assign(cell=df["run_id"].map(cell_id))
@@ -114,39 +125,75 @@ def gather(results_dir: Path, seeds: int = 3, warn=None) -> tuple[list[Config], 
                 if run.seed == 0:
                     rows = df[df["cell"] == run.cell] if not df.empty else df
                     cells[(run.task, run.backbone, run.variant)] = Cell(rows)
-            found.append(Config(study, preset, plan, cells))
+            found.append(Config(study, preset, plan, cells, tuple(options)))
         with_results = [c for c in found if c.has_results]
         configs += with_results or found[:1]
     return configs, df
 
 
 def outside_cells(configs: list[Config], df: pd.DataFrame) -> list[tuple[str, Cell]]:
-    """Completed runs that fit no planned cell of any study (e.g. made with ``--set`` overrides), grouped by
-    configuration (the run id without its seed), each with the recipe keys that differ from its task's recipe."""
+    """Completed runs that fit no planned cell of any study (made with ``--epochs``, ``--set`` and such), grouped
+    by configuration (the run id without its seed), each labelled by what sets it apart (``config_differences``)."""
     planned = {run.cell for c in configs for run in c.plan}
     if df.empty:
         return []
     rest = df[~df["cell"].isin(planned)]
-    return [(config_differences(rows.iloc[0]), Cell(rows)) for _, rows in rest.groupby("cell", sort=True)]
+    if rest.empty:
+        return []
+    nearby = _seed0_plans()
+    return [(config_differences(rows.iloc[0], nearby), Cell(rows)) for _, rows in rest.groupby("cell", sort=True)]
 
 
-def config_differences(row: pd.Series) -> str:
-    """``key=value`` for every recipe key where a run differs from its task's recipe with the same backbone,
-    booster and seed, under the preset it differs least from (named when it is not the paper's recipes)."""
+def _seed0_plans() -> list[PlannedRun]:
+    """One planned run per cell of every study under every preset: what an outside run is compared with."""
+    return [run for name in study_names() for preset in PRESETS
+            for run in expand(load_study(name, preset), seeds=1, preset=preset)]
+
+
+def config_differences(row: pd.Series, plans: list[PlannedRun] = ()) -> str:
+    """What sets a run apart, said as briefly as possible: the nearest of its task's recipe (with the run's backbone
+    and booster, under each preset) and the planned runs of the same task, backbone and booster (``plans``,
+    named "study variant"), then ``key=value`` for every recipe key where the run differs from it. The task's
+    recipe wins ties; a preset is named when it is not the paper's recipes."""
     if not isinstance(row["config_json"], str):
         return "a recipe its row does not record"
-    ran = _flat(json.loads(row["config_json"]))
-    flags = [("--backbone", "backbone.name", row["backbone"]), ("--booster", "booster.mode", row["booster"]),
-             ("--seed", "seed", int(row["seed"]))]
+    ran = _recipe_keys(row["config_json"])
+    flags = [("--backbone", "backbone.name", row["backbone"]), ("--booster", "booster.mode", row["booster"])]
     candidates = []
     for preset in PRESETS:
         try:
             base = _flat(load_recipe(ran["task"], preset=preset, flags=flags).model_dump(mode="json"))
         except MedboostError:  # e.g. a backbone that preset does not have
             continue
-        diffs = [f"{k}={ran.get(k)}" for k in sorted(set(ran) | set(base)) if ran.get(k) != base.get(k)]
-        candidates.append((len(diffs), ([f"--preset {preset}"] if preset else []) + diffs))
-    return ", ".join(min(candidates)[1]) if candidates else "a recipe medboost no longer has"
+        candidates.append((_differences(ran, base), 0, [f"--preset {preset}"] if preset else []))
+    for run in plans:
+        if (run.task, run.backbone, run.booster) == (row["task"], row["backbone"], row["booster"]):
+            base = _flat(run.recipe.model_dump(mode="json"))
+            named = [f"{run.study} {run.variant}"] + ([f"--preset {run.preset}"] if run.preset else [])
+            candidates.append((_differences(ran, base), 1, named))
+    if not candidates:
+        return "a recipe medboost no longer has"
+    diffs, _, named = min(candidates, key=lambda c: (len(c[0]), c[1]))
+    return ", ".join(named + diffs)
+
+
+def _recipe_keys(config_json: str) -> dict:
+    """A results row's recipe as flat keys, with the values of keys added since it was saved (saved_recipe)."""
+    try:
+        data = saved_recipe(config_json).model_dump(mode="json")
+    except (MedboostError, ValueError):  # a recipe today's schema rejects: compare what it says
+        data = json.loads(config_json)
+    return _flat(data)
+
+
+def _differences(ran: dict, base: dict) -> list[str]:
+    """``key=value`` (as --set takes it) for each key but the seed where ``ran`` differs from ``base``."""
+    keys = sorted((set(ran) | set(base)) - {"seed"})
+    return [f"{k}={_set_value(ran.get(k))}" for k in keys if ran.get(k) != base.get(k)]
+
+
+def _set_value(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

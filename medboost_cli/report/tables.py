@@ -173,11 +173,14 @@ def build_tables(configs: list[Config]) -> list[Table]:
     return [table for _, table in sorted(built, key=lambda pair: pair[0])]
 
 
+OUTSIDE_TITLE = "Completed runs outside the studies' plans"
+
+
 def table_outside(outside: list[tuple[str, Cell]]) -> Table:
     """Completed runs that fit no study's cell, one row per configuration, labelled by what differs."""
-    t = Table("outside", "Completed runs outside the studies' plans (test %, mean ± std (n) over seeds)",
-              ["Configuration (differences from its task's recipe)", "Dataset", "Backbone", "Booster", "ACC", "AUC"],
-              [])
+    t = Table("outside", f"{OUTSIDE_TITLE} (test %, mean ± std (n) over seeds)",
+              ["Configuration (nearest study cell or task recipe, then the keys that differ)", "Dataset", "Backbone",
+               "Booster", "ACC", "AUC"], [])
     for label, cell in outside:
         first = cell.runs.iloc[0]
         t.rows.append([label, _title(first["task"]), _title(first["backbone"]), first["booster"], cell.text("acc"),
@@ -220,3 +223,13 @@ def summary(pairs: list[Pair]) -> list[str]:
         label = f"{_title(p.task)} ({_title(p.backbone)}, {p.config.label})"
         lines.append(describe(label, p.acc, p.auc))
     return lines
+
+
+def outside_summary(outside: list[tuple[str, Cell]]) -> list[str]:
+    """A sentence pointing at the runs outside every plan, which the tables above them do not show."""
+    if not outside:
+        return []
+    n, groups = sum(cell.n for _, cell in outside), len(outside)
+    runs = f"{n} completed run{'s' if n != 1 else ''} ({groups} configuration{'s' if groups != 1 else ''})"
+    return [f"{runs} {'fits' if n == 1 else 'fit'} no study's cell (made with --epochs, --set and such): see "
+            f"\"{OUTSIDE_TITLE}\"."]
