@@ -288,7 +288,10 @@ def bench_in_worker(case: Recipe, warmup: int, steps: int, matmul: float) -> dic
 
 def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results_dir: Path | None,
               label: str, log=print, matmul_shape: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
-    """Measure each mode in ``modes``, each in its own process, against the matmul rate measured here first."""
+    """Measure each mode in ``modes``, each in its own process, against the matmul rate measured here first.
+
+    The workers are started with multiprocessing's spawn, which imports the calling script again in each: a script
+    that calls this needs the ``if __name__ == "__main__":`` guard (as ``benchmarks/paper_shape.py`` has)."""
     set_threads(recipe.train.threads)
     device = resolve_device(recipe.train.device)
     amp = autocast_dtype(recipe.train.precision, device)
