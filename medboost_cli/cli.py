@@ -424,29 +424,18 @@ def bench(
     backbone: Optional[BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
     warmup: int = typer.Option(2, "--warmup", min=0, help="untimed steps first"),
-    steps: int = typer.Option(5, "--steps", min=1, help="timed steps"),
+    steps: int = typer.Option(5, "--steps", min=1, help="timed steps, each timed on its own (median and IQR)"),
     sets: list[str] = typer.Option([], "--set", help="override any recipe key (repeatable)"),
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
-    """Measure each booster mode's train step and eval throughput, memory, parameters and FLOPs, side by side."""
-    from .bench import bench_recipe, run_bench
+    """Measure each booster mode's train step and eval throughput, memory, parameters and FLOPs, side by side;
+    each mode in its own process."""
+    from .bench import bench_recipe, bench_table, run_bench
 
     recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=_value(backbone))
     label = shape or task
     rows = run_bench(recipe, [_value(b) for b in boosters], warmup, steps, _results_dir(results_dir), label, log=_log)
-    table = Table(title=f"{label}: batch {recipe.train.batch_size}, {rows[0]['device']}, {rows[0]['precision']}; "
-                        f"{rows[0]['matmul_dtype']} matmul {rows[0]['matmul_tflops']:.3f} TFLOP/s")
-    columns = ["booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s", "eval img/s",
-               "peak MB", "step TFLOP/s", "step % matmul", "F_L TFLOP/s", "F_L % matmul"]
-    for col in columns:
-        table.add_column(col, justify="right")
-    for r in rows:
-        layer = (f"{r['layer_tflops']:.3f}", f"{100 * r['layer_fraction_of_matmul']:.0f}%") if r["layer_tflops"] else ("-", "-")
-        table.add_row(r["booster"], f"{r['params_total'] / 1e6:.1f}", f"{r['params_trainable'] / 1e6:.1f}",
-                      f"{r['gmacs_per_image']:.2f}", f"{r['train_ms_per_step']:.0f}", f"{r['train_images_per_second']:.1f}",
-                      f"{r['eval_images_per_second']:.1f}", f"{r['peak_memory_mb']:.0f}", f"{r['step_tflops']:.3f}",
-                      f"{100 * r['step_fraction_of_matmul']:.0f}%", *layer)
-    console.print(table)
+    console.print(bench_table(rows, label))
 
 
 def _fail(kind: str, message: str, code: int):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import platform
 import resource
 from contextlib import nullcontext
@@ -24,26 +23,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686"})
+
+
+def cpu_bf16_native() -> bool:
+    """True where this CPU has bf16 matrix instructions, as torch's own CPU detection (cpuinfo) reports them:
+    AVX512-BF16 or AMX on x86; the Armv8.6 BF16 extension elsewhere (what torch's oneDNN bf16 check tests on Arm).
+
+    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` on x86: that is also true on AVX512 CPUs without
+    AVX512-BF16, where oneDNN converts bf16 to fp32 in software. Without native instructions bf16 is slower than
+    fp32 (0.4 GFLOP/s against ~20 for fp32 on a 2-core AVX2 EPYC), so precision ``auto`` must not pick it."""
+    if platform.machine().lower() in X86_MACHINES:
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """True where bf16 matrix work runs natively: CUDA (Ampere and later) or a CPU with AMX / AVX512-BF16."""
+    """True where bf16 matrix work runs natively: CUDA compute capability 8.0 (Ampere) and later or ROCm, not the
+    emulation torch also offers on older GPUs; a CPU with bf16 instructions (``cpu_bf16_native``)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags()) or (
-            platform.system() == "Darwin" and platform.machine() == "arm64"
-        )
+        return cpu_bf16_native()
     return False
 
 
@@ -72,12 +74,26 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (MiB). On Linux ``VmHWM``, the high-water mark of the process's own
+    address space: ``ru_maxrss`` also counts the address space the process ran in before its ``exec``, so a
+    spawned child would report its parent's peak. Elsewhere ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if platform.system() != "Darwin" else kb / 2**20
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated by torch on CUDA; the process's peak resident set size on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if platform.system() != "Darwin" else kb / 2**20
+    return peak_rss_mb()
 
 
 def set_threads(threads: int | None) -> None:

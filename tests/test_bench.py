@@ -1,17 +1,25 @@
-"""`medboost bench`: FLOP counting, the measured rows, and their Parquet records."""
+"""`medboost bench`: FLOP counting, per-step timings, one worker process per mode and its errors, the rows and their
+Parquet records."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
+import signal
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from medboost_cli import bench
 from medboost_cli.bench import bench_recipe, count_flops, run_bench
-from medboost_cli.errors import MedboostError
+from medboost_cli.errors import DataError, MedboostError
 from medboost_cli.results import load_bench
 
 from .conftest import TINY_SETS
+from .test_cli import Result, assert_one_line_error, run
 
 
 def test_flops_of_a_matmul_and_of_cpu_attention():
@@ -25,24 +33,62 @@ def test_matmul_rate_is_flops_over_the_best_trial(monkeypatch):
     """2 m k n FLOPs over the fastest of the trials' timings (timings stubbed: the real 2048x4096x4096 bf16
     products take minutes on a CPU without bf16 matrix units, and a rate is not something to assert)."""
     seconds = iter([0.5, 0.25, 1.0])
-    monkeypatch.setattr(bench, "timed", lambda fn, device, warmup, steps: next(seconds))
+    monkeypatch.setattr(bench, "seconds_per_call", lambda fn, steps: next(seconds))
     assert bench.matmul_tflops(torch.device("cpu"), trials=3) == 2 * 2048 * 4096 * 4096 / 0.25 / 1e12
 
 
-def test_bench_measures_each_mode_and_writes_rows(tmp_path, monkeypatch):
+def test_seconds_per_call_is_torch_timers_mean_after_two_untimed_calls():
+    calls = []
+    assert bench.seconds_per_call(lambda: calls.append(1), steps=5) > 0
+    assert len(calls) == 2 + 5
+
+
+def test_measure_times_each_step_and_gives_median_and_iqr(monkeypatch):
+    """Warm-up calls untimed, then one timing per call; median and IQR are numpy's linear-interpolated percentiles
+    of those timings (a fake clock that each call advances by a known duration)."""
+    durations = [9.0, 9.0, 0.1, 0.4, 0.2, 0.8, 0.3]  # two warm-up calls, then five timed
+    clock, calls = [0.0], []
+
+    def step():
+        clock[0] += durations[len(calls)]
+        calls.append(1)
+
+    monkeypatch.setattr(bench.benchmark, "timer", lambda: clock[0])
+    m = bench.measure(step, warmup=2, steps=5, label="step")
+    timed = durations[2:]
+    assert len(calls) == 7 and m.times == pytest.approx(timed)
+    assert m.median == pytest.approx(np.percentile(timed, 50))
+    assert m.iqr == pytest.approx(np.percentile(timed, 75) - np.percentile(timed, 25))
+    fields = bench._ms(m, "train")
+    assert fields == {"train_ms_median": pytest.approx(300.0), "train_ms_iqr": pytest.approx(200.0), "train_ms_n": 5,
+                      "train_ms_samples": pytest.approx([100.0, 400.0, 200.0, 800.0, 300.0])}
+
+
+def test_bench_measures_each_mode_in_its_own_process_and_writes_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "matmul_tflops", lambda device, dtype, shape=None: 2.0)  # the reference rate, measured above
     sets = [s for s in TINY_SETS if not s.startswith("train.batch_size")]
     recipe = bench_recipe("breast", None, "minilm", 4, sets, preset="cpu")
-    rows = run_bench(recipe, ["none", "rllm"], warmup=1, steps=1, results_dir=tmp_path, label="breast",
+    rows = run_bench(recipe, ["none", "rllm"], warmup=1, steps=3, results_dir=tmp_path, label="breast",
                      log=lambda *a: None)
     none, rllm = rows
     assert (none["booster"], rllm["booster"]) == ("none", "rllm")
+    # each mode in a fresh process of its own: not this one, not the other mode's
+    assert len({none["worker_pid"], rllm["worker_pid"], os.getpid()}) == 3
     for r in rows:
-        assert r["train_ms_per_step"] > 0 and r["eval_images_per_second"] > 0 and r["matmul_tflops"] == 2.0
-        assert r["train_images_per_second"] == pytest.approx(4 / (r["train_ms_per_step"] / 1e3))
+        assert r["matmul_tflops"] == 2.0 and r["train_ms_n"] == r["eval_ms_n"] == 3
+        for name in ("train", "eval"):  # median and IQR of the per-step timings the row keeps
+            samples = r[f"{name}_ms_samples"]
+            assert len(samples) == 3 and min(samples) > 0
+            assert r[f"{name}_ms_median"] == pytest.approx(np.percentile(samples, 50))
+            assert r[f"{name}_ms_iqr"] == pytest.approx(np.percentile(samples, 75) - np.percentile(samples, 25))
+        assert r["train_images_per_second"] == pytest.approx(4 / (r["train_ms_median"] / 1e3))
+        assert r["eval_images_per_second"] == pytest.approx(4 / (r["eval_ms_median"] / 1e3))
         assert r["step_fraction_of_matmul"] == pytest.approx(r["step_tflops"] / 2.0)
         assert r["batch"] == 4 and r["input_size"] == 28 and r["tokens"] == 50
         assert r["matmul_dtype"] == r["precision"]  # the reference is measured in the precision the model runs in
+        # the worker's own memory: torch loaded before the model, its peak after; no CUDA figure on a CPU
+        assert 0 < r["worker_rss_before_model_mb"] <= r["worker_peak_rss_mb"]
+        assert r["peak_cuda_allocated_mb"] is None
     assert none["layer_tflops"] is None and rllm["layer_tflops"] > 0
     assert rllm["layer_fraction_of_matmul"] == pytest.approx(rllm["layer_tflops"] / 2.0)
     # the booster adds the frozen layer's parameters but few trainable ones, and its FLOPs
@@ -53,8 +99,61 @@ def test_bench_measures_each_mode_and_writes_rows(tmp_path, monkeypatch):
     assert sorted(df.index) == ["none", "rllm"]
     for r in rows:  # the Parquet records hold the returned rows
         stored = df.loc[r["booster"]]
-        assert (stored.bench_id, stored.params_total, stored.train_ms_per_step) == (
-            r["bench_id"], r["params_total"], r["train_ms_per_step"])
+        assert (stored.bench_id, stored.params_total, stored.train_ms_median, list(stored.train_ms_samples)) == (
+            r["bench_id"], r["params_total"], r["train_ms_median"], r["train_ms_samples"])
+
+
+def test_an_error_in_a_worker_comes_back_as_one_line_with_its_exit_code(tmp_path, capfd, monkeypatch):
+    """A model-file problem found in the worker (an LM folder without config.json) ends `medboost bench` with the
+    worker's error class, message and exit code (4), on one line; nothing else is printed, by either process."""
+    monkeypatch.setattr(bench, "matmul_tflops", lambda device, dtype, shape=None: 2.0)
+    empty = tmp_path / "no-lm"
+    empty.mkdir()
+    result = run("bench", "breast", "--preset", "cpu", "--booster", "rllm", "--llm", empty, "--batch", "4",
+                 "--warmup", "0", "--steps", "1", *[a for s in TINY_SETS for a in ("--set", s)],
+                 "--results-dir", tmp_path / "results")
+    progress = ("fp32 matmul rate", "bf16 matmul rate", "measuring breast booster=rllm")
+    errors = Result(result.returncode, result.stdout,
+                    "\n".join(line for line in result.stderr.splitlines() if not line.startswith(progress)))
+    assert_one_line_error(errors, "model file error: booster=rllm:", str(empty), "neither config.json", code=4)
+    assert capfd.readouterr().err.strip() == ""  # the worker printed nothing of its own (no traceback)
+    assert not (tmp_path / "results" / "bench").exists()  # no row for a mode that failed
+
+
+def test_worker_sends_its_error_and_the_parent_raises_it(monkeypatch):
+    """The worker's side in this process: a MedboostError goes back as its class and message and ends the worker
+    with its exit code; any other exception as an internal error with the worker's traceback, exit code 1."""
+    case = bench_recipe("breast", None, "minilm", 4, ["data.verify=false"], preset="cpu")
+    previous = signal.getsignal(signal.SIGINT)  # the worker leaves Ctrl-C to its parent
+    try:
+        for raised, code in [(DataError("breast.npz: truncated"), 3), (ValueError("boom\nsecond line"), 1)]:
+            def fail(*args, raised=raised):
+                raise raised
+
+            monkeypatch.setattr(bench, "bench_mode", fail)
+            receive, send = multiprocessing.Pipe(duplex=False)
+            with pytest.raises(SystemExit) as exit_:
+                bench._worker(send, case.model_dump_json(), 1, 1, 2.0)
+            assert exit_.value.code == code
+            error = bench._worker_failure(json.loads(receive.recv_bytes()), "rllm", code)
+            if code == 3:
+                assert type(error) is DataError and str(error) == "booster=rllm: breast.npz: truncated"
+            else:
+                assert isinstance(error, bench.BenchWorkerError)
+                first, rest = str(error).split("\n", 1)
+                assert first == "ValueError in the bench worker for booster=rllm: boom"
+                assert "Traceback" in rest and "ValueError: boom" in rest
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_worker_that_dies_without_a_row_is_reported():
+    killed = bench._worker_failure(None, "rllm", -signal.SIGKILL)
+    assert isinstance(killed, bench.BenchWorkerError)
+    assert str(killed) == ("the bench worker for booster=rllm was ended by SIGKILL before it sent a row "
+                           "(out of memory? try a smaller --batch)")
+    assert str(bench._worker_failure(None, "none", 7)) == (
+        "the bench worker for booster=none ended with exit code 7 before it sent a row")
 
 
 def test_bench_arguments_are_checked():

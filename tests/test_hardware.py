@@ -1,0 +1,82 @@
+"""Precision ``auto``: bf16 only where the device runs bf16 matrix work natively, decided from torch's own
+capability checks (monkeypatched here, so every kind of machine is covered on whichever one runs the tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from medboost_cli import hardware
+from medboost_cli.hardware import autocast_dtype, bf16_supported, peak_rss_mb
+
+CPU = torch.device("cpu")
+
+
+def fake_cpu(monkeypatch, machine: str, avx512_bf16: bool = False, amx: bool = False, mkldnn_bf16: bool = False):
+    monkeypatch.setattr(hardware.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn_bf16)
+
+
+@pytest.mark.parametrize("machine, flags, native", [
+    # AVX2 only (this project's EPYC): bf16 is emulated, 0.4 GFLOP/s against ~20 in fp32
+    ("x86_64", {}, False),
+    # AVX512 without AVX512-BF16 (Skylake-X): oneDNN takes bf16 (its check is true) but converts in software
+    ("x86_64", {"mkldnn_bf16": True}, False),
+    ("x86_64", {"avx512_bf16": True, "mkldnn_bf16": True}, True),  # Cooper Lake, Zen 4
+    ("AMD64", {"amx": True}, True),  # Sapphire Rapids (AMX tiles), as Windows names the machine
+    ("aarch64", {"mkldnn_bf16": True}, True),  # Armv8.6 BF16 (Graviton 3, Neoverse V1)
+    ("arm64", {}, False),  # an Arm CPU without the BF16 extension (Apple M1)
+])
+def test_auto_is_bf16_only_where_the_cpu_has_bf16_instructions(monkeypatch, machine, flags, native):
+    fake_cpu(monkeypatch, machine, **flags)
+    assert bf16_supported(CPU) is native
+    assert autocast_dtype("auto", CPU) == (torch.bfloat16 if native else None)
+    assert autocast_dtype("bf16", CPU) == torch.bfloat16  # asked for, it is used anyway
+    assert autocast_dtype("fp32", CPU) is None
+
+
+@pytest.mark.parametrize("capability_8, native", [(True, True), (False, False)])
+def test_auto_on_cuda_needs_native_bf16_not_emulation(monkeypatch, capability_8, native):
+    """torch.cuda.is_bf16_supported() is true by default on pre-Ampere GPUs too, which emulate bf16; precision
+    auto asks without emulation, on the device it will run on."""
+    asked = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return capability_8 or including_emulation
+
+    selected = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: selected.append(device) or nullcontext())
+    gpu = torch.device("cuda:1")
+    assert autocast_dtype("auto", gpu) == (torch.bfloat16 if native else None)
+    assert asked == [False] and selected == [gpu]
+
+
+def test_peak_rss_is_this_processs_high_water_mark():
+    block = bytearray(64 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page, so that it is resident
+    assert peak_rss_mb() >= psutil.Process().memory_info().rss / 2**20 >= 64
+    del block
+
+
+def test_a_child_process_does_not_report_its_parents_peak():
+    """ru_maxrss of a process started by fork/vfork + exec also counts the parent's address space it ran in before
+    the exec (its peak); a bench worker's figure must be its own."""
+    block = bytearray(400 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    code = "from medboost_cli.hardware import peak_rss_mb; print(peak_rss_mb())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(hardware.__file__).parents[1])})
+    parent = peak_rss_mb()
+    del block
+    assert float(child.stdout.split()[-1]) < parent - 300, (child.stdout, parent)
