@@ -117,6 +117,8 @@ def download(
 def train(
     task: str = typer.Argument(..., help="short name (breast, derma, ...) or medmnist flag"),
     booster: Optional[str] = typer.Option(None, "--booster", help="none, rllm, out, hybrid or mlp"),
+    model: Optional[str] = typer.Option(None, "--model", help="rllm (backbone + booster, the default) or pneumollm "
+                                        "(PneumoLLM: its recipes/models/pneumollm.yaml and the pneumollm.* keys)"),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="registered backbone, e.g. vit-s, vit-mini"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed (default: the recipe's, 0)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu: a laptop-sized configuration"),
@@ -142,7 +144,8 @@ def train(
     from .recipes import load_recipe
     from .results import ResultsDir as Layout
 
-    flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
+    flags = [("--booster", "booster.mode", booster), ("--model", "model", model), ("--backbone", "backbone.name", backbone),
+             ("--seed", "seed", seed)]
     flags += _common_flags(epochs, lr, batch_size, llm, layer)
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder = _results_dir(results_dir)

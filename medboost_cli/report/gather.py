@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedboostError
-from ..recipes import load_recipe
+from ..recipes import BOOSTER_MODES, load_recipe
 from ..results import cell_id, load_results
 from ..stats import PairedDiff, paired_bootstrap
 from ..studies import PlannedRun, Study, expand, load_study, study_names
@@ -133,8 +133,9 @@ def config_differences(row: pd.Series) -> str:
     """``key=value`` for every recipe key where a run differs from its task's recipe with the same backbone,
     booster and seed, under the preset it differs least from (named when it is not the paper's recipes)."""
     ran = _flat(json.loads(row["config_json"]))
-    flags = [("--backbone", "backbone.name", row["backbone"]), ("--booster", "booster.mode", row["booster"]),
-             ("--seed", "seed", int(row["seed"]))]
+    arm = ("--booster", "booster.mode", row["booster"]) if row["booster"] in BOOSTER_MODES else \
+        ("--model", "model", row["booster"])  # not a booster mode: a model family's name (pneumollm)
+    flags = [("--backbone", "backbone.name", row["backbone"]), arm, ("--seed", "seed", int(row["seed"]))]
     candidates = []
     for preset in PRESETS:
         try:
