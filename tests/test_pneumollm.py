@@ -318,3 +318,14 @@ def test_medboost_train_model_pneumollm_writes_a_completed_row(tmp_path):
 def test_bad_model_name_is_a_one_line_error(tmp_path):
     result = run("train", "breast", "--model", "llava", "--preset", "cpu", "--data-dir", tmp_path)
     assert_one_line_error(result, "--model llava", "'model'", code=2)
+
+
+def test_commands_made_for_rllm_pairs_refuse_pneumollm_runs():
+    from medboost_cli.bench import bench_recipe
+    from medboost_cli.gradcam import partner_run_id
+
+    recipe = _recipe()
+    with pytest.raises(MedboostError, match="Grad-CAM pairs a backbone with its booster run; .* is a pneumollm run"):
+        partner_run_id({"config_json": recipe.model_dump_json(), "run_id": recipe.run_id()})
+    with pytest.raises(MedboostError, match="medboost bench compares R-LLM booster modes; model=pneumollm"):
+        bench_recipe("breast", None, None, 4, ["model=pneumollm"], preset="cpu")
