@@ -4,8 +4,8 @@ A run's configuration is built in layers, later ones winning: the task recipe (w
 a preset (``recipes/presets/NAME.yaml``, with a section per dimensionality), the CLI's flags (--backbone,
 --booster, --seed) and ``--set key=value`` overrides. A model family other than R-LLM's (``model: pneumollm``,
 from any layer) adds its own defaults, ``recipes/models/NAME.yaml``, right after the base recipe (so the task's
-own file still wins), and its preset section ``NAME-2d`` right after the preset's ``2d``. Validation happens once, on the merged result; an error
-names the layer that introduced the bad key, the key and its value.
+own file still wins), and its preset section ``NAME-2d`` right after the preset's ``2d``. Validation happens
+once, on the merged result; an error names the layer that introduced the bad key, the key and its value.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class Recipe(_Strict):
         for key in ("device", "threads"):
             cfg["train"].pop(key)
         if self.model == "rllm":
-            cfg.pop("model"), cfg.pop("pneumollm")
+            del cfg["model"], cfg["pneumollm"]
         else:
             cfg["booster"] = {k: cfg["booster"][k] for k in PNEUMOLLM_BOOSTER_KEYS}
         return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
@@ -414,6 +414,8 @@ def _explain(error: ValidationError, layers: list[tuple[str, dict]]) -> str:
         return f"{source}: unknown key '{key}' (value {value!r}); valid keys here: {valid}"
     if first["type"] == "missing":
         return f"{source}: required key '{key}' is missing"
+    if first["type"] == "value_error" and isinstance(value, dict):  # a section's own check: its message says it all
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     return f"{source}: bad value for '{key}': {value!r} ({first['msg']})"
 
 

@@ -329,3 +329,11 @@ def test_commands_made_for_rllm_pairs_refuse_pneumollm_runs():
         partner_run_id({"config_json": recipe.model_dump_json(), "run_id": recipe.run_id()})
     with pytest.raises(MedboostError, match="medboost bench compares R-LLM booster modes; model=pneumollm"):
         bench_recipe("breast", None, None, 4, ["model=pneumollm"], preset="cpu")
+
+
+def test_a_switch_that_needs_another_is_a_one_line_error_naming_both(tmp_path):
+    result = run("train", "breast", "--model", "pneumollm", "--preset", "cpu", "--set", "pneumollm.llm=false",
+                 "--data-dir", tmp_path)
+    assert_one_line_error(result, "--set pneumollm.llm=false: pneumollm.emitter=true needs pneumollm.engine=true and "
+                          "pneumollm.llm=true", "set pneumollm.emitter=false", code=2)
+    assert "'source_every'" not in result.stderr  # not the whole section
