@@ -142,7 +142,10 @@ def bench_recipe(task: str | None, shape: str | None, llm: str | None, batch: in
     base = SHAPES[shape] if shape else {"task": task, "sets": [], "llm": None}
     flags = [("--batch", "train.batch_size", batch), ("--llm", "booster.llm", llm or base["llm"]),
              ("--backbone", "backbone.name", backbone)]
-    return load_recipe(base["task"], preset=preset, flags=flags, sets=base["sets"] + sets)
+    recipe = load_recipe(base["task"], preset=preset, flags=flags, sets=base["sets"] + sets)
+    if recipe.model != "rllm":
+        raise ConfigError(f"medboost bench compares R-LLM booster modes; model={recipe.model} is not measured by it")
+    return recipe
 
 
 def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:

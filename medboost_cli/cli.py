@@ -170,6 +170,8 @@ def download(
 def train(
     task: str = typer.Argument(..., help="short name (breast, derma, ...) or medmnist flag"),
     booster: Optional[BoosterMode] = typer.Option(None, "--booster", help="booster mode (default: the recipe's)"),
+    model: Optional[str] = typer.Option(None, "--model", help="rllm (backbone + booster, the default) or pneumollm "
+                                        "(PneumoLLM: its recipes/models/pneumollm.yaml and the pneumollm.* keys)"),
     backbone: Optional[BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed, 0 <= seed < 2**32 (default: the recipe's, 0)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu: a laptop-sized configuration"),
@@ -197,7 +199,8 @@ def train(
     from .results import ResultsDir as Layout
     from .trackers import make_reporter, resolve_tracks
 
-    flags = [("--booster", "booster.mode", _value(booster)), ("--backbone", "backbone.name", _value(backbone)),
+    flags = [("--booster", "booster.mode", _value(booster)), ("--model", "model", model),
+             ("--backbone", "backbone.name", _value(backbone)),
              ("--seed", "seed", seed)]
     flags += _common_flags(epochs, lr, batch_size, llm, layer)
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)

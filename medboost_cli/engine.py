@@ -292,9 +292,10 @@ class Run:
         best = s.best_record()
         return new_row(
             run_id=self.run_id, status=status, task=r.task_info.short, flag=r.task_info.flag, size=r.data.size,
-            backbone=r.backbone.name, booster=r.booster.mode, llm=r.booster.llm if r.booster.mode != "none" else None,
+            backbone=r.backbone.name, booster=r.arm, llm=r.lm_source,
             layer=built.llm.layer if built.llm else None, frozen=r.booster.freeze, llm_init=r.booster.llm_init,
-            lm_norm=built.llm.norm if built.llm else None, seed=r.seed, epochs=r.train.epochs,
+            lm_norm=built.llm.norm if built.llm else built.stack.norm_kind if built.stack else None, seed=r.seed,
+            epochs=r.train.epochs,
             epochs_done=len(s.history), best_epoch=s.best_epoch,
             select_metric=r.train.select_metric, val_acc=best.get("val_acc"), val_auc=best.get("val_auc"),
             params_total=total, params_trainable=trainable, train_seconds=s.train_seconds,

@@ -11,4 +11,5 @@ TITLES = {
     "oct": "OCTMNIST", "organa": "OrganAMNIST", "fracture3d": "FractureMNIST3D", "adrenal3d": "AdrenalMNIST3D",
     "nodule3d": "NoduleMNIST3D", "vessel3d": "VesselMNIST3D", "vit-s": "ViT-S", "vit3d": "ViT-3D",
     "vivit-s": "ViViT-S", "vivit-m": "ViViT-M", "vit-mini": "ViT-mini", "vit-t": "ViT-T", "vit-b": "ViT-B",
+    "clip-l14": "CLIP ViT-L/14",
 }

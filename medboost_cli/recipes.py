@@ -2,8 +2,10 @@
 
 A run's configuration is built in layers, later ones winning: the task recipe (which ``extends`` a base),
 a preset (``recipes/presets/NAME.yaml``, with a section per dimensionality), the CLI's flags (--backbone,
---booster, --seed) and ``--set key=value`` overrides. Validation happens once, on the merged result; an error
-names the layer that introduced the bad key, the key and its value.
+--booster, --seed) and ``--set key=value`` overrides. A model family other than R-LLM's (``model: pneumollm``,
+from any layer) adds its own defaults, ``recipes/models/NAME.yaml``, right after the base recipe (so the task's
+own file still wins), and its preset section ``NAME-2d`` right after the preset's ``2d``. Validation happens
+once, on the merged result; an error names the layer that introduced the bad key, the key and its value.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, ResultsError
 from .results import make_run_id
@@ -23,6 +25,9 @@ from .tasks import Task, resolve_task
 
 BoosterMode = Literal["none", "rllm", "out", "hybrid", "mlp"]
 BOOSTER_MODES: tuple[str, ...] = BoosterMode.__args__  # type: ignore[attr-defined]
+ModelFamily = Literal["rllm", "pneumollm"]
+MODEL_FAMILIES: tuple[str, ...] = ModelFamily.__args__  # type: ignore[attr-defined]
+MODEL_DIMS = {"pneumollm": 2}  # the dimensionality a model family other than R-LLM takes
 
 
 class _Strict(BaseModel):
@@ -105,6 +110,44 @@ class BoosterConfig(_Strict):
     )
 
 
+class PneumoLLMConfig(_Strict):
+    """PneumoLLM (``model: pneumollm``; medboost_cli/models/pneumollm.py has the formulas). The LM comes from
+    ``booster.llm`` (with booster.llm_init and booster.dtype); the vision encoder from ``backbone``."""
+
+    source_every: int = Field(4, ge=1, description="source tokens: the vision encoder's CLS token after every k-th "
+                              "block (the paper: every 4th of CLIP ViT-L/14's 24 -> 6 tokens)")
+    source_norm: Literal["none", "ln_post"] = Field(
+        "none", description="none: CLS tokens from the residual stream (the released code's); ln_post: through the "
+        "encoder's final LayerNorm")
+    freeze_vision: bool = Field(True, description="false trains the vision encoder too (a from-scratch ViT)")
+    engine: bool = Field(True, description="the contextual multi-token engine (diagnosis tokens)")
+    tokens: int = Field(4, ge=1, description="m, the number of diagnosis tokens (the paper: 4, Fig. 6b)")
+    engine_hidden: int = Field(12, ge=1, description="the engine MLP's hidden width (the released code's: 12)")
+    emitter: bool = Field(True, description="the information emitter: every token attends to the source tokens only")
+    adapters: bool = Field(True, description="RepAdapters before attention in every vision and LM block")
+    adapter_dim: int = Field(8, ge=1, description="adapter bottleneck width")
+    adapter_groups: int = Field(2, ge=1, description="groups of the adapter's up-projection (the released code's: 2)")
+    adapter_dropout: float = Field(0.1, ge=0, lt=1, description="dropout inside the adapter (the released code's)")
+    proj_hidden: int = Field(128, ge=1, description="the projector's bottleneck (Linear-SiLU-Linear) into the LM")
+    llm: bool = Field(True, description="false removes the LM layers (paper Table 4, 'w/o LLaMA')")
+    llm_layers: int | None = Field(None, description="null: every layer of the LM; N > 0: the first N; N < 0: the "
+                                   "last -N")
+    rope: bool = Field(True, description="rotary positions 0..d+m-1 in the LM's attention (the released code's); "
+                       "LLaMA-family layers only")
+    final_norm: Literal["auto", "pretrained", "unit", "none"] = Field(
+        "auto", description="the norm after the last LM layer. auto: the LM's own final norm (pretrained) for "
+        "LLaMA-family layers, none for BERT layers")
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> PneumoLLMConfig:
+        if self.emitter and not (self.engine and self.llm):
+            raise ValueError("pneumollm.emitter=true needs pneumollm.engine=true and pneumollm.llm=true (it masks the "
+                             "diagnosis tokens in the LM's attention); set pneumollm.emitter=false")
+        if self.llm_layers == 0:
+            raise ValueError("pneumollm.llm_layers=0: use pneumollm.llm=false to remove the LM")
+        return self
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -131,9 +174,11 @@ SEED_LIMIT = 2**32
 class Recipe(_Strict):
     task: str
     seed: int = Field(0, description="0 <= seed < 2**32 (numpy and torch seed their generators with it)")
+    model: ModelFamily = Field("rllm", description="rllm: backbone + booster (R-LLM); pneumollm: PneumoLLM")
     data: DataConfig = DataConfig()
     backbone: BackboneConfig = BackboneConfig()
     booster: BoosterConfig = BoosterConfig()
+    pneumollm: PneumoLLMConfig = PneumoLLMConfig()
     train: TrainConfig = TrainConfig()
 
     @field_validator("seed", mode="before")
@@ -148,16 +193,36 @@ class Recipe(_Strict):
     def task_info(self) -> Task:
         return resolve_task(self.task)
 
+    @property
+    def arm(self) -> str:
+        """The run id's and the results row's ``booster`` field: the booster mode, or the model family's name."""
+        return self.booster.mode if self.model == "rllm" else self.model
+
+    @property
+    def lm_source(self) -> str | None:
+        """``booster.llm`` where the run has an LM (R-LLM: every mode but none; PneumoLLM: unless llm=false)."""
+        uses = self.booster.mode != "none" if self.model == "rllm" else self.pneumollm.llm
+        return self.booster.llm if uses else None
+
     def config_hash(self) -> str:
-        """Hash of everything that defines the experiment (not where or on what it runs, not the seed)."""
+        """Hash of everything that defines the experiment (not where or on what it runs, not the seed). R-LLM
+        runs hash without the model keys, as before they existed; PneumoLLM runs only with the booster keys they
+        read (the LM's source, init and dtype)."""
         cfg = self.model_dump(mode="json")
         cfg.pop("seed")
         for key in ("device", "threads"):
             cfg["train"].pop(key)
+        if self.model == "rllm":
+            del cfg["model"], cfg["pneumollm"]
+        else:
+            cfg["booster"] = {k: cfg["booster"][k] for k in PNEUMOLLM_BOOSTER_KEYS}
         return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
 
     def run_id(self) -> str:
-        return make_run_id(self.task_info.short, self.backbone.name, self.booster.mode, self.config_hash(), self.seed)
+        return make_run_id(self.task_info.short, self.backbone.name, self.arm, self.config_hash(), self.seed)
+
+
+PNEUMOLLM_BOOSTER_KEYS = ("llm", "llm_init", "dtype")  # the booster.* keys PneumoLLM reads
 
 
 # Keys added after the first results schema, and the values that give what runs saved without them computed.
@@ -273,13 +338,14 @@ def task_recipe_path(task: Task) -> Path:
     return specific if specific.exists() else recipes_dir() / "base" / f"{task.dims}d.yaml"
 
 
-def preset_layer(name: str, dims: int) -> tuple[str, dict]:
+def preset_layer(name: str, dims: int, model: str = "rllm") -> tuple[str, dict]:
+    """The preset's section for ``dims``-D tasks (``2d``), or for a model family's runs (``pneumollm-2d``)."""
     path = recipes_dir() / "presets" / f"{name}.yaml"
     names = sorted(p.stem for p in (recipes_dir() / "presets").glob("*.yaml"))
     if name not in names:
         raise ConfigError(f"unknown preset '{name}'; available: {', '.join(names)}")
     data = read_yaml(path)
-    section = f"{dims}d"
+    section = f"{dims}d" if model == "rllm" else f"{model}-{dims}d"
     if section not in data:
         raise ConfigError(f"{path}: preset '{name}' has no '{section}' section for {dims}D tasks")
     if not isinstance(data[section] or {}, dict):
@@ -331,20 +397,35 @@ def load_recipe(
     task_info = resolve_task(task)
     path = Path(recipe_file) if recipe_file else task_recipe_path(task_info)
     layers = _recipe_layers(path)
+    late = [(f"{label} {value}", _nest(key.split("."), value)) for label, key, value in flags or [] if value is not None]
+    late += parse_set(sets or [])
+    model = _merged(layers + late).get("model", "rllm")
+    family = model if model in MODEL_FAMILIES and model != "rllm" else None
+    if family and MODEL_DIMS[family] != task_info.dims:
+        raise ConfigError(f"{_source_of(('model',), layers + late)}: model={family} takes {MODEL_DIMS[family]}D "
+                          f"images; {task_info.short} is {task_info.dims}D")
+    if family:
+        base_dir = (recipes_dir() / "base").resolve()
+        bases = [i for i, (source, _) in enumerate(layers) if Path(source).resolve().parent == base_dir]
+        at = bases[-1] + 1 if bases else 0
+        layers[at:at] = _recipe_layers(recipes_dir() / "models" / f"{family}.yaml")
     layers.insert(0, ("task", {"task": task_info.flag}))
     if preset:
         layers.append(preset_layer(preset, task_info.dims))
-    for label, key, value in flags or []:
-        if value is not None:
-            layers.append((f"{label} {value}", _nest(key.split("."), value)))
-    layers += parse_set(sets or [])
-    return validate_layers(layers)
+        if family:
+            layers.append(preset_layer(preset, task_info.dims, family))
+    return validate_layers(layers + late)
 
 
-def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
+def _merged(layers: list[tuple[str, dict]]) -> dict:
     merged: dict = {}
     for _, layer in layers:
         merged = merge(merged, layer)
+    return merged
+
+
+def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
+    merged = _merged(layers)
     try:
         recipe = Recipe.model_validate(merged)
     except ValidationError as e:
@@ -400,6 +481,8 @@ def _explain(error: ValidationError, layers: list[tuple[str, dict]]) -> str:
         return f"{source}: bad value for '{key}': {value!r} (too short: item {first['loc'][-1] + 1} is missing)"
     if first["type"] == "missing":
         return f"{source}: required key '{key}' is missing"
+    if first["type"] == "value_error" and isinstance(value, dict):  # a section's own check: its message says it all
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     return f"{source}: bad value for '{key}': {value!r} ({first['msg'].removeprefix('Value error, ')})"
 
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .models.backbones import BACKBONE_DIMS
-from .recipes import BoosterMode, Recipe, load_recipe, merge, read_yaml, recipes_dir
+from .recipes import BoosterMode, ModelFamily, Recipe, load_recipe, merge, read_yaml, recipes_dir
 from .results import ResultsDir, cell_id, load_results
 from .tasks import resolve_task
 
@@ -33,17 +33,28 @@ Values = dict[str, dict[str, dict[Metric, float | None]]]  # task -> variant -> 
 
 
 class Variant(BaseModel):
-    """One arm of a study: a booster mode plus ``--set`` overrides, and how tables name it."""
+    """One arm of a study: a booster mode (or another model family) plus ``--set`` overrides, and how tables name it."""
 
     model_config = ConfigDict(extra="forbid")
-    booster: BoosterMode
+    booster: BoosterMode | None = Field(None, description="the booster mode (R-LLM runs); required unless model is set")
+    model: ModelFamily = Field("rllm", description="pneumollm: a PneumoLLM run (its switches in `set`)")
     set: list[str] = Field(default_factory=list)
     label: str | None = Field(None, description="name in tables, after the backbone's ('ViViT-M + R-LLM'); "
                                                 "'' for the bare backbone; default: the variant's key")
     layer: int | None = Field(None, description="LM layer index: sets booster.layer (variants made from `layers:`)")
 
+    @model_validator(mode="after")
+    def _has_an_arm(self) -> Variant:
+        if (self.booster is None) == (self.model == "rllm"):
+            raise ValueError("give an R-LLM variant its booster mode, a PneumoLLM variant (model: pneumollm) none")
+        return self
+
     def sets(self) -> tuple[str, ...]:
         return tuple(self.set) + ((f"booster.layer={self.layer}",) if self.layer is not None else ())
+
+    def flags(self) -> list[tuple[str, str, str]]:
+        """The CLI flags that make this arm, as (option, recipe key, value)."""
+        return [("--booster", "booster.mode", self.booster)] if self.booster else [("--model", "model", self.model)]
 
 
 class TableSpec(BaseModel):
@@ -182,7 +193,7 @@ class PlannedRun:
     seed: int
     preset: str | None
     sets: tuple[str, ...]
-    booster: str
+    booster: str  # the booster mode, or the model family ("pneumollm")
     recipe: Recipe
 
     @property
@@ -195,8 +206,8 @@ class PlannedRun:
         return cell_id(self.run_id)
 
     def command(self) -> str:
-        parts = ["medboost train", self.task, f"--backbone {self.backbone}", f"--booster {self.booster}",
-                 f"--seed {self.seed}"]
+        arm = f"--booster {self.booster}" if self.recipe.model == "rllm" else f"--model {self.recipe.model}"
+        parts = ["medboost train", self.task, f"--backbone {self.backbone}", arm, f"--seed {self.seed}"]
         parts += [f"--preset {self.preset}"] if self.preset else []
         parts += [f"--set {s}" for s in self.sets]
         return " ".join(parts)
@@ -222,14 +233,13 @@ def expand(study: Study, tasks: list[str] | None = None, seeds: int = 3, preset:
             for variant, spec in study.all_variants().items():
                 sets = spec.sets() + tuple(extra_sets or [])
                 for seed in range(seeds):
-                    flags = [("--backbone", "backbone.name", backbone), ("--booster", "booster.mode", spec.booster),
-                             ("--seed", "seed", seed)]
+                    flags = [("--backbone", "backbone.name", backbone), *spec.flags(), ("--seed", "seed", seed)]
                     try:
                         recipe = load_recipe(task.short, preset=preset, flags=flags, sets=list(sets))
                     except ConfigError as e:
                         raise ConfigError(f"study '{study.name}', variant '{variant}' on {task.short}: {e}") from None
                     runs.append(PlannedRun(study.name, task.short, backbone, variant, seed, preset, sets,
-                                           spec.booster, recipe))
+                                           recipe.arm, recipe))
     return runs
 
 

@@ -11,8 +11,10 @@ from .conftest import TINY_SETS, write_medmnist
 
 
 def test_all_studies_load_and_expand_under_both_configurations():
-    assert study_names() == ["capacity", "control", "layers", "main2d", "main3d", "residual"]
-    sizes = {"main2d": 6 * 2, "main3d": 4 * 3 * 2, "capacity": 2 * 4, "residual": 2 * 4, "control": 2 * 4}
+    assert study_names() == ["capacity", "control", "layers", "main2d", "main3d", "pneumollm-components",
+                             "pneumollm-tokens", "residual"]
+    sizes = {"main2d": 6 * 2, "main3d": 4 * 3 * 2, "capacity": 2 * 4, "residual": 2 * 4, "control": 2 * 4,
+             "pneumollm-components": 5, "pneumollm-tokens": 5}
     for name, n in sizes.items():
         for preset in (None, "cpu"):
             assert len(expand(load_study(name, preset), seeds=1, preset=preset)) == n, (name, preset)
@@ -143,3 +145,26 @@ def test_ablate_resumes_only_runs_that_were_interrupted(tmp_path):
 
     run_study(runs, tmp_path / "d", tmp_path / "r", record, log=lambda *a: None)
     assert seen == {r.run_id: r.run_id == interrupted for r in runs}
+
+
+def test_pneumollm_studies_plan_pneumollm_runs_that_share_the_full_model():
+    components = expand(load_study("pneumollm-components", "cpu"), seeds=1, preset="cpu")
+    tokens = expand(load_study("pneumollm-tokens", "cpu"), seeds=1, preset="cpu")
+    assert {r.recipe.model for r in components + tokens} == {"pneumollm"} and {r.backbone for r in tokens} == {"vit-mini"}
+    full = next(r for r in components if r.variant == "pneumollm")
+    assert full.run_id == next(r.run_id for r in tokens if r.variant == "m4")  # m = 4 is the full model's run
+    assert full.command() == "medboost train pneumonia --backbone vit-mini --model pneumollm --seed 0 --preset cpu"
+    assert [r.recipe.pneumollm.tokens for r in tokens] == [1, 2, 4, 8, 16]
+    baseline = next(r.recipe.pneumollm for r in components if r.variant == "baseline")
+    assert (baseline.engine, baseline.emitter, baseline.adapters) == (False, False, False)
+    table6 = load_study("pneumollm-components").tables[0]
+    assert table6.paper_value("pneumonia", "pneumollm", "auc") == 78.98
+
+
+def test_a_variant_names_a_booster_mode_or_a_model_family(tmp_path, monkeypatch):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "bad.yaml").write_text(
+        "title: t\ntasks: [breast]\nvariants: {none: {booster: none, model: pneumollm}}\n")
+    monkeypatch.setenv("MEDBOOST_RECIPES", str(tmp_path))
+    with pytest.raises(MedboostError, match="give an R-LLM variant its booster mode, a PneumoLLM variant"):
+        load_study("bad")

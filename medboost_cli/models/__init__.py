@@ -1,4 +1,5 @@
-"""Models compose: a backbone produces tokens, the booster wraps them, a linear head reads the pooled CLS token."""
+"""Models compose: a backbone produces tokens, the booster wraps them, a linear head reads the pooled CLS token.
+``model: pneumollm`` builds PneumoLLM instead (``pneumollm.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from ..seeding import Init, init_seed
 from ..tasks import Task
 from .backbones import BACKBONES, build_backbone
 from .booster import Booster, resolve_proj_init
-from .llm_loading import LoadedLayer, llm_spec, load_llm_layer
+from .llm_loading import LoadedLayer, LoadedStack, llm_spec, load_llm_layer
+from .pneumollm import build_pneumollm
 
 __all__ = ["BACKBONES", "BuiltModel", "Classifier", "build_model", "count_parameters"]
 
@@ -33,9 +35,11 @@ class Classifier(nn.Module):
 
 @dataclass
 class BuiltModel:
-    model: Classifier
-    llm: LoadedLayer | None  # the LM layer and where it came from (None for mode none/mlp)
-    frozen_sha256: str | None  # hash of the frozen F_L weights, stored in checkpoints instead of the layer
+    model: nn.Module  # a Classifier, or a PneumoLLM; either has the vision encoder as ``backbone``
+    llm: LoadedLayer | None  # the LM layer and where it came from (None for mode none/mlp, and for PneumoLLM)
+    frozen_sha256: str | None  # hash of the frozen weights (F_L; PneumoLLM: its LM and frozen vision encoder),
+    # stored in checkpoints instead of the weights
+    stack: LoadedStack | None = None  # PneumoLLM's LM layers
 
 
 def llm_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
@@ -52,6 +56,10 @@ def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") 
     """Build backbone, booster and head with seeds that make paired runs share every common part:
     the backbone and head get the same initial weights whatever the booster, F_E/F_D their own stream."""
     device = torch.device(device)
+    if recipe.model == "pneumollm":
+        with torch.random.fork_rng(devices=[]):
+            model, stack, frozen = build_pneumollm(recipe, task, llm_dtype(recipe, device))
+        return BuiltModel(model.to(device), None, frozen, stack)
     seed = recipe.seed
     cfg = recipe.booster
     with torch.random.fork_rng(devices=[]):  # every part from its own named stream (medboost_cli.seeding)
@@ -90,5 +98,6 @@ def check_frozen_hash(built: BuiltModel, expected: str | None, where: str) -> No
     if expected != built.frozen_sha256:
         raise ConfigError(
             f"{where}: the frozen LM layer differs from the one this run was trained with "
-            f"(hash {str(built.frozen_sha256)[:12]} vs {str(expected)[:12]}); point booster.llm at the same checkpoint"
+            f"(hash {str(built.frozen_sha256)[:12]} vs {str(expected)[:12]}); point booster.llm (and, for PneumoLLM, "
+            f"backbone.weights) at the same checkpoint"
         )

@@ -114,6 +114,9 @@ TIMM_VITS: dict[str, TimmViTSpec] = {
     "vit-s": TimmViTSpec("vit_small_patch16_224", 224),  # the paper's ViT-S/16
     "vit-t": TimmViTSpec("vit_tiny_patch16_224", 224),
     "vit-b": TimmViTSpec("vit_base_patch16_224", 224),
+    # PneumoLLM's vision encoder: OpenAI CLIP ViT-L/14 (timm's QuickGELU variant: OpenAI's own activation; the
+    # weights are timm/vit_large_patch14_clip_224.openai's). CLIP's mean/std come with it.
+    "clip-l14": TimmViTSpec("vit_large_patch14_clip_quickgelu_224.openai", 224),
     # CPU-sized: 28x28 input, 4x4 patches (49 tokens + CLS), ViT-Tiny width, 6 blocks.
     "vit-mini": TimmViTSpec("vit_tiny_patch16_224", 28, overrides=(("patch_size", 4), ("depth", 6))),
 }

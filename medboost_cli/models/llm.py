@@ -11,7 +11,9 @@ released R-LLM code does (its ``LLaMATransformer(first_layer=31)`` runs layer 31
 
 Both drop what ties them to text: no rotary/absolute position embedding (RoPE lives in the attention of
 LLaMA models and is simply not applied; BERT's positions live in its embedding layer, which is not used) and
-no causal mask (``scaled_dot_product_attention`` is called with ``is_causal=False`` and no mask).
+no causal mask (``scaled_dot_product_attention`` is called with ``is_causal=False`` and no mask). That is what
+R-LLM calls them with. A caller that wants either passes it (PneumoLLM, ``pneumollm.py``): ``mask``, a boolean
+(N, N) "may attend" matrix, and ``rope``, the (cos, sin) tables of ``rope_tables`` for LLaMA-family layers.
 
 Precision: the weights may be stored in bf16; norms and the residual stream run in fp32, and each linear
 casts its input to the weight dtype, so the layer works with or without autocast on any device.
@@ -44,6 +46,7 @@ class LayerSpec:
     n_layers: int
     qkv_bias: bool = False
     init_std: float = 0.02
+    rope_theta: float = 10000.0  # RoPE's base, used only when a caller applies RoPE (LLaMA-family layers)
 
     @property
     def n_params(self) -> int:
@@ -100,8 +103,41 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
 
 
+Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (N, head_dim)
+
+
+def rope_tables(n: int, head_dim: int, theta: float, device: torch.device | str = "cpu") -> Rope:
+    """RoPE's (cos, sin) for positions 0..n-1 in the layout of Hugging Face LLaMA weights: the two halves of
+    each head's dimensions are rotated together (``rotate_half``), frequency theta^(-2i/head_dim)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(n, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(t: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """Rotate (B, heads, N, head_dim) queries or keys by their positions, in fp32."""
+    cos, sin = rope
+    x = t.float()
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(t.dtype)
+
+
+def meta_rows_to_hf_(block: nn.Module, spec: LayerSpec) -> None:
+    """Reorder the q/k projection rows of a layer read from Meta's files into the Hugging Face order that
+    ``rope_tables`` assumes (what transformers' conversion script does). Without RoPE the order is irrelevant,
+    which is why the loader leaves Meta's rows as they are."""
+    attn = block.self_attn
+    with torch.no_grad():
+        for proj, heads in ((attn.q_proj, spec.heads), (attn.k_proj, spec.kv_heads)):
+            w = proj.weight
+            w.copy_(w.view(heads, spec.head_dim // 2, 2, -1).transpose(1, 2).reshape(w.shape))
+
+
 class SelfAttention(nn.Module):
-    """Bidirectional multi-head (or grouped-query) attention without positional encoding."""
+    """Multi-head (or grouped-query) attention; bidirectional and position-free unless the caller passes a
+    ``mask`` (boolean, True where a query may attend to a key) or ``rope`` tables."""
 
     def __init__(self, spec: LayerSpec, out_bias: bool):
         super().__init__()
@@ -111,15 +147,17 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(spec.hidden, spec.kv_heads * spec.head_dim, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(spec.heads * spec.head_dim, spec.hidden, bias=out_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rope: Rope | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         q = _linear(self.q_proj, x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         k = _linear(self.k_proj, x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
         v = _linear(self.v_proj, x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
         return _linear(self.o_proj, out.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -136,7 +174,8 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaBlock(nn.Module):
-    """One LLaMA decoder layer (parameter names as in transformers' LlamaDecoderLayer), minus RoPE and mask."""
+    """One LLaMA decoder layer (parameter names as in transformers' LlamaDecoderLayer); RoPE and a mask only when
+    the caller passes them."""
 
     def __init__(self, spec: LayerSpec):
         super().__init__()
@@ -145,9 +184,9 @@ class LlamaBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(spec.hidden, spec.eps)
         self.mlp = LlamaMLP(spec)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rope: Rope | None = None) -> torch.Tensor:
         x = x.float()
-        x = x + self.self_attn(self.input_layernorm(x)).float()
+        x = x + self.self_attn(self.input_layernorm(x), mask, rope).float()
         return x + self.mlp(self.post_attention_layernorm(x)).float()
 
 
@@ -171,8 +210,10 @@ class BertBlock(nn.Module):
         self.mlp = BertMLP(spec)
         self.mlp_norm = LayerNorm(spec.hidden, eps=spec.eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn_norm(x.float() + self.attn(x).float())
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rope: Rope | None = None) -> torch.Tensor:
+        if rope is not None:
+            raise ValueError("a BERT layer has no rotary positions (its positions live in the unused embedding)")
+        x = self.attn_norm(x.float() + self.attn(x, mask).float())
         return self.mlp_norm(x + self.mlp(x).float())
 
 

@@ -1,4 +1,4 @@
-"""Load ONE layer of a language model, reading only that layer's tensors.
+"""Load ONE layer of a language model, reading only that layer's tensors (or several: ``load_llm_layers``).
 
 Sources (``booster.llm``):
 
@@ -36,7 +36,9 @@ from .llm import (
     IGNORED_SUFFIXES,
     KNOWN_SPECS,
     LayerSpec,
+    NormedLayer,
     build_block,
+    meta_rows_to_hf_,
     normalise_layer_index,
     random_init_,
     rename_key,
@@ -114,6 +116,58 @@ def load_llm_layer(
     return LoadedLayer(block, spec, found.description, index, weights_sha256(block), norm)
 
 
+@dataclass
+class LoadedStack:
+    """Several layers of one LM, in the order asked for, and the norm to put after the last (None for none)."""
+
+    blocks: list[nn.Module]
+    norm: nn.Module | None
+    spec: LayerSpec
+    source: str
+    layers: list[int]  # indices in the source model, non-negative
+    sha256: str  # hash of the per-layer hashes (the final norm included)
+    norm_kind: str = "none"  # as resolved: unit, pretrained or none
+
+
+def load_llm_layers(
+    source: str,
+    layers: list[int],
+    *,
+    init: str = "pretrained",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    norm: str = "none",
+    hf_rope_order: bool = False,
+) -> LoadedStack:
+    """Layers ``layers`` of ``source``, each read by ``load_llm_layer`` in turn (only its own tensors, so peak
+    memory stays near the layers' own bytes), then the final norm ``norm`` after the last of them.
+
+    The random controls (``random:NAME``, ``init`` random or shuffled) draw each layer from its own stream, a
+    function of (seed, layer index), so that no two layers are alike. ``hf_rope_order``: reorder the q/k rows of
+    layers read from Meta's files into the order RoPE is applied in (``llm.meta_rows_to_hf_``)."""
+    if not layers:
+        raise ConfigError(f"{source}: no layers asked for")
+    spec = llm_spec(source)
+    indices = [normalise_layer_index(i, spec, source) for i in layers]
+    loaded = [load_llm_layer(source, index, init=init, dtype=dtype, seed=seed * 1_009 + index,
+                             norm=norm if k == len(indices) - 1 else "none") for k, index in enumerate(indices)]
+    blocks = [one.block for one in loaded]
+    final = None
+    if isinstance(blocks[-1], NormedLayer):
+        blocks[-1], final = blocks[-1].layer, blocks[-1].norm
+    if hf_rope_order and _is_meta_folder(source):
+        for block in blocks:
+            meta_rows_to_hf_(block, spec)
+    digest = hashlib.sha256("".join(one.sha256 for one in loaded).encode()).hexdigest()
+    return LoadedStack(blocks, final, loaded[0].spec, loaded[0].source, indices, digest, loaded[-1].norm)
+
+
+def _is_meta_folder(source: str) -> bool:
+    """Whether ``_resolve`` reads ``source`` as a Meta-format folder (params.json and no config.json)."""
+    path = Path(source).expanduser()
+    return path.is_dir() and not (path / "config.json").exists() and (path / "params.json").exists()
+
+
 def _add_final_norm(block: nn.Module, spec: LayerSpec, norm: str, weight: torch.Tensor | None) -> nn.Module:
     """The bare layer for norm ``none``; else the layer then an RMSNorm (weight 1 for ``unit``)."""
     return block if norm == "none" else with_final_norm(block, spec, weight)
@@ -135,7 +189,7 @@ def weights_sha256(module: nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")  # 0-dim too (BatchNorm)
     return digest.hexdigest()
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedboostError
-from ..recipes import load_recipe, saved_recipe
+from ..recipes import BOOSTER_MODES, load_recipe, saved_recipe
 from ..results import cell_id, load_results
 from ..stats import PairedDiff, paired_bootstrap
 from ..studies import PlannedRun, Study, expand, load_study, study_names
@@ -158,7 +158,9 @@ def config_differences(row: pd.Series, plans: list[PlannedRun] = ()) -> str:
     if not isinstance(row["config_json"], str):
         return "a recipe its row does not record"
     ran = _recipe_keys(row["config_json"])
-    flags = [("--backbone", "backbone.name", row["backbone"]), ("--booster", "booster.mode", row["booster"])]
+    arm = ("--booster", "booster.mode", row["booster"]) if row["booster"] in BOOSTER_MODES else \
+        ("--model", "model", row["booster"])  # not a booster mode: a model family's name (pneumollm)
+    flags = [("--backbone", "backbone.name", row["backbone"]), arm]
     candidates = []
     for preset in PRESETS:
         try:
