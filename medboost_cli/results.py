@@ -6,6 +6,8 @@ A results folder (``--results-dir``, else ``$MEDBOOST_RESULTS``, else ``./result
     checkpoints/RUN_ID/last.pt     the last finished epoch's training state (deleted once the run completes)
     checkpoints/RUN_ID/best.pt     the weights of the best validation epoch
     bench/BENCH_ID.parquet         one row per ``medboost bench`` case
+    locks/RUN_ID.lock              held while a process trains the run (medboost_cli.locks)
+    logs/RUN_ID.log                a run's log lines and errors when a launcher ran it (medboost_cli.launchers)
 
 A run id is ``TASK-BACKBONE-BOOSTER-CONFIGHASH-sSEED`` (``make_run_id``): the configuration hash covers
 everything that defines the experiment except the seed, so the id without its seed (``cell_id``) names one
@@ -113,6 +115,12 @@ class ResultsDir:
 
     def best(self, run_id: str) -> Path:
         return self.checkpoints(run_id) / "best.pt"
+
+    def lock(self, run_id: str) -> Path:
+        return self.root / "locks" / f"{check_run_id(run_id)}.lock"
+
+    def log(self, run_id: str) -> Path:
+        return self.root / "logs" / f"{check_run_id(run_id)}.log"
 
     def stale_writes(self, run_id: str) -> list[Path]:
         """Temporary files that killed writes of ``run_id`` left behind (``fileio.atomic_write`` names them
