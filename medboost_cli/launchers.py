@@ -8,8 +8,9 @@ and a lock per run taken by ``engine.train`` itself (``locks.py``), so no launch
 train a run that is being trained.
 
 - ``local`` with ``--jobs 1``: the runs one after the other in this process, as ``ablate`` always did.
-- ``local`` with ``--jobs N``: N worker processes (spawned, one per run, so each starts clean and a crash
-  takes only its own run), each with its own GPU, round-robin over the visible ones, and ``C // N`` torch
+- ``local`` with ``--jobs N``: at most N worker processes at once, a fresh one per run (so each starts clean
+  and a crash takes only its own run), forked from a server that imported torch and the models once
+  (``process_context``), each with its own GPU, round-robin over the visible ones, and ``C // N`` torch
   threads on C cores unless the recipe sets ``train.threads``.
 - ``slurm``: a submitit job array of the runs still to train, one job per run; a job preempted or out of time
   (Slurm's SIGUSR2, ``signal_delay_s`` before the end) saves its epoch, marks its row interrupted and is requeued
@@ -126,8 +127,11 @@ def run_job(job: Job, resume: bool | None = None, *, reporter: Any = None, echo:
             os.dup2(f.fileno(), 2)
         console = Console(file=f, width=160, force_terminal=False, color_system=None)
 
-        def log(message: str) -> None:
+        def note(message: str) -> None:  # the log file only
             console.print(f"{_now()} {message}", markup=False, highlight=False, soft_wrap=True)
+
+        def log(message: str) -> None:  # the log file, and ``echo``: what the run itself says
+            note(message)
             if echo:
                 echo(message)
 
@@ -136,8 +140,8 @@ def run_job(job: Job, resume: bool | None = None, *, reporter: Any = None, echo:
             recipe = recipe.model_copy(deep=True)
             recipe.train.threads = job.threads  # not part of the run id: where it runs, not what
         gpu = f", CUDA_VISIBLE_DEVICES={job.device}" if job.device is not None else ""
-        console.print(f"{_now()} {job.command} on {socket.gethostname()}, pid {os.getpid()}, "
-                      f"{recipe.train.threads or 'default'} threads{gpu}", markup=False, highlight=False)
+        note(f"{job.command} on {socket.gethostname()}, pid {os.getpid()}, {recipe.train.threads or 'default'} "
+             f"threads{gpu}")
 
         def ended(status: str, **values: Any) -> Outcome:
             outcome = Outcome(job.run_id, status, time.perf_counter() - start, log=str(path), **values)
@@ -154,20 +158,20 @@ def run_job(job: Job, resume: bool | None = None, *, reporter: Any = None, echo:
             row = train(recipe, job.data_dir, layout.root, resume=resume,
                         reporter=reporter or RichReporter(console), log=log)
         except RunLocked as e:  # another process took the run since it was planned: not this launch's to train
-            log(f"skipped: {e}")
+            note(f"skipped: {e}")
             return ended("busy", error=str(e))
         except KeyboardInterrupt as e:
             by = e.signal_name if isinstance(e, Interrupted) else "Ctrl-C"
-            log(f"interrupted by {by}; the last finished epoch is saved")
+            note(f"interrupted by {by}; the last finished epoch is saved")
             outcome, error = ended("interrupted", error=f"interrupted by {by}",
                                    exit_code=143 if isinstance(e, Interrupted) else 130), e
         except Exception as e:
             console.print(traceback.format_exc(), markup=False, highlight=False)
             line, code = _error_line(e)
-            log(f"failed: {line}")
+            note(f"failed: {line}")
             outcome, error = ended("failed", error=line, exit_code=code), e
         else:
-            log(f"completed: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
+            note(f"completed: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
             return ended("trained", test_acc=row["test_acc"], test_auc=row["test_auc"])
         if raise_errors:
             raise error

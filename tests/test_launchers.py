@@ -257,6 +257,14 @@ def test_run_files_whose_columns_conflict_are_named(tmp_path):
                                                                                                    ["c-s0", -1]]
 
 
+def test_the_sequential_launcher_stops_at_the_first_failure_with_one_line(study):
+    (study / "empty").mkdir()
+    out = run("ablate", "tiny", "--seeds", "2", "--preset", "cpu", *SETS, "--data-dir", study / "empty",
+              "--results-dir", study / "r")
+    assert_one_line_error(out, "data error: data file not found", code=3)
+    assert "0 trained, 0 skipped (completed), 1 failed, 0 interrupted, 1 not started" in out.stdout
+
+
 def test_submitit_local_runs_the_study_and_collects_the_outcomes(study):
     out = ablate(study, "--launcher", "submitit-local", "--time", "20", seeds=2)
     assert out.returncode == 0, out.stderr
@@ -393,3 +401,22 @@ def test_cluster_options_need_a_cluster_launcher(study):
     assert_one_line_error(ablate(study, "--launcher", "slurm", "--profile", study / "none.yaml", "--dry-run"),
                           "profile", "none.yaml not found", code=2)
     assert_one_line_error(ablate(study, "--launcher", "pbs"), "--launcher pbs: choose local, slurm", code=2)
+
+
+NO_CUDA_AT_IMPORT = textwrap.dedent("""
+    import torch
+    calls = []
+    count = torch._C._cuda_getDeviceCount
+    torch._C._cuda_getDeviceCount = lambda: calls.append(1) or count()
+    import medboost_cli.engine
+    print(len(calls), torch.cuda.is_initialized())
+""")
+
+
+def test_the_forkserver_imports_touch_no_cuda():
+    """The pool's forkserver imports medboost_cli.engine and forks every run from it: had that import asked
+    CUDA anything (cudaGetDeviceCount runs cuInit), no forked run could use a GPU."""
+    out = subprocess.run([sys.executable, "-c", NO_CUDA_AT_IMPORT], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "False"]
