@@ -420,3 +420,26 @@ def test_the_forkserver_imports_touch_no_cuda():
                          env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "False"]
+
+
+def test_slurm_submits_one_array_of_the_runs_still_to_train(study, monkeypatch):
+    """Through a stand-in sbatch (and srun, which submitit looks for): the runs not completed go out as one job
+    array, each array task with the pickled run it trains."""
+    bin_dir = study / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {study / 'submitted.sh'}\necho Submitted batch job 4242\n")
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = ablate(study, "--launcher", "slurm", "--partition", "gpu", "--time", "90")
+    assert out.returncode == 0, out.stderr
+    assert count(out.stdout, "submitted") == 4 and "as job 4242_3" in out.stdout
+    script = (study / "submitted.sh").read_text()
+    assert "#SBATCH --array=0-3%4" in script and "#SBATCH --partition=gpu" in script and "--time=90" in script
+    pickles = list((study / "r" / "submitit").rglob("4242_*_submitted.pkl"))
+    assert len(pickles) == 4
+    import cloudpickle
+
+    delayed = cloudpickle.loads(pickles[0].read_bytes())
+    assert isinstance(delayed.function, SubmititRun) and delayed.function.job.run_id in out.stdout
