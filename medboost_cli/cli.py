@@ -241,13 +241,17 @@ def evaluate(
     _metrics_table("", [("now", out["acc"], out["auc"]), ("recorded", out["recorded_acc"], out["recorded_auc"])])
 
 
+CLUSTER = "Cluster (--launcher slurm or submitit-local; also from --profile)"
+
+
 @app.command()
 def ablate(
     study: str = typer.Argument(..., help="main2d, main3d, capacity, residual, control or layers (recipes/studies/)"),
     tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="only these tasks (repeatable)"),
     seeds: int = typer.Option(3, "--seeds", min=1, help="seeds 0..N-1 per configuration"),
     preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and their commands, train nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the runs (and, for slurm, the sbatch script), "
+                                 "train and submit nothing"),
     sets: list[str] = typer.Option([], "--set", help="override a recipe key in every run (repeatable)"),
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
@@ -258,32 +262,44 @@ def ablate(
     batch_size: Optional[int] = BatchSize,
     llm: Optional[str] = Llm,
     layer: Optional[int] = Layer,
+    launcher: str = typer.Option("local", "--launcher", help="local: this machine; slurm: a job array through "
+                                 "submitit; submitit-local: submitit's local executor (to try a cluster set-up)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="runs at once. local: worker processes, one "
+                                       "GPU each (default 1: one run after the other in this process); slurm: "
+                                       "array jobs running at once (default: Slurm's limit)"),
+    profile: Optional[Path] = typer.Option(None, "--profile", help="YAML file with the options below",
+                                           rich_help_panel=CLUSTER),
+    partition: Optional[str] = typer.Option(None, "--partition", rich_help_panel=CLUSTER),
+    gpus_per_run: Optional[int] = typer.Option(None, "--gpus-per-run", rich_help_panel=CLUSTER),
+    cpus_per_run: Optional[int] = typer.Option(None, "--cpus-per-run", rich_help_panel=CLUSTER,
+                                               help="cores per job, also the run's torch threads"),
+    mem: Optional[str] = typer.Option(None, "--mem", help="memory per job, e.g. 32G", rich_help_panel=CLUSTER),
+    time: Optional[str] = typer.Option(None, "--time", help="time limit per job: minutes, H:MM:SS or D-HH:MM:SS "
+                                       "(default 24 h); a longer run is requeued and resumes", rich_help_panel=CLUSTER),
+    account: Optional[str] = typer.Option(None, "--account", rich_help_panel=CLUSTER),
+    qos: Optional[str] = typer.Option(None, "--qos", rich_help_panel=CLUSTER),
+    wait: bool = typer.Option(False, "--wait", help="slurm: wait for the jobs and show how each run ended",
+                              rich_help_panel=CLUSTER),
 ) -> None:
-    """Expand a study into runs and train those not already completed in the results (reruns skip them)."""
+    """Expand a study into runs and train those not already completed in the results (reruns skip them), here
+    or on a cluster."""
     from .data import data_dir_from
-    from .engine import train as run_training
+    from .launchers import cluster_options, launch
     from .progress import RichReporter
-    from .studies import completed_run_ids, expand, load_study, run_study
-    from .trackers import make_reporter, resolve_tracks
+    from .studies import expand, load_study
+    from .trackers import resolve_tracks
 
+    flags = dict(partition=partition, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, mem=mem, time=time,
+                 account=account, qos=qos)
+    if launcher == "local" and (profile or wait or any(v is not None for v in flags.values())):
+        raise ConfigError("--profile, --wait and the cluster options apply to --launcher slurm or submitit-local")
+    options = cluster_options(profile, flags)
     common = [f"{key}={value}" for _, key, value in _common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
     plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=common + sets)
-    folder = _results_dir(results_dir)
-    if dry_run:
-        done = completed_run_ids(folder)
-        for run in plan:
-            _say(f"{'done' if run.run_id in done else 'todo'}  {run.command()}")
-        return
-    tracks = resolve_tracks(track)
-
-    def train_one(recipe, data, results, resume):
-        reporter = make_reporter(recipe, results, tracks, None if quiet else RichReporter(err_console), log=_log)
-        row = run_training(recipe, data, results, resume=resume, reporter=reporter, log=_log)
-        _say(f"{row['run_id']}: test ACC {row['test_acc']:.4f} AUC {row['test_auc']:.4f}")
-
     with _interruptible():
-        counts = run_study(plan, data_dir_from(data_dir), folder, train_one, log=_say)
-    _say(f"{study}: {counts['trained']} trained, {counts['skipped']} already completed")
+        launch(launcher, plan, data_dir_from(data_dir), _results_dir(results_dir), jobs=jobs, options=options,
+               dry_run=dry_run, wait=wait, reporter=None if quiet else RichReporter(err_console), say=_say, log=_log,
+               show=console.print, title=study, tracks=tuple(resolve_tracks(track)))
 
 
 RUN_COLUMNS = ["run_id", "status", "task", "backbone", "booster", "llm", "layer", "lm_norm", "seed", "epochs_done",

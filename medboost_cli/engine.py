@@ -40,6 +40,7 @@ from .hardware import (
     resolve_device,
     set_threads,
 )
+from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
 from .models.untrusted import load_torch_dict
 from .recipes import Recipe, saved_recipe
@@ -356,6 +357,7 @@ class Run:
 # ------------------------------------------------------------------------------------------------- train
 
 
+@locked_run  # one process at a time trains a run (locks.py); a second one gets one line saying who
 def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = False, force: bool = False,
           reporter: Reporter | None = None, log=print) -> dict[str, Any]:
     """Train one run and return its results row (also written to ``results_dir``). A completed run is never

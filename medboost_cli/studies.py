@@ -4,7 +4,8 @@ A study names tasks, backbones (none: each task's recipe default), variants (a b
 overrides) and a baseline variant. ``expand`` turns it into one planned run per task x backbone x variant x
 seed; paired runs share the seed, hence the data order and the initial weights of every shared part, so the
 booster is the only difference. ``run_study`` trains the planned runs that are not already completed in the
-results (idempotent: a rerun skips them; an interrupted one is resumed).
+results (idempotent: a rerun skips them; an interrupted one is resumed) nor being trained by another process
+(``pending``; launchers.py trains them in parallel or on a cluster).
 
 A study also declares what the report shows (``tables:``, one ``TableSpec`` each): a kind (main, prior,
 ablation, layers: one renderer each in medboost_cli.report.tables), a caption, the variants and metrics shown,
@@ -22,6 +23,7 @@ from typing import Callable, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .locks import Holder, live_holder
 from .models.backbones import BACKBONE_DIMS
 from .recipes import BoosterMode, ModelFamily, Recipe, load_recipe, merge, read_yaml, recipes_dir
 from .results import ResultsDir, cell_id, load_results
@@ -248,13 +250,30 @@ def completed_run_ids(results_dir: Path) -> set[str]:
     return set(df["run_id"])
 
 
-def run_study(runs: list[PlannedRun], data_dir: Path, results_dir: Path, train: Callable, log=print) -> dict[str, int]:
-    """Train the runs not yet completed; returns counts of skipped and trained runs."""
+@dataclass(frozen=True)
+class Pending:
+    """A plan against a results folder: the runs to train, those completed, those another process trains."""
+
+    todo: list[PlannedRun]
+    done: list[PlannedRun]
+    busy: dict[str, Holder]  # run id -> the live holder of its lock
+
+
+def pending(runs: list[PlannedRun], results_dir: Path) -> Pending:
     done = completed_run_ids(results_dir)
-    todo = [r for r in runs if r.run_id not in done]
-    log(f"{len(runs)} runs planned, {len(runs) - len(todo)} already completed, {len(todo)} to train")
+    rest = [r for r in runs if r.run_id not in done]
+    busy = {r.run_id: h for r in rest if (h := live_holder(results_dir, r.run_id)) is not None}
+    return Pending([r for r in rest if r.run_id not in busy], [r for r in runs if r.run_id in done], busy)
+
+
+def run_study(runs: list[PlannedRun], data_dir: Path, results_dir: Path, train: Callable, log=print) -> dict[str, int]:
+    """Train the runs not yet completed nor being trained by another process; returns the counts."""
+    plan = pending(runs, results_dir)
+    todo = plan.todo
+    busy = f", {len(plan.busy)} being trained by other processes" if plan.busy else ""
+    log(f"{len(runs)} runs planned, {len(plan.done)} already completed{busy}, {len(todo)} to train")
     for i, run in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {run.command()}")
         interrupted = ResultsDir(results_dir).last(run.run_id).exists()
         train(run.recipe, data_dir, results_dir, resume=interrupted)
-    return {"planned": len(runs), "skipped": len(runs) - len(todo), "trained": len(todo)}
+    return {"planned": len(runs), "skipped": len(plan.done), "busy": len(plan.busy), "trained": len(todo)}

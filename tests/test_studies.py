@@ -128,9 +128,9 @@ def test_ablate_runs_only_what_is_missing(tmp_path):
         return train(recipe, data_dir, results_dir, resume=resume, log=lambda *a: None)
 
     first = run_study(runs, tmp_path / "d", tmp_path / "r", quiet_train, log=lambda *a: None)
-    assert first == {"planned": 4, "skipped": 0, "trained": 4} and len(calls) == 4
+    assert first == {"planned": 4, "skipped": 0, "busy": 0, "trained": 4} and len(calls) == 4
     second = run_study(runs, tmp_path / "d", tmp_path / "r", quiet_train, log=lambda *a: None)
-    assert second == {"planned": 4, "skipped": 4, "trained": 0} and len(calls) == 4
+    assert second == {"planned": 4, "skipped": 4, "busy": 0, "trained": 0} and len(calls) == 4
 
 
 def test_ablate_resumes_only_runs_that_were_interrupted(tmp_path):

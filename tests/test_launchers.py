@@ -1,0 +1,443 @@
+"""Launchers (local pool, submitit), run locks and concurrent writers: studies trained at scale stay idempotent.
+
+The studies here are tiny (one 1-block ViT on 48 fabricated images, 1-2 epochs): a study file written into a copy
+of recipes/ ($MEDBOOST_RECIPES), with only the baseline variant, so its runs differ by seed alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medboost_cli import locks
+from medboost_cli.errors import MedboostError
+from medboost_cli.launchers import (ClusterOptions, Job, SubmititRun, cpu_threads, jobs_for, make_executor, run_pool,
+                                    submit, wait_for)
+from medboost_cli.recipes import recipes_dir
+from medboost_cli.results import ResultsDir, load_results, new_row, write_row
+from medboost_cli.studies import expand, load_study
+
+from .conftest import TINY_SETS, write_medmnist
+from .test_cli import SOURCE_ROOT, assert_one_line_error, run
+
+SETS = [a for s in TINY_SETS + ["train.epochs=1"] for a in ("--set", s)]
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """A study 'tiny' (BreastMNIST, baseline only) in a copy of recipes/, and fabricated data for it."""
+    recipes = tmp_path / "recipes"
+    shutil.copytree(recipes_dir(), recipes)
+    (recipes / "studies" / "tiny.yaml").write_text("title: tiny\ntasks: [breast]\nvariants: {none: {booster: none}}\n")
+    monkeypatch.setenv("MEDBOOST_RECIPES", str(recipes))
+    monkeypatch.setenv("PYTHONPATH", str(SOURCE_ROOT))  # for the processes submitit starts
+    write_medmnist(tmp_path / "d", "breast")
+    return tmp_path
+
+
+def ablate(folder: Path, *args, seeds: int = 4):
+    return run("ablate", "tiny", "--seeds", seeds, "--preset", "cpu", *SETS, "--data-dir", folder / "d",
+               "--results-dir", folder / "r", *args)
+
+
+def plan(folder: Path, seeds: int = 4, *sets: str):
+    return expand(load_study("tiny", "cpu"), seeds=seeds, preset="cpu", extra_sets=TINY_SETS + ["train.epochs=1", *sets])
+
+
+def count(text: str, word: str) -> int:
+    """Lines of ``text`` that start with ``word`` (the per-run lines: "trained  RUN: ...", "[1/4] start RUN")."""
+    return sum(line.split("] ")[-1].startswith(word + " ") for line in text.splitlines())
+
+
+def rows(folder: Path) -> pd.DataFrame:
+    return load_results(folder / "r", columns=["run_id", "status", "started_at", "test_auc"])
+
+
+def test_a_pool_of_two_trains_every_run_once_and_a_rerun_trains_nothing(study):
+    first = ablate(study, "--jobs", "2")
+    assert first.returncode == 0, first.stderr
+    done = rows(study)
+    assert sorted(done.run_id) == sorted(r.run_id for r in plan(study)) and set(done.status) == {"completed"}
+    out = first.stdout
+    assert count(out, "start") == 4 and count(out, "trained") == 4 and "4 trained, 0 skipped" in out
+    assert "2 workers of" in out
+    layout = ResultsDir(study / "r")
+    for run_id in done.run_id:
+        log = layout.log(run_id).read_text()
+        assert "epoch   1/1" in log and "completed: test ACC" in log and f"{cpu_threads(2)} threads" in log
+    assert not list((study / "r" / "locks").iterdir())  # every lock released
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in (study / "r" / "runs").iterdir()}
+    again = ablate(study, "--jobs", "2")
+    assert again.returncode == 0, again.stderr
+    assert "0 trained, 4 skipped" in again.stdout and count(again.stdout, "start") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (study / "r" / "runs").iterdir()} == stamps  # nothing rewritten
+
+
+def test_a_rerun_after_a_mix_of_outcomes_trains_only_what_is_missing(study, monkeypatch):
+    """Completed: skipped; failed and never started: trained; interrupted: resumed; being trained by a live
+    process: left alone (--jobs 1, the sequential launcher, in this process)."""
+    from medboost_cli import engine
+
+    runs = plan(study, 5, "train.epochs=2")
+    completed, failed, interrupted, busy, fresh = runs
+    data, results = study / "d", study / "r"
+    engine.train(completed.recipe, data, results, log=lambda _: None)
+    write_row(results, new_row(run_id=failed.run_id, status="failed", error="RuntimeError: out of memory"))
+
+    class StopAfterFirstEpoch(engine.SilentReporter):
+        def epoch(self, record):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(interrupted.recipe, data, results, reporter=StopAfterFirstEpoch(), log=lambda _: None)
+    me = locks.Holder.me()
+    ResultsDir(results).lock(busy.run_id).parent.mkdir(parents=True, exist_ok=True)
+    ResultsDir(results).lock(busy.run_id).write_text(json.dumps(asdict(me)))
+    before = ResultsDir(results).row(completed.run_id).read_bytes()
+
+    out = ablate(study, "--jobs", "1", "--set", "train.epochs=2", "--quiet", seeds=5)
+    assert out.returncode == 0, out.stderr
+    assert "5 runs planned, 1 already completed, 1 being trained by other processes, 3 to train" in out.stdout
+    assert "3 trained, 1 skipped (completed), 0 failed, 0 interrupted, 1 being trained elsewhere" in out.stdout
+    status = rows(study).set_index("run_id").status
+    assert [status.get(r.run_id) for r in runs] == ["completed", "completed", "completed", None, "completed"]
+    assert ResultsDir(results).row(completed.run_id).read_bytes() == before
+    assert "resuming" in ResultsDir(results).log(interrupted.run_id).read_text()
+    assert "resuming" in out.stderr  # --jobs 1 shows the run's log lines on the terminal, as ablate always did
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def write_lock(results: Path, run_id: str, **holder) -> Path:
+    path = ResultsDir(results).lock(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = {"host": socket.gethostname(), "pid": os.getpid(), "since": "2025-01-01T00:00:00+00:00"}
+    path.write_text(json.dumps(base | holder))
+    return path
+
+
+def test_train_takes_over_a_stale_lock_and_stops_at_a_live_one(study):
+    (run_id,) = [r.run_id for r in plan(study, 1)]
+    args = ["train", "breast", "--booster", "none", "--preset", "cpu", *SETS, "--data-dir", study / "d", "--results-dir", study / "r"]
+    lock = write_lock(study / "r", run_id)  # this very process: alive
+    blocked = run(*args)
+    assert_one_line_error(blocked, f"results error: {run_id} is being trained by pid {os.getpid()} on "
+                                   f"{socket.gethostname()} since 2025-01-01T00:00:00+00:00", code=5)
+    assert not (study / "r" / "runs").exists()  # not even a "running" row
+    write_lock(study / "r", run_id, host="gpu-node-17", pid=dead_pid())  # another host: respected, whatever its pid
+    assert_one_line_error(run(*args), "by pid", "on gpu-node-17", code=5)
+
+    write_lock(study / "r", run_id, pid=dead_pid())  # this host, a process that is gone: stale
+    taken = run(*args, "--quiet")
+    assert taken.returncode == 0, taken.stderr
+    assert "taking over the stale lock" in taken.stderr and "is gone" in taken.stderr
+    assert not lock.exists()
+
+
+def test_stale_lock_rules(tmp_path, monkeypatch):
+    results, me = tmp_path / "r", locks.Holder.me()
+    path = write_lock(results, "a-s0", host="elsewhere", pid=1, job="77", restart=0)
+    assert locks.live_holder(results, "a-s0") is not None
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # the same Slurm job, started again after a requeue
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert "now requeued" in locks.stale_reason(locks.read_holder(path), path)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    old = time.time() - 3 * 3600
+    os.utime(path, (old, old))
+    monkeypatch.setenv(locks.MAX_AGE_ENV, "2")  # silent for 3 h, more than the limit
+    assert "no sign of life" in locks.stale_reason(locks.read_holder(path), path)
+    monkeypatch.setenv(locks.MAX_AGE_ENV, "4")
+    assert locks.live_holder(results, "a-s0") is not None
+    reused = write_lock(results, "b-s0", pid=os.getpid(), pid_started=me.pid_started - 1000)  # the pid was reused
+    assert "another process" in locks.stale_reason(locks.read_holder(reused), reused)
+    with locks.run_lock(results, "c-s0") as held:
+        assert locks.read_holder(ResultsDir(results).lock("c-s0")) == held
+        with pytest.raises(locks.RunLocked, match=f"c-s0 is being trained by pid {os.getpid()}"):
+            locks.acquire(results, "c-s0")
+    assert not ResultsDir(results).lock("c-s0").exists()
+
+
+WRITERS = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from medboost_cli import locks
+    from medboost_cli.results import new_row, write_row
+    results, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    for i in range(n):
+        write_row(results, new_row(run_id=f"{name}-s{i}", status="completed", test_auc=0.5, seed=i))
+    print("ready", flush=True)
+    while not go.exists():  # then all race for one run's lock at once
+        time.sleep(0.005)
+    try:
+        with locks.run_lock(results, "contested-s0"):
+            print("won", flush=True)
+            time.sleep(3)
+    except locks.RunLocked:
+        print("lost", flush=True)
+""")
+
+
+def test_concurrent_writers_lose_no_rows_and_one_process_wins_a_lock(tmp_path):
+    results, n, procs, go = tmp_path / "r", 40, 4, tmp_path / "go"
+    children = [subprocess.Popen([sys.executable, "-c", WRITERS, str(results), f"w{k}", str(n), str(go)],
+                                 stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)})
+                for k in range(procs)]
+    assert [c.stdout.readline().strip() for c in children] == ["ready"] * procs
+    go.touch()
+    said = sorted(c.communicate(timeout=120)[0].strip() for c in children)
+    assert all(c.returncode == 0 for c in children)
+    assert said == ["lost"] * (procs - 1) + ["won"], said
+    df = load_results(results, columns=["run_id", "status"])
+    assert len(df) == procs * n and df.run_id.is_unique and set(df.status) == {"completed"}
+
+
+def test_failed_runs_do_not_stop_the_pool_and_set_the_exit_code(study):
+    (study / "empty").mkdir()
+    out = run("ablate", "tiny", "--seeds", "2", "--preset", "cpu", *SETS, "--data-dir", study / "empty",
+              "--results-dir", study / "r", "--jobs", "2")
+    assert out.returncode == 3, out.stderr  # the runs' own error class: data
+    assert count(out.stdout, "failed") == 2 and "0 trained, 0 skipped (completed), 2 failed" in out.stdout
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("data error: 2 of 2 runs failed")
+    log = ResultsDir(study / "r").log(plan(study, 1)[0].run_id).read_text()
+    assert "Traceback" in log and "DataError" in log  # the whole story is in the run's log
+
+
+def test_a_killed_worker_fails_its_run_alone_and_a_rerun_takes_its_lock_over(study):
+    (planned,) = plan(study, 1)
+    layout, killed = ResultsDir(study / "r"), []
+
+    def kill_when_started(job):
+        def kill():
+            while (holder := locks.read_holder(layout.lock(job.run_id))) is None:  # taken before data and model
+                time.sleep(0.01)
+            killed.append(holder.pid)
+            os.kill(holder.pid, signal.SIGKILL)  # no handler runs: the lock stays behind
+
+        threading.Thread(target=kill, daemon=True).start()
+
+    (outcome,) = run_pool(jobs_for([planned], study / "d", study / "r"), 1, kill_when_started, lambda _: None,
+                          devices=[])
+    assert outcome.status == "failed" and "worker process died (exit code -9)" in outcome.error
+    assert locks.read_holder(layout.lock(planned.run_id)).pid == killed[0]
+    again = ablate(study, "--quiet", seeds=1)
+    assert again.returncode == 0, again.stderr
+    assert "taking over the stale lock" in again.stderr and "1 trained" in again.stdout
+
+
+def test_run_files_whose_columns_conflict_are_named(tmp_path):
+    write_row(tmp_path, new_row(run_id="a-s0", status="completed", test_auc=0.5))
+    write_row(tmp_path, new_row(run_id="b-s0", status="completed", test_auc=[0.5]))  # not a number
+    write_row(tmp_path, new_row(run_id="c-s0", status="running"))  # null-typed metrics: unified
+    with pytest.raises(MedboostError, match=r"b-s0.parquet: its columns do not match the other runs'"):
+        load_results(tmp_path)
+    ResultsDir(tmp_path).row("b-s0").unlink()
+    assert load_results(tmp_path, columns=["run_id", "test_auc"]).fillna(-1).values.tolist() == [["a-s0", 0.5],
+                                                                                                   ["c-s0", -1]]
+
+
+def test_the_sequential_launcher_stops_at_the_first_failure_with_one_line(study):
+    (study / "empty").mkdir()
+    out = run("ablate", "tiny", "--seeds", "2", "--preset", "cpu", *SETS, "--data-dir", study / "empty",
+              "--results-dir", study / "r")
+    assert_one_line_error(out, "data error: data file not found", code=3)
+    assert "0 trained, 0 skipped (completed), 1 failed, 0 interrupted, 1 not started" in out.stdout
+
+
+def test_submitit_local_runs_the_study_and_collects_the_outcomes(study):
+    out = ablate(study, "--launcher", "submitit-local", "--time", "20", seeds=2)
+    assert out.returncode == 0, out.stderr
+    assert count(out.stdout, "submitted") == 2 and count(out.stdout, "trained") == 2
+    assert "2 trained, 0 skipped" in out.stdout
+    assert set(rows(study).status) == {"completed"} and len(rows(study)) == 2
+
+
+def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(study, monkeypatch):
+    """The chain a Slurm preemption or time limit sets off (SIGUSR2 while training): the run stops at once with
+    its last epoch saved and an "interrupted" row, submitit's handler is then called (here a stand-in for it, which
+    would checkpoint and requeue), and the submission ``checkpoint`` returns resumes from last.pt to the metrics
+    of an uninterrupted run."""
+    from medboost_cli import progress
+
+    (recipe_run,) = plan(study, 1, "train.epochs=2")
+    job = Job.of(recipe_run, study / "d", study / "r")
+    handed_over = []
+
+    def submitit_handler(signum, frame):
+        handed_over.append(signum)
+        raise SystemExit(-1)  # submitit exits after requeueing
+
+    real_epoch = progress.RichReporter.epoch
+
+    def preempt_after_first_epoch(self, record):
+        real_epoch(self, record)
+        if record["epoch"] == 0:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        monkeypatch.setattr(progress.RichReporter, "epoch", preempt_after_first_epoch)
+        with pytest.raises(SystemExit):
+            SubmititRun(job)()
+        monkeypatch.setattr(progress.RichReporter, "epoch", real_epoch)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert handed_over == [signal.SIGUSR2]
+    row = load_results(study / "r", columns=["status", "error", "epochs_done"]).iloc[0]
+    assert row.status == "interrupted" and "SIGUSR2" in row.error and row.epochs_done == 1
+    assert ResultsDir(study / "r").last(job.run_id).exists()
+
+    delayed = SubmititRun(job).checkpoint()
+    assert delayed.kwargs == {"resume": True}
+    outcome = delayed.result()
+    assert outcome.status == "trained"
+    assert "resuming" in ResultsDir(study / "r").log(job.run_id).read_text()
+    full = SubmititRun(Job.of(recipe_run, study / "d", study / "full"))()
+    a = load_results(study / "r").iloc[0]
+    b = load_results(study / "full").iloc[0]
+    assert outcome.test_auc == full.test_auc and a.best_epoch == b.best_epoch and a.val_auc == b.val_auc
+    assert np.array_equal(np.stack(a.test_scores), np.stack(b.test_scores))
+
+
+def test_a_real_preemption_of_a_submitit_local_job_requeues_it_and_it_resumes(study):
+    """SIGUSR2 to the training process, as Slurm sends before a time limit or a preemption: submitit requeues
+    the job and the run resumes from last.pt (the in-process test above checks the resumed metrics)."""
+    (planned,) = plan(study, 1, "train.epochs=60")
+    job = Job.of(planned, study / "d", study / "r", threads=1)
+    executor = make_executor("submitit-local", study / "r", ClusterOptions(time=20), None)
+    ((handle, _),) = submit([job], executor)
+    layout = ResultsDir(study / "r")
+    deadline = time.time() + 300
+    while not layout.last(job.run_id).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(locks.read_holder(layout.lock(job.run_id)).pid, signal.SIGUSR2)
+    (outcome,) = wait_for([(handle, job)], lambda _: None, poll_s=0.2)
+    assert outcome.status == "trained", outcome
+    log = layout.log(job.run_id).read_text()
+    assert "interrupted by SIGUSR2" in log and "resuming" in log and log.count(" on ") >= 2
+    assert "Requeued job" in handle.stdout()
+    assert load_results(study / "r", columns=["status", "epochs_done"]).iloc[0].tolist() == ["completed", 60]
+
+
+INTERRUPT = textwrap.dedent("""
+    import sys
+    from medboost_cli.cli import main
+    sys.argv = ["medboost", *sys.argv[1:]]
+    main()
+""")
+
+
+def test_ctrl_c_on_a_pool_interrupts_every_running_run_once(study):
+    args = ["ablate", "tiny", "--seeds", "3", "--preset", "cpu", *SETS, "--set", "train.epochs=500", "--data-dir",
+            study / "d", "--results-dir", study / "r", "--jobs", "2"]
+    launcher = subprocess.Popen([sys.executable, "-c", INTERRUPT, *map(str, args)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)})
+    deadline = time.time() + 300
+    while len(list((study / "r").glob("checkpoints/*/last.pt"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGINT)
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 130, err
+    assert "0 trained, 0 skipped (completed), 0 failed, 2 interrupted, 1 not started" in out
+    assert [line for line in err.splitlines() if line.strip()][-1].startswith("interrupted by Ctrl-C")
+    df = rows(study)
+    assert sorted(df.status) == ["interrupted", "interrupted"]  # each worker saved its row; the third never began
+    assert not list((study / "r" / "locks").iterdir())
+
+
+def test_slurm_dry_run_prints_the_sbatch_script_and_the_runs(study):
+    profile = study / "lab.yaml"
+    profile.write_text("partition: cpu\naccount: lab42\ncpus-per-run: 8\nsetup: [source /opt/venv/bin/activate]\n"
+                       "sbatch: {constraint: a100}\n")
+    out = ablate(study, "--launcher", "slurm", "--profile", profile, "--partition", "gpu", "--gpus-per-run", "1",
+                 "--time", "1-02:00:00", "--mem", "32G", "--jobs", "3", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab42", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G", "#SBATCH --time=1560", "#SBATCH --array=0-3%3",
+                 "#SBATCH --signal=USR2@120", "#SBATCH --constraint=a100", "source /opt/venv/bin/activate"):
+        assert line in out.stdout, line
+    assert out.stdout.count("todo  medboost train breast") == 4
+    assert not (study / "r").exists()  # nothing submitted, nothing written
+
+
+@pytest.mark.parametrize("content, args, fragments", [
+    ("gpus: 1\n", [], ["lab.yaml: bad profile key 'gpus'", "keys: partition"]),
+    ("time: soon\n", [], ["lab.yaml: bad profile key 'time'", "'soon' is not a Slurm time"]),
+    ("mem: lots\n", [], ["bad profile key 'mem'"]),
+    ("- a list\n", [], ["lab.yaml"]),
+    ("partition: gpu\n", ["--cpus-per-run", "0"], ["--cpus-per-run"]),
+    ("partition: gpu\n", ["--time", "1:2:3:4"], ["--time '1:2:3:4'"]),
+])
+def test_bad_profiles_and_options_are_one_line(study, content, args, fragments):
+    profile = study / "lab.yaml"
+    profile.write_text(content)
+    out = ablate(study, "--launcher", "slurm", "--profile", profile, *args, "--dry-run")
+    assert_one_line_error(out, *fragments, code=2)
+
+
+def test_cluster_options_need_a_cluster_launcher(study):
+    assert_one_line_error(ablate(study, "--partition", "gpu"), "apply to --launcher slurm", code=2)
+    assert_one_line_error(ablate(study, "--launcher", "slurm", "--profile", study / "none.yaml", "--dry-run"),
+                          "profile", "none.yaml not found", code=2)
+    assert_one_line_error(ablate(study, "--launcher", "pbs"), "--launcher pbs: choose local, slurm", code=2)
+
+
+NO_CUDA_AT_IMPORT = textwrap.dedent("""
+    import torch
+    calls = []
+    count = torch._C._cuda_getDeviceCount
+    torch._C._cuda_getDeviceCount = lambda: calls.append(1) or count()
+    import medboost_cli.engine
+    print(len(calls), torch.cuda.is_initialized())
+""")
+
+
+def test_the_forkserver_imports_touch_no_cuda():
+    """The pool's forkserver imports medboost_cli.engine and forks every run from it: had that import asked
+    CUDA anything (cudaGetDeviceCount runs cuInit), no forked run could use a GPU."""
+    out = subprocess.run([sys.executable, "-c", NO_CUDA_AT_IMPORT], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "False"]
+
+
+def test_slurm_submits_one_array_of_the_runs_still_to_train(study, monkeypatch):
+    """Through a stand-in sbatch (and srun, which submitit looks for): the runs not completed go out as one job
+    array, each array task with the pickled run it trains."""
+    bin_dir = study / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {study / 'submitted.sh'}\necho Submitted batch job 4242\n")
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = ablate(study, "--launcher", "slurm", "--partition", "gpu", "--time", "90")
+    assert out.returncode == 0, out.stderr
+    assert count(out.stdout, "submitted") == 4 and "as job 4242_3" in out.stdout
+    script = (study / "submitted.sh").read_text()
+    assert "#SBATCH --array=0-3%4" in script and "#SBATCH --partition=gpu" in script and "--time=90" in script
+    pickles = list((study / "r" / "submitit").rglob("4242_*_submitted.pkl"))
+    assert len(pickles) == 4
+    import cloudpickle
+
+    delayed = cloudpickle.loads(pickles[0].read_bytes())
+    assert isinstance(delayed.function, SubmititRun) and delayed.function.job.run_id in out.stdout
