@@ -222,9 +222,17 @@ class Recipe(_Strict):
     def config_hash(self) -> str:
         """Hash of everything that defines the experiment (not where or on what it runs, not the seed). R-LLM
         runs hash without the model keys, as before they existed; PneumoLLM runs only with the booster keys they
-        read (the LM's source, init and dtype)."""
+        read (the LM's source, init and dtype). A cohort run hashes its file's name and content instead of its path
+        (the same file elsewhere is the same experiment), with its fold keys; MedMNIST runs without them, as before
+        they existed."""
         cfg = self.model_dump(mode="json")
         cfg.pop("seed")
+        cohort = self.task_info.cohort
+        if cohort is not None:
+            cfg["task"] = cohort.identity
+        else:
+            for key in FOLD_KEYS:
+                cfg["data"].pop(key)
         for key in ("device", "threads"):
             cfg["train"].pop(key)
         if self.model == "rllm":
