@@ -10,6 +10,7 @@ mean ± sample std over the folds.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +50,8 @@ def train_folds(recipe: Recipe, results_dir: Path, train_one: TrainOne, *, force
 
 
 def binary(rows: list[dict[str, Any]]) -> bool:
-    return all(row.get("test_sens") is not None for row in rows)
+    """Whether the rows have Sens and Spec (binary tasks; rows from a DataFrame hold NaN where others hold None)."""
+    return all(row.get(c) is not None and not np.isnan(row[c]) for row in rows for c in ("test_sens", "test_spec"))
 
 
 def fold_line(row: dict[str, Any]) -> str:
@@ -70,6 +72,19 @@ def fold_summary(rows: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     if binary(rows):
         table["AVG"] = np.mean(list(table.values()), axis=0)
     return {label: (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) for label, v in table.items()}
+
+
+def cv_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Completed cohort rows grouped into cross-validations: the same configuration and seed but for data.fold
+    (their ``config_json`` without it), each group sorted by fold; rows without folds are left out."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("folds") is None or np.isnan(row["folds"]) or not isinstance(row.get("config_json"), str):
+            continue
+        config = json.loads(row["config_json"])
+        config["data"].pop("fold", None)
+        groups.setdefault(json.dumps(config, sort_keys=True), []).append(row)
+    return [sorted(g, key=lambda r: r["fold"]) for _, g in sorted(groups.items())]
 
 
 def summary_line(rows: list[dict[str, Any]]) -> str:

@@ -75,6 +75,9 @@ def test_train_folds_end_to_end_then_report(cohort_file, tmp_path):
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "data.folds=2" in text and "data.fold=1" in text  # both folds, in the table of runs outside the studies
+    cv = [line for line in text.splitlines() if line.startswith("| cohort | ViT-mini | rllm | 0 | 2 of 2 |")]
+    assert len(cv) == 1  # the two folds, one cross-validation: the CLI's mean ± std
+    assert cv[0].removesuffix(" |").split(" | ")[5:] == [f"{m:.2f} ± {s:.2f}" for m, s in summary.values()]
 
 
 def test_one_pneumollm_fold(cohort_file, tmp_path):
