@@ -168,7 +168,8 @@ def download(
 
 @app.command()
 def train(
-    task: str = typer.Argument(..., help="short name (breast, derma, ...) or medmnist flag"),
+    task: str = typer.Argument(..., help="short name (breast, derma, ...), medmnist flag, or a cohort file (.npz from "
+                               "`medboost prepare dicom`)"),
     booster: Optional[BoosterMode] = typer.Option(None, "--booster", help="booster mode (default: the recipe's)"),
     model: Optional[str] = typer.Option(None, "--model", help="rllm (backbone + booster, the default) or pneumollm "
                                         "(PneumoLLM: its recipes/models/pneumollm.yaml and the pneumollm.* keys)"),
@@ -190,6 +191,9 @@ def train(
     layer: Optional[int] = Layer,
     as_json: bool = typer.Option(False, "--json", help="print the final results row as JSON (per-sample scores left "
                                  "out; they are in the Parquet row) instead of the tables"),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="cohort files: K patient-level folds; trains "
+                                        "every fold (one run each) unless --fold, then prints mean ± std"),
+    fold: Optional[int] = typer.Option(None, "--fold", min=0, help="cohort files: train only this fold (0..K-1)"),
 ) -> None:
     """Train a classifier with or without the booster; select on val, score test once, write a results row."""
     from .data import data_dir_from
@@ -201,18 +205,23 @@ def train(
 
     flags = [("--booster", "booster.mode", _value(booster)), ("--model", "model", model),
              ("--backbone", "backbone.name", _value(backbone)),
-             ("--seed", "seed", seed)]
+             ("--seed", "seed", seed), ("--folds", "data.folds", folds), ("--fold", "data.fold", fold)]
     flags += _common_flags(epochs, lr, batch_size, llm, layer)
     recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder, tracks = _results_dir(results_dir), resolve_tracks(track)
-    reporter = make_reporter(recipe, folder, tracks, None if quiet else RichReporter(err_console), log=_log)
-    with _interruptible():
-        row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force, reporter=reporter,
-                           log=_log)
-    if as_json:
-        import json
 
-        typer.echo(json.dumps({k: v for k, v in row.items() if k not in ("test_labels", "test_scores")}, default=str))
+    def train_one(one):
+        reporter = make_reporter(one, folder, tracks, None if quiet else RichReporter(err_console), log=_log)
+        return run_training(one, data_dir_from(data_dir), folder, resume=resume, force=force, reporter=reporter,
+                            log=_log)
+
+    if folds is not None and fold is None:
+        _train_folds(recipe, folder, train_one, force, as_json)
+        return
+    with _interruptible():
+        row = train_one(recipe)
+    if as_json:
+        typer.echo(_json_row(row))
         return
     _say(f"{row['run_id']}: best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val {row['select_metric']}")
     _metrics_table("split", [("val", row["val_acc"], row["val_auc"]), ("test", row["test_acc"], row["test_auc"])])
@@ -221,6 +230,25 @@ def train(
         f"train {row['train_seconds']:.0f}s ({row['images_per_second']:.0f} img/s); "
         f"peak memory {row['peak_memory_mb']:.0f} MB; result: {Layout(folder).row(row['run_id'])}"
     )
+
+
+def _json_row(row: dict) -> str:
+    """A results row as one JSON line, without the per-sample scores (they are in the Parquet row)."""
+    import json
+
+    return json.dumps({k: v for k, v in row.items() if k not in ("test_labels", "test_scores")}, default=str)
+
+
+def _train_folds(recipe, folder: Path, train_one, force: bool, as_json: bool) -> None:
+    """`train FILE.npz --folds K`: every fold in turn, then a line per fold and the mean ± std over folds."""
+    from .cohort import fold_line, summary_line, train_folds
+
+    with _interruptible():
+        rows = train_folds(recipe, folder, train_one, force=force, log=_log)
+    for row in rows:
+        typer.echo(_json_row(row)) if as_json else _say(fold_line(row))
+    if not as_json:
+        _say(summary_line(rows))
 
 
 @app.command()

@@ -174,7 +174,8 @@ class Dataset:
 
 
 def dataset_path(task: Task, size: int, data_dir: Path) -> Path:
-    return data_dir / task.filename(size)
+    """The file the task's data is in: MedMNIST's under ``data_dir``, a cohort file where it is."""
+    return task.cohort.path if task.cohort is not None else data_dir / task.filename(size)
 
 
 def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True, select_metric: str | None = None) -> Dataset:
@@ -189,7 +190,12 @@ def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True, sel
     ``select_metric`` is the validation metric the caller selects epochs by: with ``"auc"`` the val split must have
     at least two classes (for a multi-label task: some label with both values), since AUC is undefined otherwise
     and every epoch would tie; ``None`` (evaluation, Grad-CAM) skips that check.
+
+    A cohort task (a file from ``medboost prepare dicom``) is split into its fold's patient-disjoint train, val
+    and test parts (folds.fold_splits) and checked the same way; ``data_dir`` and ``verify`` do not apply.
     """
+    if task.cohort is not None:
+        return _cohort_dataset(task, size, select_metric)
     path = dataset_path(task, size, data_dir)
     try:
         present = path.exists()
@@ -208,7 +214,23 @@ def load_dataset(task: Task, size: int, data_dir: Path, verify: bool = True, sel
                 f"{path}: MD5 {got} does not match medmnist's {expected} (corrupt, truncated or another version); "
                 f"delete it and run `medboost download {task.short} --size {size}`"
             )
-    arrays = _read_npz(path)
+    return _checked_dataset(_read_npz(path), task, size, path, verify, select_metric)
+
+
+def _cohort_dataset(task: Task, size: int, select_metric: str | None) -> Dataset:
+    from .folds import fold_splits  # scikit-learn, for cohort runs only
+
+    c = task.cohort
+    if c.k is None:
+        raise DataError(f"{c.path}: a cohort file is split into folds; give the run --folds K (data.folds)")
+    parts = fold_splits(c.path, c.k, c.fold, c.seed, c.val_fraction)
+    arrays = {f"{split}_{kind}": part[i] for split, part in parts.items() for i, kind in enumerate(("images", "labels"))}
+    return _checked_dataset(arrays, task, size, c.path, False, select_metric)
+
+
+def _checked_dataset(arrays: dict[str, np.ndarray], task: Task, size: int, path: Path, verify: bool,
+                     select_metric: str | None) -> Dataset:
+    """The Dataset of ``{split}_images`` and ``{split}_labels`` arrays, each checked (``load_dataset``)."""
     splits = {}
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]

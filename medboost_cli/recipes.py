@@ -45,6 +45,16 @@ class DataConfig(_Strict):
     rotate: float = Field(0.0, ge=0, le=180, description="in-plane rotation range in degrees (2D only)")
     padding: Literal["zeros", "border", "reflection"] = Field(
         "border", description="fill outside the image; border matches the eval resize at the rim")
+    folds: int | None = Field(None, ge=2, description="cohort files only: k patient-level folds (null: MedMNIST's "
+                              "own train/val/test splits)")
+    fold: int = Field(0, ge=0, description="cohort files only: which fold (0..folds-1) is the test split")
+    fold_seed: int = Field(0, ge=0, lt=2**32, description="cohort files only: the folds' shuffle; apart from the "
+                           "training seed, so that every training seed sees the same folds")
+    val_fraction: float = Field(0.2, gt=0, le=0.5, description="cohort files only: the share of a fold's training "
+                                "patients held out to select the epoch")
+
+
+FOLD_KEYS = ("folds", "fold", "fold_seed", "val_fraction")  # the data.* keys of cohort runs only
 
 
 class BackboneConfig(_Strict):
@@ -191,7 +201,12 @@ class Recipe(_Strict):
 
     @property
     def task_info(self) -> Task:
-        return resolve_task(self.task)
+        """The task; for a cohort file, with the fold this recipe trains on."""
+        task = resolve_task(self.task)
+        if task.cohort is None:
+            return task
+        d = self.data
+        return task.with_folds(d.folds, d.fold, d.fold_seed, d.val_fraction)
 
     @property
     def arm(self) -> str:
@@ -207,9 +222,17 @@ class Recipe(_Strict):
     def config_hash(self) -> str:
         """Hash of everything that defines the experiment (not where or on what it runs, not the seed). R-LLM
         runs hash without the model keys, as before they existed; PneumoLLM runs only with the booster keys they
-        read (the LM's source, init and dtype)."""
+        read (the LM's source, init and dtype). A cohort run hashes its file's name and content instead of its path
+        (the same file elsewhere is the same experiment), with its fold keys; MedMNIST runs without them, as before
+        they existed."""
         cfg = self.model_dump(mode="json")
         cfg.pop("seed")
+        cohort = self.task_info.cohort
+        if cohort is not None:
+            cfg["task"] = cohort.identity
+        else:
+            for key in FOLD_KEYS:
+                cfg["data"].pop(key)
         for key in ("device", "threads"):
             cfg["train"].pop(key)
         if self.model == "rllm":
@@ -334,6 +357,8 @@ def _recipe_layers(path: Path) -> list[tuple[str, dict]]:
 
 
 def task_recipe_path(task: Task) -> Path:
+    if task.cohort is not None:  # never recipes/STEM.yaml: a cohort named breast.npz is not BreastMNIST
+        return recipes_dir() / "cohort.yaml"
     specific = recipes_dir() / f"{task.short}.yaml"
     return specific if specific.exists() else recipes_dir() / "base" / f"{task.dims}d.yaml"
 
@@ -414,6 +439,8 @@ def load_recipe(
         layers.append(preset_layer(preset, task_info.dims))
         if family:
             layers.append(preset_layer(preset, task_info.dims, family))
+    if task_info.cohort is not None:  # the file's size, whatever a recipe or preset says for MedMNIST's files
+        layers.append((f"cohort file {task_info.cohort.path}", {"data": {"size": task_info.sizes[0]}}))
     return validate_layers(layers + late)
 
 
@@ -437,7 +464,26 @@ def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
         )
     recipe.task_info.check_size(recipe.data.size)
     _check_data_keys(recipe, layers)
+    _check_fold_keys(recipe, layers)
     return recipe
+
+
+def _check_fold_keys(recipe: Recipe, layers: list[tuple[str, dict]]) -> None:
+    """Folds are for cohort files (MedMNIST has its splits); a cohort run needs k, and a fold below it."""
+    d, cohort = recipe.data, recipe.task_info.cohort
+    if cohort is None:
+        for key in FOLD_KEYS:
+            if getattr(d, key) != DataConfig.model_fields[key].default:
+                raise ConfigError(f"{_source_of(('data', key), layers)}: data.{key}={getattr(d, key)} applies to "
+                                  f"cohort files (`medboost prepare dicom`) only; {recipe.task} has its own "
+                                  f"train/val/test splits; unset it")
+        return
+    if d.folds is None:
+        raise ConfigError(f"{_source_of(('data', 'folds'), layers)}: {cohort.path.name} is a cohort file, which is "
+                          f"split into patient-level folds: give --folds K (or data.folds=K)")
+    if d.fold >= d.folds:
+        raise ConfigError(f"{_source_of(('data', 'fold'), layers)}: data.fold={d.fold}, but there are {d.folds} folds "
+                          f"(0 to {d.folds - 1})")
 
 
 # Augmentations that exist in one dimensionality only: key -> the dimensionality that uses it.

@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,13 +49,13 @@ import pyarrow.parquet as pq
 from .errors import ConfigError, ResultsError
 from .fileio import atomic_write
 
-SCHEMA_VERSION = 2  # 2: added schema_version and lm_norm
+SCHEMA_VERSION = 3  # 2: added schema_version and lm_norm; 3: test_sens, test_spec, fold, folds
 
 # Columns every row has, in order.
 COLUMNS = [
     "run_id", "status", "task", "flag", "size", "backbone", "booster", "llm", "layer", "frozen", "llm_init",
-    "lm_norm", "seed", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc",
-    "test_auc", "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb",
+    "lm_norm", "seed", "fold", "folds", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc",
+    "test_auc", "test_sens", "test_spec", "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb",
     "memory_kind", "device", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
     "versions_json", "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",
     "schema_version",
@@ -62,6 +63,8 @@ COLUMNS = [
 # Columns added after schema 1 and what they state for rows written before them: those runs had no final norm
 # after F_L (lm_norm "none") wherever they had an F_L at all.
 ADDED_AFTER_V1 = ("lm_norm", "schema_version")
+# Columns added after schema 2: None in older rows (those runs were MedMNIST runs, and sens/spec were not computed).
+ADDED_AFTER_V2 = ("test_sens", "test_spec", "fold", "folds")
 _WITH_LM = ("rllm", "out", "hybrid")
 
 
@@ -144,11 +147,31 @@ class ResultsDir:
 
 
 def new_row(**values: Any) -> dict[str, Any]:
-    """A row with every column, ``None`` where ``values`` says nothing; an unknown column is a bug."""
+    """A row with every column, ``None`` where ``values`` says nothing; an unknown column is a bug. The columns
+    that follow from others are filled in here (``derived_columns``), so that every writer's rows have them."""
     unknown = sorted(set(values) - set(COLUMNS))
     if unknown:
         raise ValueError(f"unknown result column(s) {unknown}")
+    values = derived_columns(values) | {k: v for k, v in values.items() if v is not None}
     return {c: values.get(c) for c in COLUMNS} | {"schema_version": SCHEMA_VERSION}
+
+
+def derived_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """What a row's other columns determine: ``test_sens`` and ``test_spec`` (metrics.binary_report, threshold
+    0.5) from binary per-sample test labels (one column) and scores (two), ``fold`` and ``folds`` from the
+    recipe's data.fold and data.folds for a cohort run (``config_json``)."""
+    out: dict[str, Any] = {}
+    labels, scores = values.get("test_labels"), values.get("test_scores")
+    if labels and scores and len(labels[0]) == 1 and len(scores[0]) == 2:
+        from .metrics import binary_report
+
+        report = binary_report(np.asarray(labels), np.asarray(scores))
+        out |= {"test_sens": report["sens"], "test_spec": report["spec"]}
+    if isinstance(values.get("config_json"), str):
+        data = json.loads(values["config_json"]).get("data", {})
+        if data.get("folds") is not None:
+            out |= {"fold": data.get("fold"), "folds": data["folds"]}
+    return out
 
 
 def write_row(results_dir: Path, row: dict[str, Any]) -> Path:
@@ -196,7 +219,7 @@ def _read_run(path: Path, columns: list[str] | None = None) -> pa.Table:
             if isinstance(version, int) and version > SCHEMA_VERSION:
                 raise ResultsError(f"{path}: written by a newer medboost (row schema {version}; this one reads up to "
                                    f"{SCHEMA_VERSION}); upgrade medboost to read it")
-            lacks = [c for c in COLUMNS if c not in names and c not in ADDED_AFTER_V1]
+            lacks = [c for c in COLUMNS if c not in names and c not in ADDED_AFTER_V1 + ADDED_AFTER_V2]
             foreign = [c for c in names if c not in COLUMNS]
             if lacks or foreign:
                 what = "; ".join(([f"lacks {_names(lacks)}"] if lacks else []) +
@@ -348,6 +371,9 @@ def load_results(results_dir: Path, columns: list[str] | None = None, status: st
                 df[column] = df[column].astype(object)
                 df.loc[old, column] = pd.Series([_old_value(column, r) for r in records], index=df.index[old],
                                                 dtype=object)
+    for column in cols:  # no row of them has a column added since: None for all
+        if column not in df:
+            df[column] = None
     if "schema_version" in cols:
         df["schema_version"] = df["schema_version"].astype(int)
     df = df[cols]

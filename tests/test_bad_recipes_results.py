@@ -227,8 +227,8 @@ BAD_FILES = {
                         removes=True),
     "newer-schema-new-column": Bad(
         lambda f, r: _parquet(f / "runs" / f"{r['run_id']}.parquet",
-                              pa.Table.from_pylist([{**r, "schema_version": 3, "added_in_3": 1}])),
-        "written by a newer medboost (row schema 3", removes=True),
+                              pa.Table.from_pylist([{**r, "schema_version": 99, "added_in_99": 1}])),
+        "written by a newer medboost (row schema 99", removes=True),
     "unknown-config-key": Bad(_unknown_config_key, "config_json has a recipe key this medboost does not know: "
                                                    "'train.epochz' = 3", removes=True),
     "unknown-status": Bad(lambda f, r: _rewrite(f, r, status="done"), "its status 'done' is none of", removes=True),

@@ -71,7 +71,7 @@ def test_rows_of_schema_1_are_read_with_what_those_runs_did(tmp_path):
     assert df.loc["breast-vit-mini-rllm-11111111-s0", "lm_norm"] == "none"
     assert df.loc["breast-vit-mini-none-11111111-s0", "lm_norm"] is None
     assert df.loc["breast-vit-mini-rllm-00000000-s0", "lm_norm"] == "unit"
-    assert df["schema_version"].to_dict() == {"breast-vit-mini-rllm-00000000-s0": 2,
+    assert df["schema_version"].to_dict() == {"breast-vit-mini-rllm-00000000-s0": results.SCHEMA_VERSION,
                                               "breast-vit-mini-rllm-11111111-s0": 1,
                                               "breast-vit-mini-none-11111111-s0": 1}
     assert df.loc["breast-vit-mini-rllm-11111111-s0", "test_auc"] == 0.75

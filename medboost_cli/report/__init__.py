@@ -26,11 +26,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError, ResultsError
+from ..cohort import cv_groups
 from ..results import warn_line
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .render import Meta, latex_escape, render_html, render_latex, render_markdown
-from .tables import build_tables, outside_summary, summary, table_outside, table_pairs
+from .tables import build_tables, outside_summary, summary, table_cv, table_outside, table_pairs
 
 __all__ = ["default_out_dir", "make_report", "latex_escape"]
 
@@ -78,6 +79,8 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
     outside = outside_cells(configs, df)
     tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
+    cv = cv_groups(df.to_dict("records")) if not df.empty else []
+    tables += [table_cv(cv)] if cv else []
     out_dir.mkdir(parents=True, exist_ok=True)
     done = set(df["run_id"]) if not df.empty else set()
     missing = [c.run_command(run) for c in configs for run in c.plan if run.run_id not in done]

@@ -190,6 +190,29 @@ def table_outside(outside: list[tuple[str, Cell]]) -> Table:
     return t
 
 
+CV_TITLE = "Cross-validation by patients on cohort files"
+
+
+def table_cv(groups: list[list[dict]]) -> Table:
+    """One row per cross-validation (cohort.cv_groups): the mean ± std over its folds of the test metrics,
+    PneumoLLM's Sens, Spec, Acc, AUC and AVG for binary tasks (its Tables 2-5), "—" where a task has none."""
+    from ..cohort import fold_summary
+
+    labels = ["Sens", "Spec", "Acc", "AUC", "AVG"]
+    t = Table("cv", f"{CV_TITLE} (test %, mean ± std over folds)",
+              ["Cohort", "Backbone", "Model", "Seed", "Folds"] + labels, [])
+    for rows in groups:
+        first, summary = rows[0], fold_summary(rows)
+        done = f"{len(rows)} of {int(first['folds'])}"
+        t.rows.append([first["task"], _title(first["backbone"]), first["booster"], str(first["seed"]), done] +
+                      [f"{summary[m][0]:.2f} ± {summary[m][1]:.2f}" if m in summary else "—" for m in labels])
+        for metric, (mean, std) in summary.items():
+            t.traces.append({"table": "cv", "row": f"{first['task']} {first['backbone']} {first['booster']}",
+                             "column": f"seed {first['seed']}", "metric": metric, "mean": round(mean, 4),
+                             "std": round(std, 4), "n": len(rows), "run_ids": ";".join(r["run_id"] for r in rows)})
+    return t
+
+
 def _diff(d: PairedDiff) -> str:
     mark = " †" if d.includes_zero else ""
     return f"{100 * d.mean_diff:+.2f} ({100 * d.ci_low:+.2f} to {100 * d.ci_high:+.2f}){mark}"
