@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import EXIT_CTRL_C, EXIT_INTERNAL, EXIT_SIGTERM, ConfigError, Interrupted, MedboostError
+from .errors import ConfigError, MedboostError, explain
 
 app = typer.Typer(
     add_completion=False,
@@ -50,10 +50,9 @@ def _interruptible():
     try:
         yield
     except KeyboardInterrupt as e:
-        by = e.signal_name if isinstance(e, Interrupted) else "Ctrl-C"
-        err_console.print(f"[bold red]interrupted[/] by {by}: the last finished epoch is saved; continue with the "
-                          f"same command and --resume", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_SIGTERM if isinstance(e, Interrupted) else EXIT_CTRL_C) from None
+        kind, message, code = explain(e)
+        err_console.print(f"[bold red]{kind}[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code) from None
 
 
 def _log(message: str) -> None:
@@ -134,8 +133,12 @@ def train(
     layer: Optional[int] = Layer,
     as_json: bool = typer.Option(False, "--json", help="print the final results row as JSON (per-sample scores left "
                                  "out; they are in the Parquet row) instead of the tables"),
+    devices: Optional[int] = typer.Option(None, "--devices", min=1, help="train this one run data-parallel in N "
+                                          "processes on this machine, one per GPU (or N CPU processes); torchrun "
+                                          "starts them on several machines (README)"),
 ) -> None:
     """Train a classifier with or without the booster; select on val, score test once, write a results row."""
+    from . import distributed
     from .data import data_dir_from
     from .engine import train as run_training
     from .progress import RichReporter
@@ -144,11 +147,20 @@ def train(
 
     flags = [("--booster", "booster.mode", booster), ("--backbone", "backbone.name", backbone), ("--seed", "seed", seed)]
     flags += _common_flags(epochs, lr, batch_size, llm, layer)
-    recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
+    with _interruptible(), distributed.session() as world:  # several processes: one reports an error, all stop
+        recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
+        if devices and devices > 1 and world.size == 1:  # start the processes, which run this same command
+            raise typer.Exit(distributed.launch_local(devices, sys.argv[1:]))
+        if devices and world.size > 1 and devices != world.local_size:
+            raise ConfigError(f"--devices {devices} but the launcher started {world.local_size} processes on this "
+                              f"node; leave --devices out under torchrun")
+        main = world.is_main  # prints and shows progress; the other processes stay silent
+        row = run_training(recipe, data_dir_from(data_dir), _results_dir(results_dir), resume=resume, force=force,
+                           reporter=RichReporter(err_console) if main and not quiet else None,
+                           log=_log if main else (lambda message: None))
+    if not main:
+        return
     folder = _results_dir(results_dir)
-    with _interruptible():
-        row = run_training(recipe, data_dir_from(data_dir), folder, resume=resume, force=force,
-                           reporter=None if quiet else RichReporter(err_console), log=_log)
     if as_json:
         import json
 
@@ -380,10 +392,9 @@ def main() -> None:
     except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
         if os.environ.get("MEDBOOST_DEBUG"):
             raise
-        first = (str(e).splitlines() or [""])[0]
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {first} (a bug in medboost; rerun with "
-                          f"MEDBOOST_DEBUG=1 for the traceback and report it)", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_INTERNAL)
+        kind, message, code = explain(e)
+        err_console.print(f"[bold red]{kind}:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

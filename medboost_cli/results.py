@@ -43,7 +43,7 @@ COLUMNS = [
     "run_id", "status", "task", "flag", "size", "backbone", "booster", "llm", "layer", "frozen", "llm_init",
     "lm_norm", "seed", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc",
     "test_auc", "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb",
-    "memory_kind", "device", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
+    "memory_kind", "device", "world_size", "devices", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
     "versions_json", "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",
     "schema_version",
 ]
@@ -53,11 +53,19 @@ ADDED_AFTER_V1 = ("lm_norm", "schema_version")
 _WITH_LM = ("rllm", "out", "hybrid")
 
 
+# Columns added within schema 2, and what they state for rows written before them: one process, on ``device``.
+ADDED_IN_V2 = ("world_size", "devices")
+
+
 def _old_value(column: str, row: dict[str, Any]) -> Any:
     if column == "schema_version":
         return 1
     if column == "lm_norm":
         return "none" if row.get("booster") in _WITH_LM else None
+    if column == "world_size":
+        return 1
+    if column == "devices":
+        return json.dumps([row["device"]]) if row.get("device") is not None else None
     return None
 
 
@@ -154,6 +162,7 @@ def _upgrade(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     """A row of any schema version as one with ``columns``: what an older row lacks is filled in."""
     if row.get("schema_version") is None:
         row = row | {c: _old_value(c, row) for c in ADDED_AFTER_V1}
+    row = row | {c: _old_value(c, row) for c in ADDED_IN_V2 if row.get(c) is None}
     return {c: row.get(c) for c in columns}
 
 
@@ -164,7 +173,7 @@ def load_results(results_dir: Path, columns: list[str] | None = None, status: st
     cols = list(columns or COLUMNS)
     if status is not None and "status" not in cols:
         cols.append("status")
-    needed = list(dict.fromkeys(cols + ["schema_version", "booster"]))  # what an upgrade may consult
+    needed = list(dict.fromkeys(cols + ["schema_version", "booster", "device"]))  # what an upgrade may consult
     frames = [_read_table(f, needed).to_pandas() for f in files]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=needed)
     old = df["schema_version"].isna() if "schema_version" in df else pd.Series(True, index=df.index)
@@ -177,6 +186,14 @@ def load_results(results_dir: Path, columns: list[str] | None = None, status: st
                 df[column] = df[column].astype(object)
                 df.loc[old, column] = pd.Series([_old_value(column, r) for r in records], index=df.index[old],
                                                 dtype=object)
+    for column in (c for c in ADDED_IN_V2 if c in cols):  # rows written before the column, in schema 2
+        lacking = df[column].isna() if column in df else pd.Series(True, index=df.index)
+        if lacking.any():
+            values = [_old_value(column, r) for r in df.loc[lacking, ["device"]].to_dict("records")]
+            df[column] = (df[column] if column in df else pd.Series(None, index=df.index)).astype(object)
+            df.loc[lacking, column] = pd.Series(values, index=df.index[lacking], dtype=object)
+    if "world_size" in cols:
+        df["world_size"] = df["world_size"].astype(int)
     if "schema_version" in cols:
         df["schema_version"] = df["schema_version"].astype(int)
     df = df[cols]
