@@ -35,11 +35,11 @@ import sys
 import threading
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -89,11 +89,6 @@ def world() -> World:
         raise ConfigError(f"the environment says RANK={rank} of WORLD_SIZE={size} (LOCAL_RANK={local_rank} of "
                           f"LOCAL_WORLD_SIZE={local_size}); start the processes with torchrun")
     return World(rank, size, local_rank, local_size)
-
-
-def launched() -> bool:
-    """True in a process that a launcher started as one of several."""
-    return world().size > 1
 
 
 # ------------------------------------------------------------------------------------------ process group
@@ -356,8 +351,8 @@ def launch_local(devices: int, argv: list[str]) -> int:
     the error, if any), else the first failed process's. The processes print; the launcher stays quiet."""
     import logging
 
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if "OMP_NUM_THREADS" not in os.environ:  # as torchrun: the cores shared out, not every process on all of them
@@ -369,8 +364,9 @@ def launch_local(devices: int, argv: list[str]) -> int:
         elastic_launch(config, sys.executable)("-m", "medboost_cli", *argv)
     except ChildFailedError as e:
         failures = e.failures
-        chosen = failures.get(0) or min(failures.values(), key=lambda f: f.timestamp)
-        return chosen.exitcode if chosen.exitcode > 0 else 128 - chosen.exitcode
+        main = failures.get(0)
+        chosen = main if main and main.exitcode > 0 else min(failures.values(), key=lambda f: f.timestamp)
+        return chosen.exitcode if chosen.exitcode > 0 else 128 - chosen.exitcode  # killed by a signal: 128 + it
     except SignalException as e:
         return 128 + int(e.sigval)
     return 0

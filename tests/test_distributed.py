@@ -141,12 +141,12 @@ def test_shares_cover_every_row_once_in_order():
 def test_world_comes_from_the_launcher_environment(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)
-    assert distributed.world() == World() and not distributed.launched()
+    assert distributed.world() == World()
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert distributed.world() == World(3, 4, 1, 2) and distributed.launched()
+    assert distributed.world() == World(3, 4, 1, 2)
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ConfigError, match="RANK=4 of WORLD_SIZE=4"):
         distributed.world()
