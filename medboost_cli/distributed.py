@@ -84,7 +84,8 @@ def world() -> World:
     except ValueError:
         names = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
         found = ", ".join(f"{k}={env[k]!r}" for k in names if k in env)
-        raise ConfigError(f"the environment says {found}: these must be integers (start the processes with torchrun)") from None
+        raise ConfigError(f"the environment says {found}: these must be integers (start the processes with "
+                          f"torchrun)") from None
     if size < 1 or not 0 <= rank < size or not 0 <= local_rank < local_size:
         raise ConfigError(f"the environment says RANK={rank} of WORLD_SIZE={size} (LOCAL_RANK={local_rank} of "
                           f"LOCAL_WORLD_SIZE={local_size}); start the processes with torchrun")
@@ -120,7 +121,8 @@ def device_for(request: str) -> torch.device:
                           f"train.device=cuda (each process takes the GPU of its LOCAL_RANK)")
     count = torch.cuda.device_count()
     if w.local_rank >= count:
-        raise ConfigError(f"{w.local_size} processes on this node but only {count} GPUs; start at most {count} per node")
+        raise ConfigError(f"{w.local_size} processes on this node, which has {count} GPU(s); start at most {count} "
+                          f"per node")
     torch.cuda.set_device(w.local_rank)
     return torch.device("cuda", w.local_rank)
 
@@ -257,7 +259,8 @@ def peer_loss_interrupts(fn: Callable) -> Callable:
             if world().size == 1 or not _lost_peer(e):
                 raise
             first = _first_posted()
-            by = f"rank {first['rank']}'s {first['kind']} ({first['message']})" if first else "the loss of another process"
+            by = (f"rank {first['rank']}'s {first['kind']} ({first['message']})" if first
+                  else "the loss of another process")
             raise PeerLost(by) from e
 
     return wrapper

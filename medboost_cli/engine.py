@@ -5,7 +5,9 @@ metric (AUC by default; the earliest epoch wins a tie), then score ``test`` once
 test split never chooses anything.
 
 Reproducibility: data order, augmentation and dropout are drawn from generators seeded by (seed, epoch), so
-a run resumed from its last epoch checkpoint replays exactly what an uninterrupted run would have done.
+a run resumed from its last epoch checkpoint replays exactly what an uninterrupted run would have done. Several
+processes (``distributed``) split each global batch and draw order and augmentation for all of it, so a run can
+be resumed on another number of processes; only the dropout masks depend on it.
 Checkpoints hold the trainable weights, the optimiser and schedule, and the hash of the frozen LM layer
 (never the layer itself).
 """

@@ -155,6 +155,25 @@ def test_world_comes_from_the_launcher_environment(monkeypatch):
         distributed.world()
 
 
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    """Without a GPU here: CUDA is faked where the device is resolved; the process group is not involved."""
+    monkeypatch.setattr(distributed, "resolve_device", lambda name: torch.device(name.replace("auto", "cuda")))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.device_for("auto") == torch.device("cuda", 1) and chosen == [1]
+    assert distributed.device_for("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="use train.device=cuda"):
+        distributed.device_for("cuda:0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"which has 1 GPU\(s\); start at most 1"):
+        distributed.device_for("cuda")
+
+
 def test_a_share_of_a_batch_is_augmented_as_in_the_whole_batch():
     """The maps are drawn for the whole batch and sliced: a process's rows look as they would in one process."""
     tf = BatchTransform(out_size=32, in_chans=3, mean=(0.5,) * 3, std=(0.25,) * 3, hflip=0.5, scale=(0.7, 1.0),
@@ -185,7 +204,8 @@ def test_ddp_leaves_the_frozen_layer_alone(monkeypatch):
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("task, backbone, mode", [("breast", "vit-mini", m) for m in ("none", "rllm", "out", "hybrid", "mlp")]
+@pytest.mark.parametrize("task, backbone, mode", [("breast", "vit-mini", mode) for mode in
+                                                  ("none", "rllm", "out", "hybrid", "mlp")]
                          + [("adrenal3d", "vit3d", "rllm"), ("adrenal3d", "vivit-s", "rllm")])
 def test_every_trainable_parameter_takes_part_in_every_step(task, backbone, mode):
     """Why DDP needs no ``find_unused_parameters``: one step gives every trainable parameter a gradient."""
@@ -265,7 +285,8 @@ def test_sigkill_of_one_process_then_resume_on_two_and_on_one(pair, fault_env, t
     reference = scores(only_row(two_dir))
     for resumed, size in ((only_row(cut), 2), (alone, 1)):
         assert resumed["status"] == "completed" and resumed["epochs_done"] == 2 and resumed["world_size"] == size
-        assert np.abs(scores(resumed) - reference).max() < TOLERANCE and np.abs(scores(resumed) - scores(one)).max() < TOLERANCE
+        assert np.abs(scores(resumed) - reference).max() < TOLERANCE
+        assert np.abs(scores(resumed) - scores(one)).max() < TOLERANCE
 
 
 def test_a_failure_on_one_process_ends_all_with_its_line_and_exit_code(pair, fault_env, tmp_path):
