@@ -258,10 +258,7 @@ def peer_loss_interrupts(fn: Callable) -> Callable:
         except RuntimeError as e:
             if world().size == 1 or not _lost_peer(e):
                 raise
-            first = _first_posted()
-            by = (f"rank {first['rank']}'s {first['kind']} ({first['message']})" if first
-                  else "the loss of another process")
-            raise PeerLost(by) from e
+            raise _peer_lost() from e
 
     return wrapper
 
@@ -297,8 +294,17 @@ def on_sigterm(handler) -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupt(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+def _peer_lost(first: dict[str, Any] | None = None) -> PeerLost:
+    first = first or _first_posted()
+    return PeerLost(f"rank {first['rank']}'s {first['kind']} ({first['message']})" if first
+                    else "the loss of another process")
+
+
+def interrupt(signum, frame):
+    """A SIGTERM handler: ``Interrupted``, or in a run of several processes where another one failed first (the
+    launcher then stops the others), ``PeerLost`` naming that process's error."""
+    first = _first_posted() if world().size > 1 else None
+    raise _peer_lost(first) if first else Interrupted(signal.Signals(signum).name)
 
 
 def _settle(error: BaseException, w: World) -> BaseException:
@@ -328,7 +334,7 @@ def session() -> Iterator[World]:
         yield w
         return
     _connect()
-    restore = on_sigterm(_interrupt) if w.is_main else (lambda: None)
+    restore = on_sigterm(interrupt) if w.is_main else (lambda: None)
     try:
         yield w
     except BaseException as e:

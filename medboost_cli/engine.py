@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -444,15 +443,9 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
 
 def _signals_interrupt():
     """Turn SIGTERM into ``Interrupted`` while a run trains, so that it leaves an "interrupted" row and its last
-    epoch checkpoint, as Ctrl-C does; returns the function that restores the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    epoch checkpoint, as Ctrl-C does (naming the error of another process that stopped first, when several
+    train the run); returns the function that restores the previous handler."""
+    return distributed.on_sigterm(distributed.interrupt)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
