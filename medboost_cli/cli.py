@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import EXIT_CTRL_C, EXIT_INTERNAL, EXIT_SIGTERM, ConfigError, Interrupted, MedboostError
+from .errors import EXIT_CTRL_C, EXIT_INTERNAL, ConfigError, MedboostError, explain
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click.exceptions import ClickException
@@ -92,10 +92,9 @@ def _interruptible():
     try:
         yield
     except KeyboardInterrupt as e:
-        by = e.signal_name if isinstance(e, Interrupted) else "Ctrl-C"
-        err_console.print(f"[bold red]interrupted[/] by {by}: the last finished epoch is saved; continue with the "
-                          f"same command and --resume", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_SIGTERM if isinstance(e, Interrupted) else EXIT_CTRL_C) from None
+        kind, message, code = explain(e)
+        err_console.print(f"[bold red]{kind}[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code) from None
 
 
 def _log(message: str) -> None:
@@ -194,8 +193,12 @@ def train(
     folds: Optional[int] = typer.Option(None, "--folds", min=2, help="cohort files: K patient-level folds; trains "
                                         "every fold (one run each) unless --fold, then prints mean ± std"),
     fold: Optional[int] = typer.Option(None, "--fold", min=0, help="cohort files: train only this fold (0..K-1)"),
+    devices: Optional[int] = typer.Option(None, "--devices", min=1, help="train this one run data-parallel in N "
+                                          "processes on this machine, one per GPU (or N CPU processes); torchrun "
+                                          "starts them on several machines (README)"),
 ) -> None:
     """Train a classifier with or without the booster; select on val, score test once, write a results row."""
+    from . import distributed
     from .data import data_dir_from
     from .engine import train as run_training
     from .progress import RichReporter
@@ -207,19 +210,31 @@ def train(
              ("--backbone", "backbone.name", _value(backbone)),
              ("--seed", "seed", seed), ("--folds", "data.folds", folds), ("--fold", "data.fold", fold)]
     flags += _common_flags(epochs, lr, batch_size, llm, layer)
-    recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
     folder, tracks = _results_dir(results_dir), resolve_tracks(track)
+    with _interruptible(), distributed.session() as world:  # several processes: one reports an error, all stop
+        recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
+        if devices and devices > 1 and world.size == 1:  # start the processes, which run this same command
+            raise typer.Exit(distributed.launch_local(devices, sys.argv[1:]))
+        if devices and world.size > 1 and devices != world.local_size:
+            raise ConfigError(f"--devices {devices} but the launcher started {world.local_size} processes on this "
+                              f"node; leave --devices out under torchrun")
+        main = world.is_main  # prints, shows progress and tracks; the other processes stay silent
 
-    def train_one(one):
-        reporter = make_reporter(one, folder, tracks, None if quiet else RichReporter(err_console), log=_log)
-        return run_training(one, data_dir_from(data_dir), folder, resume=resume, force=force, reporter=reporter,
-                            log=_log)
+        def train_one(one):
+            progress = RichReporter(err_console) if main and not quiet else None
+            reporter = make_reporter(one, folder, tracks, progress, log=_log) if main else None
+            return run_training(one, data_dir_from(data_dir), folder, resume=resume, force=force, reporter=reporter,
+                                log=_log if main else (lambda message: None))
 
-    if folds is not None and fold is None:
-        _train_folds(recipe, folder, train_one, force, as_json)
-        return
-    with _interruptible():
+        if folds is not None and fold is None:
+            if world.size > 1:
+                raise ConfigError("--folds without --fold trains the folds one after the other in one process; with "
+                                  "several processes train one fold at a time: --folds K --fold F")
+            _train_folds(recipe, folder, train_one, force, as_json)
+            return
         row = train_one(recipe)
+    if not main:
+        return
     if as_json:
         typer.echo(_json_row(row))
         return
@@ -518,9 +533,8 @@ def main() -> None:
     except Exception as e:  # a bug: say so in one line; MEDBOOST_DEBUG=1 shows where
         if os.environ.get("MEDBOOST_DEBUG"):
             raise
-        first = (str(e).splitlines() or [""])[0]
-        _fail("internal error", f"{type(e).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for "
-                                f"the traceback and report it)", EXIT_INTERNAL)
+        kind, message, code = explain(e)
+        _fail(kind, message, code)
     if isinstance(code, int) and code:  # typer.Exit(code) in non-standalone mode: Ctrl-C (130), SIGTERM (143)
         sys.exit(code)
 

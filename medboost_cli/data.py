@@ -401,11 +401,16 @@ class BatchTransform:
     rotate: float = 0.0
     padding: str = "border"
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                 theta: torch.Tensor | None = None) -> torch.Tensor:
+        """``generator`` draws one map per sample of ``x``; ``theta`` gives them instead (``maps``' rows for these
+        samples), so that processes that each hold some rows of a batch apply the maps one process would."""
         spatial = x.ndim - 2
         x = x.float().div_(255.0)
-        if generator is not None and self.augments:
-            theta = self.sample_affine(x.shape[0], spatial, generator).to(x.device, non_blocking=True)
+        if theta is None and generator is not None:
+            theta = self.maps(x.shape[0], spatial, generator)
+        if theta is not None:
+            theta = theta.to(x.device, non_blocking=True)
             size = (x.shape[0], x.shape[1]) + (self.out_size,) * spatial
             grid = F.affine_grid(theta, list(size), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
@@ -423,6 +428,10 @@ class BatchTransform:
     @property
     def augments(self) -> bool:
         return bool(self.hflip or self.vflip or self.dflip or self.translate or self.rotate or self.scale != (1.0, 1.0))
+
+    def maps(self, n: int, spatial: int, generator: torch.Generator) -> torch.Tensor | None:
+        """The affine maps of a batch of ``n`` samples (``sample_affine``), or None when nothing augments."""
+        return self.sample_affine(n, spatial, generator) if self.augments else None
 
     def sample_affine(self, n: int, spatial: int, g: torch.Generator) -> torch.Tensor:
         """(n, spatial, spatial+1) maps from output to input coordinates (x, y[, z] = W, H[, D] axes)."""

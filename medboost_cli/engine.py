@@ -5,7 +5,9 @@ metric (AUC by default; the earliest epoch wins a tie), then score ``test`` once
 test split never chooses anything.
 
 Reproducibility: data order, augmentation and dropout are drawn from generators seeded by (seed, epoch), so
-a run resumed from its last epoch checkpoint replays exactly what an uninterrupted run would have done.
+a run resumed from its last epoch checkpoint replays exactly what an uninterrupted run would have done. Several
+processes (``distributed``) split each global batch and draw order and augmentation for all of it, so a run can
+be resumed on another number of processes; only the dropout masks depend on it.
 Checkpoints hold the trainable weights, the optimiser and schedule, and the hash of the frozen LM layer
 (never the layer itself).
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import metrics
+from . import distributed, metrics
 from .data import BatchTransform, Split, load_dataset
 from .errors import Interrupted, ModelFileError, ResultsError
 from .fileio import atomic_write
@@ -40,12 +41,13 @@ from .hardware import (
     resolve_device,
     set_threads,
 )
+from .distributed import World
 from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
 from .models.untrusted import load_torch_dict
 from .recipes import Recipe, saved_recipe
 from .results import ResultsDir, find_run, git_commit, new_row, package_versions, read_row, write_row
-from .seeding import EpochStream, epoch_generator, epoch_seed
+from .seeding import EpochStream, dropout_seed, epoch_generator
 
 CHECKPOINT_FORMAT = 1
 
@@ -97,12 +99,13 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, task_type: str, label_sm
     return F.cross_entropy(logits, labels[:, 0], label_smoothing=label_smoothing)
 
 
-def prepare_runner(model: nn.Module, recipe: Recipe) -> nn.Module:
+def prepare_runner(model: nn.Module, recipe: Recipe, wrap=lambda module: module) -> nn.Module:
     """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default,
-    see the README's performance section); it shares its parameters with ``model``."""
+    see the README's performance section), then ``wrap`` (DDP for several processes); it shares its parameters
+    with ``model``."""
     if recipe.train.channels_last and recipe.task_info.dims == 2:
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if recipe.train.compile else model
+    return wrap(torch.compile(model) if recipe.train.compile else model)
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -153,20 +156,25 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where
 @torch.no_grad()
 def predict(
     model: nn.Module, split: Split, transform: BatchTransform, batch_size: int, amp: torch.dtype | None,
-    task_type: str,
+    task_type: str, world: World = World(),
 ) -> tuple[np.ndarray, float]:
-    """Probabilities for every sample of ``split`` and the mean loss."""
+    """Probabilities for every sample of ``split`` and the mean loss. With several processes (``world``), each
+    scores its contiguous share of the samples and all of them get every score, in order: each sample once."""
     model.eval()
     device = next(model.parameters()).device
+    lo, hi = world.share(len(split))
     scores, loss_sum = [], torch.zeros((), device=device)
-    for start in range(0, len(split), batch_size):
-        x = transform(split.images[start : start + batch_size])
-        y = split.labels[start : start + batch_size]
+    for start in range(lo, hi, batch_size):
+        x = transform(split.images[start : min(start + batch_size, hi)])
+        y = split.labels[start : min(start + batch_size, hi)]
         with autocast(device, amp):
             logits = model(x)
         loss_sum += loss_fn(logits, y, task_type) * len(y)
         scores.append(metrics.probabilities(logits, task_type))
-    return torch.cat(scores).cpu().numpy(), float(loss_sum) / max(1, len(split))
+    if world.size == 1:
+        return torch.cat(scores).cpu().numpy(), float(loss_sum) / max(1, len(split))
+    shares = distributed.gather((torch.cat(scores).cpu().numpy() if scores else None, float(loss_sum)))
+    return np.concatenate([s for s, _ in shares if s is not None]), sum(l for _, l in shares) / max(1, len(split))
 
 
 def _steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -240,19 +248,24 @@ class Run:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
     state: TrainState = field(default_factory=TrainState)
+    world: World = field(default_factory=World)  # this process's place among the run's processes
+    devices: list[str] = field(default_factory=list)  # every process's device name, in rank order
 
     @classmethod
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir) -> Run:
         set_threads(recipe.train.threads)
-        device = resolve_device(recipe.train.device)
+        device = distributed.device_for(recipe.train.device)
+        world = distributed.init(device)  # several processes: join the group (gloo on CPU, NCCL on CUDA)
         data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
                             select_metric=recipe.train.select_metric).to(device)
-        built = build_model(recipe, recipe.task_info, device)
+        built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
         optimizer = make_optimizer(built.model, recipe)
         steps = _steps_per_epoch(len(data.splits["train"]), recipe.train.batch_size)
-        return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built,
-                   prepare_runner(built.model, recipe), make_transforms(recipe, built.model.backbone), optimizer,
-                   make_schedule(optimizer, recipe, steps))
+        runner = prepare_runner(built.model, recipe, wrap=lambda module: distributed.wrap(module, device))
+        distributed.check_shared(results.root)
+        return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built, runner,
+                   make_transforms(recipe, built.model.backbone), optimizer, make_schedule(optimizer, recipe, steps),
+                   world=world, devices=distributed.gather(device_name(device)))
 
     @property
     def run_id(self) -> str:
@@ -265,8 +278,15 @@ class Run:
     def _identity(self) -> dict[str, Any]:
         return {"frozen_sha256": self.built.frozen_sha256, "config_hash": self.recipe.config_hash()}
 
+    def write(self, row: dict[str, Any]) -> None:
+        """Write the run's row: rank 0 alone, when several processes train it."""
+        distributed.on_main(write_row, self.results.root, row)
+
     def save(self, improved: bool) -> None:
-        """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state."""
+        """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state.
+        Rank 0 alone writes them; every process reads them back (``finalize``, ``restore``)."""
+        if not self.world.is_main:
+            return
         weights = trainable_state(self.built.model)
         if improved:
             save_checkpoint(self.results.best(self.run_id), epoch=self.state.epoch, trainable=weights,
@@ -302,41 +322,58 @@ class Run:
             params_total=total, params_trainable=trainable, train_seconds=s.train_seconds,
             images_per_second=(n_train * len(s.history) / s.train_seconds) if s.train_seconds else None,
             memory_kind="gpu_allocated" if self.device.type == "cuda" else "process_rss",
-            device=device_name(self.device), precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
+            device=device_name(self.device), world_size=self.world.size, devices=json.dumps(self.devices),
+            precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
             frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
             history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
             started_at=s.started_at, **extra,
         )
 
+    @distributed.peer_loss_interrupts
     def train_epoch(self, epoch: int, reporter: Reporter) -> dict[str, Any]:
-        """One pass over the training split in the (seed, epoch) order, with that epoch's augmentation."""
-        t, seed, split = self.recipe.train, self.recipe.seed, self.data.splits["train"]
-        torch.manual_seed(epoch_seed(seed, epoch, EpochStream.DROPOUT))
+        """One pass over the training split in the (seed, epoch) order, with that epoch's augmentation.
+
+        ``train.batch_size`` is the global batch: with several processes each takes its contiguous share of it,
+        with the affine maps drawn for the whole batch, and its loss is weighted by its share of the batch times
+        the number of processes, so that DDP's mean of the gradients is the whole batch's mean gradient, also
+        for a short or uneven last batch. Order, maps and schedule do not depend on the number of processes."""
+        t, seed, split, world = self.recipe.train, self.recipe.seed, self.data.splits["train"], self.world
+        torch.manual_seed(dropout_seed(seed, epoch, world.rank))
         order = torch.randperm(len(split), generator=epoch_generator(seed, epoch, EpochStream.DATA_ORDER))
         order = order.to(self.device)
         augment = epoch_generator(seed, epoch, EpochStream.AUGMENT)
+        transform, spatial = self.transforms[0], split.images.ndim - 2
         self.runner.train()
         loss_sum = torch.zeros((), device=self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         for i, first in enumerate(range(0, len(split), t.batch_size)):
             idx = order[first : first + t.batch_size]
-            loss = train_step(self.runner, self.optimizer, split.images[idx], split.labels[idx], self.transforms[0],
-                              augment, self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip)
+            theta = transform.maps(len(idx), spatial, augment)  # the whole batch's, on every process
+            lo, hi = world.share(len(idx))
+            rows, weight = slice(lo, hi), (hi - lo) * world.size / len(idx)
+            if lo == hi:  # fewer samples than processes: one sample with weight 0 keeps this process in step
+                rows, weight = slice(0, 1), 0.0
+            loss = train_step(self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform,
+                              None, self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
+                              theta=None if theta is None else theta[rows], loss_scale=weight)
             self.schedule.step()
-            loss_sum += loss * len(idx)
+            loss_sum += loss * (hi - lo)
             reporter.step(loss.item() if (i % 10 == 0 and self.device.type == "cpu") else None)  # no GPU sync
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
-        return {"epoch": epoch, "train_loss": float(loss_sum) / len(split), "lr": lr, "seconds": seconds}
+        train_loss = distributed.total(float(loss_sum)) / len(split)
+        return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "seconds": seconds}
 
+    @distributed.peer_loss_interrupts
     def score(self, split: str) -> tuple[dict[str, float], np.ndarray, float]:
-        """(metrics, probabilities, mean loss) of the current weights on ``split``."""
+        """(metrics, probabilities, mean loss) of the current weights on ``split``, sharded over the processes."""
         target = self.data.splits[split]
         task_type = self.recipe.task_info.task_type
-        scores, loss = predict(self.runner, target, self.transforms[1], self.recipe.train.eval_batch_size, self.amp,
-                               task_type)
+        distributed.sync_buffers(self.runner)
+        scores, loss = predict(distributed.unwrap(self.runner), target, self.transforms[1],
+                               self.recipe.train.eval_batch_size, self.amp, task_type, self.world)
         return metrics.evaluate(target.labels.cpu().numpy(), scores, task_type), scores, loss
 
     def validate(self) -> dict[str, float]:
@@ -345,11 +382,12 @@ class Run:
 
     def finalize(self) -> dict[str, Any]:
         """Load the best validation epoch's weights and score the test split, once: the completed row."""
+        distributed.peer_loss_interrupts(distributed.barrier)()  # rank 0 has written best.pt
         best = self.results.best(self.run_id)
         load_trainable_state(self.built.model, load_checkpoint(best)["trainable"], best)
         result, scores, _ = self.score("test")
         return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
-                        peak_memory_mb=peak_memory_mb(self.device),
+                        peak_memory_mb=max(distributed.gather(peak_memory_mb(self.device))),
                         test_labels=self.data.splits["test"].labels.cpu().numpy().tolist(),
                         test_scores=scores.astype(np.float32).tolist())
 
@@ -384,10 +422,10 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
 
     def record_row(row: dict[str, Any]) -> None:  # the row first: a reporter never stands between a run and its result
-        write_row(results.root, row)
+        run.write(row)
         reporter.finish(row)
 
-    write_row(results.root, run.row("running"))
+    run.write(run.row("running"))
     reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
     reset_peak_memory(run.device)
     restore_signals = _signals_interrupt()
@@ -402,44 +440,43 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         reporter.close()
         final = run.finalize()
     except KeyboardInterrupt as e:
+        distributed.on_sigterm(signal.SIG_IGN)  # a second SIGTERM (a launcher stopping all) must not cut the write
         by = e.signal_name if isinstance(e, Interrupted) else "the user (Ctrl-C)"
         record_row(run.row("interrupted", ended_at=_now(),
-                           error=f"interrupted by {by}; continue with the same command and --resume"))
+                          error=f"interrupted by {by}; continue with the same command and --resume"))
         raise
     except BaseException as e:
+        distributed.on_sigterm(signal.SIG_IGN)
         record_row(run.row("failed", ended_at=_now(), error=f"{type(e).__name__}: {e}"))
         raise
     finally:
         restore_signals()
         reporter.close()
     record_row(final)
-    last.unlink(missing_ok=True)  # the optimiser state is not needed once the run is complete
+    distributed.on_main(last.unlink, missing_ok=True)  # the optimiser state is not needed once the run is complete
     return final
 
 
 def _signals_interrupt():
     """Turn SIGTERM into ``Interrupted`` while a run trains, so that it leaves an "interrupted" row and its last
-    epoch checkpoint, as Ctrl-C does; returns the function that restores the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    epoch checkpoint, as Ctrl-C does (naming the error of another process that stopped first, when several
+    train the run); returns the function that restores the previous handler."""
+    return distributed.on_sigterm(distributed.interrupt)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
                transform: BatchTransform, augment: torch.Generator | None, amp: torch.dtype | None, task_type: str,
-               label_smoothing: float = 0.0, grad_clip: float | None = None) -> torch.Tensor:
-    """One optimisation step on a uint8 batch already on the device; returns the (detached) loss, no host sync."""
-    x = transform(images, augment)
+               label_smoothing: float = 0.0, grad_clip: float | None = None, *, theta: torch.Tensor | None = None,
+               loss_scale: float = 1.0) -> torch.Tensor:
+    """One optimisation step on a uint8 batch already on the device; returns the (detached) mean loss, no host
+    sync. ``theta``: the batch's affine maps, drawn beforehand (else from ``augment``); ``loss_scale``: the
+    weight of this batch's mean loss in the gradient (a process's share of a global batch)."""
+    x = transform(images, augment, theta=theta)
     with autocast(images.device, amp):
         logits = model(x)
     loss = loss_fn(logits, labels, task_type, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if loss_scale == 1.0 else loss * loss_scale).backward()
     if grad_clip:
         nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()

@@ -56,7 +56,7 @@ COLUMNS = [
     "run_id", "status", "task", "flag", "size", "backbone", "booster", "llm", "layer", "frozen", "llm_init",
     "lm_norm", "seed", "fold", "folds", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc",
     "test_auc", "test_sens", "test_spec", "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb",
-    "memory_kind", "device", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
+    "memory_kind", "device", "world_size", "devices", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
     "versions_json", "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",
     "schema_version",
 ]
@@ -68,11 +68,20 @@ ADDED_AFTER_V2 = ("test_sens", "test_spec", "fold", "folds")
 _WITH_LM = ("rllm", "out", "hybrid")
 
 
+# Columns added without a schema bump (rows of schema 2 and 3 may lack them), and what they state for rows
+# written before them: one process, on ``device``.
+ADDED_IN_V2 = ("world_size", "devices")
+
+
 def _old_value(column: str, row: dict[str, Any]) -> Any:
     if column == "schema_version":
         return 1
     if column == "lm_norm":
         return "none" if row.get("booster") in _WITH_LM else None
+    if column == "world_size":
+        return 1
+    if column == "devices":
+        return json.dumps([row["device"]]) if row.get("device") is not None else None
     return None
 
 
@@ -219,7 +228,7 @@ def _read_run(path: Path, columns: list[str] | None = None) -> pa.Table:
             if isinstance(version, int) and version > SCHEMA_VERSION:
                 raise ResultsError(f"{path}: written by a newer medboost (row schema {version}; this one reads up to "
                                    f"{SCHEMA_VERSION}); upgrade medboost to read it")
-            lacks = [c for c in COLUMNS if c not in names and c not in ADDED_AFTER_V1 + ADDED_AFTER_V2]
+            lacks = [c for c in COLUMNS if c not in names and c not in ADDED_AFTER_V1 + ADDED_AFTER_V2 + ADDED_IN_V2]
             foreign = [c for c in names if c not in COLUMNS]
             if lacks or foreign:
                 what = "; ".join(([f"lacks {_names(lacks)}"] if lacks else []) +
@@ -329,6 +338,7 @@ def _upgrade(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     """A row of any schema version as one with ``columns``: what an older row lacks is filled in."""
     if row.get("schema_version") is None:
         row = row | {c: _old_value(c, row) for c in ADDED_AFTER_V1}
+    row = row | {c: _old_value(c, row) for c in ADDED_IN_V2 if row.get(c) is None}
     return {c: row.get(c) for c in columns}
 
 
@@ -358,7 +368,7 @@ def load_results(results_dir: Path, columns: list[str] | None = None, status: st
     cols = list(columns or COLUMNS)
     if status is not None and "status" not in cols:
         cols.append("status")
-    needed = list(dict.fromkeys(cols + ["schema_version", "booster"]))  # what an upgrade may consult
+    needed = list(dict.fromkeys(cols + ["schema_version", "booster", "device"]))  # what an upgrade may consult
     table = read_runs_table(files, needed, warn) if files else None
     df = table.to_pandas() if table is not None else pd.DataFrame(columns=needed)
     old = df["schema_version"].isna() if "schema_version" in df else pd.Series(True, index=df.index)
@@ -374,6 +384,14 @@ def load_results(results_dir: Path, columns: list[str] | None = None, status: st
     for column in cols:  # no row of them has a column added since: None for all
         if column not in df:
             df[column] = None
+    for column in (c for c in ADDED_IN_V2 if c in cols):  # rows written before the column, in schema 2
+        lacking = df[column].isna() if column in df else pd.Series(True, index=df.index)
+        if lacking.any():
+            values = [_old_value(column, r) for r in df.loc[lacking, ["device"]].to_dict("records")]
+            df[column] = (df[column] if column in df else pd.Series(None, index=df.index)).astype(object)
+            df.loc[lacking, column] = pd.Series(values, index=df.index[lacking], dtype=object)
+    if "world_size" in cols:
+        df["world_size"] = df["world_size"].astype(int)
     if "schema_version" in cols:
         df["schema_version"] = df["schema_version"].astype(int)
     df = df[cols]

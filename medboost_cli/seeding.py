@@ -41,6 +41,14 @@ def epoch_seed(seed: int, epoch: int, stream: EpochStream) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + int(stream) * 104_729) % (2**63)
 
 
+def dropout_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The global-RNG seed for dropout and drop-path in ``epoch`` on process ``rank`` of a multi-process run.
+    Rank 0's is the one-process seed, so a one-process run is unchanged; every other process draws its own
+    masks. The masks still differ with the number of processes (each draws them for its own share of a batch):
+    they are what makes a run on N processes differ from the same run on one, beyond rounding."""
+    return (epoch_seed(seed, epoch, EpochStream.DROPOUT) + rank * 15_485_863) % (2**63)
+
+
 def epoch_generator(seed: int, epoch: int, stream: EpochStream = EpochStream.DATA_ORDER) -> torch.Generator:
     """A CPU generator that depends only on (seed, epoch, stream): data order and augmentation are the same
     for every run with that seed, whatever model it trains, and a resumed run replays them exactly."""
