@@ -338,8 +338,11 @@ def test_a_real_preemption_of_a_submitit_local_job_requeues_it_and_it_resumes(st
     assert load_results(study / "r", columns=["status", "epochs_done"]).iloc[0].tolist() == ["completed", 60]
 
 
+# Ctrl-C as a terminal delivers it: a child of a pytest-xdist worker may inherit SIGINT as ignored, and Python
+# then installs no KeyboardInterrupt handler of its own.
 INTERRUPT = textwrap.dedent("""
-    import sys
+    import signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from medboost_cli.cli import main
     sys.argv = ["medboost", *sys.argv[1:]]
     main()
