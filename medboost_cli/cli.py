@@ -86,13 +86,15 @@ def _main(
 
 
 @contextmanager
-def _interruptible():
-    """Ctrl-C or SIGTERM (``errors.Interrupted``) while training: one line saying how to go on, exit 130 or 143
-    (typer would otherwise exit 130 silently)."""
+def _interruptible(go_on: str | None = None):
+    """Ctrl-C or SIGTERM (``errors.Interrupted``) while training: one line saying how to go on (``go_on``: for a
+    command that resumes by itself, unlike ``train``), exit 130 or 143 (typer would otherwise exit 130 silently)."""
     try:
         yield
     except KeyboardInterrupt as e:
         kind, message, code = explain(e)
+        if go_on:
+            message = message.replace("continue with the same command and --resume", go_on)
         err_console.print(f"[bold red]{kind}[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(code) from None
 
@@ -339,7 +341,7 @@ def ablate(
     options = cluster_options(profile, flags)
     common = [f"{key}={value}" for _, key, value in _common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
     plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=common + sets)
-    with _interruptible():
+    with _interruptible(go_on="run the same command again to continue (interrupted runs resume)"):
         launch(launcher, plan, data_dir_from(data_dir), _results_dir(results_dir), jobs=jobs, options=options,
                dry_run=dry_run, wait=wait, reporter=None if quiet else RichReporter(err_console), say=_say, log=_log,
                show=console.print, title=study, tracks=tuple(resolve_tracks(track)))

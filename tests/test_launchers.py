@@ -361,7 +361,8 @@ def test_ctrl_c_on_a_pool_interrupts_every_running_run_once(study):
     out, err = launcher.communicate(timeout=300)
     assert launcher.returncode == 130, err
     assert "0 trained, 0 skipped (completed), 0 failed, 2 interrupted, 1 not started" in out
-    assert [line for line in err.splitlines() if line.strip()][-1].startswith("interrupted by Ctrl-C")
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last.startswith("interrupted by Ctrl-C") and "run the same command again" in last and "--resume" not in last
     df = rows(study)
     assert sorted(df.status) == ["interrupted", "interrupted"]  # each worker saved its row; the third never began
     assert not list((study / "r" / "locks").iterdir())
