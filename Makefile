@@ -36,6 +36,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/paper_shape.py
 	$(BIN)/python benchmarks/load_memory.py
+	$(BIN)/python benchmarks/load_memory_stack.py
 	$(BIN)/python benchmarks/bootstrap_auc.py
 
 clean:

@@ -92,9 +92,7 @@ def _interruptible(go_on: str | None = None):
     try:
         yield
     except KeyboardInterrupt as e:
-        kind, message, code = explain(e)
-        if go_on:
-            message = message.replace("continue with the same command and --resume", go_on)
+        kind, message, code = explain(e, go_on) if go_on else explain(e)
         err_console.print(f"[bold red]{kind}[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(code) from None
 

@@ -68,14 +68,15 @@ EXIT_CTRL_C = 130
 EXIT_SIGTERM = 143
 
 
-def explain(error: BaseException) -> tuple[str, str, int]:
+def explain(error: BaseException, go_on: str = "continue with the same command and --resume") -> tuple[str, str, int]:
     """(kind, message, exit code) of the one line that reports ``error``: what ``cli.main`` prints, and what a
-    process of a multi-process run hands to rank 0 to print (``distributed``)."""
+    process of a multi-process run hands to rank 0 to print (``distributed``). ``go_on``: how an interrupted
+    command continues (``ablate`` resumes by itself)."""
     if isinstance(error, MedboostError):
         return error.kind, str(error), error.exit_code
     if isinstance(error, KeyboardInterrupt):
         by = error.signal_name if isinstance(error, Interrupted) else "Ctrl-C"
-        return ("interrupted", f"by {by}: the last finished epoch is saved; continue with the same command and --resume",
+        return ("interrupted", f"by {by}: the last finished epoch is saved; {go_on}",
                 EXIT_SIGTERM if isinstance(error, Interrupted) else EXIT_CTRL_C)
     first = (str(error).splitlines() or [""])[0]
     return ("internal error", f"{type(error).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for "
