@@ -8,7 +8,11 @@ IQR of those timings (``torch.utils.benchmark.Measurement``), and images/s from 
 ``torch.utils.flop_counter`` on the executed ops (frozen weights get no weight gradient, so none is counted). Two
 utilisation figures are reported against a matmul rate, in the precision the model runs in (bf16 where the device
 has it natively, else fp32), measured in the same run on the same device: the whole train step's, and the frozen LM
-layer's alone (forward + backward to its input, at the batch's token shape)."""
+layer's alone (forward + backward to its input, at the batch's token shape).
+
+For ``model: pneumollm`` the cases compared are variants of the model instead of booster modes (``VARIANTS``): the
+whole model, and the same without its LM (Table 4's "w/o LLM"), whose difference is what the LM costs. Its frozen
+path is the stack of LM layers (with their adapters) at the d + m tokens it sees."""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from rich.table import Table
 from torch.utils import flop_counter
 
 from . import errors
-from .engine import make_optimizer, make_transforms, prepare_runner, train_step
+from .engine import loss_fn, make_optimizer, make_transforms, prepare_runner, train_step
 from .errors import EXIT_INTERNAL, ConfigError, MedboostError
 from .hardware import autocast, autocast_dtype, device_name, peak_rss_mb, resolve_device, set_threads
 from .models import build_model, count_parameters
@@ -61,6 +65,14 @@ with _quiet("torch.utils.cpp_extension"):
 SHAPES = {
     "2d-224": {"task": "breast", "sets": ["backbone.pretrained=false"], "llm": "random:llama-7b"},
     "3d-28": {"task": "adrenal3d", "sets": [], "llm": "random:llama-7b"},
+}
+
+
+# PneumoLLM's cases for `medboost bench --model pneumollm --variant ...`: pneumollm.* keys over the recipe's.
+VARIANTS = {
+    "pneumollm": {},
+    "no-llm": {"llm": False, "emitter": False},  # Table 4 (the emitter masks the LM's attention: none without it)
+    "simplified": {"engine": False, "emitter": False},  # Table 5
 }
 
 
@@ -134,18 +146,72 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bfloat16, sha
 
 
 def bench_recipe(task: str | None, shape: str | None, llm: str | None, batch: int, sets: list[str],
-                 preset: str | None = None, backbone: str | None = None) -> Recipe:
+                 preset: str | None = None, backbone: str | None = None, model: str | None = None) -> Recipe:
     if (task is None) == (shape is None):
         raise ConfigError("give a TASK or --shape (2d-224 or 3d-28), not both or neither")
     if shape is not None and shape not in SHAPES:
         raise ConfigError(f"--shape {shape}: choose one of {', '.join(SHAPES)}")
     base = SHAPES[shape] if shape else {"task": task, "sets": [], "llm": None}
-    flags = [("--batch", "train.batch_size", batch), ("--llm", "booster.llm", llm or base["llm"]),
-             ("--backbone", "backbone.name", backbone)]
-    recipe = load_recipe(base["task"], preset=preset, flags=flags, sets=base["sets"] + sets)
-    if recipe.model != "rllm":
-        raise ConfigError(f"medboost bench compares R-LLM booster modes; model={recipe.model} is not measured by it")
-    return recipe
+    flags = [("--model", "model", model), ("--batch", "train.batch_size", batch),
+             ("--llm", "booster.llm", llm or base["llm"]), ("--backbone", "backbone.name", backbone)]
+    return load_recipe(base["task"], preset=preset, flags=flags, sets=base["sets"] + sets)
+
+
+def bench_names(recipe: Recipe, boosters: list[str], variants: list[str]) -> list[str]:
+    """The cases `medboost bench` compares: ``--booster`` modes for R-LLM (default none and rllm), ``--variant``
+    names for PneumoLLM (default the whole model and the model without its LM)."""
+    if recipe.model == "pneumollm":
+        if boosters:
+            raise ConfigError("--booster compares R-LLM booster modes; with --model pneumollm compare --variant "
+                              f"{' / '.join(VARIANTS)}")
+        return variants or ["pneumollm", "no-llm"]
+    if variants:
+        raise ConfigError(f"--variant is for --model pneumollm (model={recipe.model} here); compare --booster modes")
+    return boosters or ["none", "rllm"]
+
+
+def bench_cases(recipe: Recipe, names: list[str]) -> list[tuple[str, Recipe]]:
+    """(name, recipe) for each case to measure: booster modes for R-LLM, ``VARIANTS`` for PneumoLLM."""
+    cases = []
+    for name in names:
+        if recipe.model == "pneumollm":
+            if name not in VARIANTS:
+                raise ConfigError(f"model=pneumollm is benched by variant, not booster mode: {name!r} is not one of "
+                                  f"{', '.join(VARIANTS)} (--variant)")
+            update = {"pneumollm": recipe.pneumollm.model_copy(update=VARIANTS[name])}
+        else:
+            if name in VARIANTS:
+                raise ConfigError(f"--variant {name} is for --model pneumollm; R-LLM runs are benched by --booster")
+            update = {"booster": recipe.booster.model_copy(update={"mode": name})}
+        case = recipe.model_copy(update=update)
+        cases.append((name, Recipe.model_validate(case.model_dump())))  # the mode is one of the schema's
+    return cases
+
+
+def frozen_path(built) -> tuple[torch.nn.Module, int, int] | None:
+    """(the frozen LM path, the tokens it sees, its width) of a built model, or None without one: R-LLM's F_L at
+    the backbone's tokens, PneumoLLM's stack of LM layers (with their adapters) at its d + m tokens."""
+    model = built.model
+    if built.stack is not None:  # PneumoLLM
+        if model.lm is None:
+            return None
+        tokens = model.n_source + (model.engine.tokens if model.engine is not None else 0)
+        return model.lm, tokens, built.stack.spec.hidden
+    if built.llm is None:
+        return None
+    return model.booster.lm, model.backbone.n_tokens, built.llm.spec.hidden
+
+
+def synthetic_batch(recipe: Recipe, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """A uint8 batch of the recipe's batch size and image shape with random labels, on ``device`` (fixed seeds),
+    and the generator its augmentation draws from."""
+    task = recipe.task_info
+    b = recipe.train.batch_size
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (b, task.n_channels) + (recipe.data.size,) * task.dims, generator=g,
+                           dtype=torch.uint8).to(device)
+    labels = torch.randint(0, 2, (b, task.n_classes if task.multilabel else 1), generator=g).to(device)
+    return images, labels, torch.Generator().manual_seed(1)
 
 
 def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:
@@ -159,19 +225,18 @@ def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[s
         torch.cuda.reset_peak_memory_stats(device)
     built = build_model(recipe, task, device)
     model = built.model
+    path = frozen_path(built)
     runner = prepare_runner(model, recipe)
     train_tf, eval_tf = make_transforms(recipe, model.backbone)
     optimizer = make_optimizer(model, recipe)
     b = recipe.train.batch_size
-    size = recipe.data.size
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (b, task.n_channels) + (size,) * task.dims, generator=g, dtype=torch.uint8)
-    images = images.to(device)
-    labels = torch.randint(0, 2, (b, task.n_classes if task.multilabel else 1), generator=g).to(device)
-    gen = torch.Generator().manual_seed(1)
+    images, labels, gen = synthetic_batch(recipe, device)
 
-    def step():
-        train_step(runner, optimizer, images, labels, train_tf, gen, amp, task.task_type)
+    t = recipe.train
+
+    def step(module=runner):  # as the training loop calls it
+        train_step(module, optimizer, images, labels, train_tf, gen, amp, task.task_type, t.label_smoothing,
+                   t.grad_clip)
 
     @torch.no_grad()
     def forward(module=runner):
@@ -183,33 +248,32 @@ def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[s
     model.eval()
     evaluation = measure(forward, max(1, warmup // 2), steps, "eval forward")
     model.train()
-    train_flops = count_flops(lambda: train_step(model, optimizer, images, labels, train_tf, gen, amp,
-                                                 task.task_type))
+    train_flops = count_flops(lambda: step(model))
     model.eval()
     fwd_flops = count_flops(lambda: forward(model))  # counted on the plain module: the same ops, no compile hooks
     total, trainable = count_parameters(model)
     row = {
-        "booster": recipe.booster.mode, "params_total": total, "params_trainable": trainable,
+        "model": recipe.model, "params_total": total, "params_trainable": trainable,
         "gmacs_per_image": fwd_flops / 2 / b / 1e9, **_ms(train, "train"), **_ms(evaluation, "eval"),
         "train_images_per_second": b / train.median, "eval_images_per_second": b / evaluation.median,
         "step_tflops": train_flops / train.median / 1e12,
         "step_fraction_of_matmul": train_flops / train.median / 1e12 / matmul,
-        "layer_tflops": None, "layer_fraction_of_matmul": None, "tokens": model.backbone.n_tokens,
-        "input_size": model.backbone.input_size,
+        "layer_tflops": None, "layer_fraction_of_matmul": None, "layer_ms_median": None,
+        "tokens": path[1] if path else model.backbone.n_tokens, "input_size": model.backbone.input_size,
     }
-    lm = model.booster.lm if recipe.booster.mode not in ("none", "mlp") else None
-    if lm is not None:  # the frozen layer alone, at the shape it sees in training
-        r = torch.randn(b, model.backbone.n_tokens, built.llm.spec.hidden, device=device,
-                        dtype=amp or torch.float32, requires_grad=True)
+    if path is not None:  # the frozen path alone, at the shape it sees in training
+        lm, n_tokens, hidden = path
+        r = torch.randn(b, n_tokens, hidden, device=device, dtype=amp or torch.float32, requires_grad=True)
 
         def layer_step():
             with autocast(device, amp):
                 out = lm(r)
             out.float().sum().backward()
 
-        layer_s = measure(layer_step, warmup, steps, "frozen layer").median
+        layer_s = measure(layer_step, warmup, steps, "frozen path").median
         layer_flops = count_flops(layer_step)
-        row.update(layer_tflops=layer_flops / layer_s / 1e12, layer_fraction_of_matmul=layer_flops / layer_s / 1e12 / matmul)
+        row.update(layer_tflops=layer_flops / layer_s / 1e12, layer_fraction_of_matmul=layer_flops / layer_s / 1e12 / matmul,
+                   layer_ms_median=layer_s * 1e3)
     row.update({
         "worker_pid": os.getpid(), "worker_rss_before_model_mb": rss_before_model, "worker_peak_rss_mb": peak_rss_mb(),
         "peak_cuda_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
@@ -248,7 +312,7 @@ def _worker_failure(reply: dict[str, Any] | None, mode: str, exitcode: int | Non
     """The exception the parent raises for a worker that sent ``reply`` (None: it sent nothing) and ended with
     ``exitcode``: the worker's own ``MedboostError`` class and message, else a ``BenchWorkerError`` saying what
     happened (``MEDBOOST_DEBUG=1`` shows the worker's traceback, kept after the message's first line)."""
-    where = f"the bench worker for booster={mode}"
+    where = f"the bench worker for {mode}"
     if reply is None:
         if exitcode is not None and exitcode < 0:
             name = signal.Signals(-exitcode).name
@@ -257,18 +321,18 @@ def _worker_failure(reply: dict[str, Any] | None, mode: str, exitcode: int | Non
         return BenchWorkerError(f"{where} ended with exit code {exitcode} before it sent a row")
     cls = getattr(errors, reply["error"], None)
     if isinstance(cls, type) and issubclass(cls, MedboostError):
-        return cls(f"booster={mode}: {reply['message']}")
+        return cls(f"{mode}: {reply['message']}")
     first = (reply["message"].splitlines() or [""])[0]
     return BenchWorkerError(f"{reply['error']} in {where}: {first}\n{reply.get('traceback', '')}")
 
 
-def bench_in_worker(case: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:
+def bench_in_worker(case: Recipe, warmup: int, steps: int, matmul: float, name: str | None = None) -> dict[str, Any]:
     """``bench_mode`` in a fresh process (multiprocessing's spawn: a new interpreter, not a fork), so that one
     mode's memory figures do not include what an earlier mode left in the allocator, and compiled kernels, caches
     and thread pools start cold for every mode alike. Its row comes back as JSON over a pipe."""
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    mode = case.booster.mode
+    mode = name or f"booster={case.booster.mode}"  # what the worker measures, in its errors
     worker = ctx.Process(target=_worker, args=(send, case.model_dump_json(), warmup, steps, matmul),
                          name=f"medboost-bench-{mode}")
     worker.start()
@@ -291,10 +355,12 @@ def bench_in_worker(case: Recipe, warmup: int, steps: int, matmul: float) -> dic
 
 def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results_dir: Path | None,
               label: str, log=print, matmul_shape: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
-    """Measure each mode in ``modes``, each in its own process, against the matmul rate measured here first.
+    """Measure each case in ``modes`` (booster modes; PneumoLLM: ``VARIANTS``), each in its own process, against
+    the matmul rate measured here first.
 
     The workers are started with multiprocessing's spawn, which imports the calling script again in each: a script
     that calls this needs the ``if __name__ == "__main__":`` guard (as ``benchmarks/paper_shape.py`` has)."""
+    cases = bench_cases(recipe, modes)  # checked before the minutes the matmul rate takes
     set_threads(recipe.train.threads)
     device = resolve_device(recipe.train.device)
     amp = autocast_dtype(recipe.train.precision, device)
@@ -305,14 +371,14 @@ def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results
     log(f"{_dtype_name(dtype)} matmul rate on {device_name(device)}: {matmul:.3f} TFLOP/s")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     rows = []
-    for mode in modes:
-        case = recipe.model_copy(update={"booster": recipe.booster.model_copy(update={"mode": mode})})
-        Recipe.model_validate(case.model_dump())  # the mode is one of the schema's
-        log(f"measuring {label} booster={mode} in a fresh process ...")
-        row = bench_in_worker(case, warmup, steps, matmul)
+    for mode, case in cases:
+        what = f"{'variant' if case.model == 'pneumollm' else 'booster'}={mode}"
+        log(f"measuring {label} {what} in a fresh process ...")
+        row = bench_in_worker(case, warmup, steps, matmul, what)
+        has_lm = case.pneumollm.llm if case.model == "pneumollm" else mode not in ("none", "mlp")
         row.update({
-            "bench_id": f"{stamp}-{label}-{mode}", "case": label, "task": case.task_info.short,
-            "backbone": case.backbone.name, "llm": case.booster.llm if mode not in ("none", "mlp") else None,
+            "booster": mode, "bench_id": f"{stamp}-{label}-{mode}", "case": label, "task": case.task_info.short,
+            "backbone": case.backbone.name, "llm": case.booster.llm if has_lm else None,
             "batch": case.train.batch_size, "matmul_tflops": matmul, "matmul_dtype": _dtype_name(dtype),
             "compile": case.train.compile, "channels_last": case.train.channels_last,
             "warmup": warmup, "steps": steps, "versions_json": package_versions(), "git_commit": git_commit(),
@@ -331,16 +397,20 @@ def _spread(median: float, iqr: float) -> str:
 
 
 def bench_table(rows: list[dict[str, Any]], label: str) -> Table:
-    """The rows side by side: times as median ± IQR over the timed steps, memory as each worker process's own."""
+    """The rows side by side: times as median ± IQR over the timed steps, memory as each worker process's own. The
+    FLOP floor of a step is its counted FLOPs at the matmul rate measured in the same run: the time the step would
+    take if every FLOP ran as fast as one large matmul; "% of floor" is that time over the measured one."""
     first = rows[0]
     cuda = any(r["peak_cuda_allocated_mb"] is not None for r in rows)
-    table = Table(title=f"{label}: batch {first['batch']}, {first['device']}, {first['precision']}; "
+    table = Table(title=f"{label}{' (PneumoLLM)' if first.get('model') == 'pneumollm' else ''}: batch {first['batch']}, {first['device']}, {first['precision']}; "
                         f"{first['matmul_dtype']} matmul {first['matmul_tflops']:.3f} TFLOP/s; times: median ± IQR "
                         f"over {first['steps']} timed steps; memory: each mode's own worker process")
-    columns = ["booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s",
+    pneumollm = first.get("model") == "pneumollm"
+    path = "LM stack" if pneumollm else "F_L"  # the frozen path
+    columns = ["variant" if pneumollm else "booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s",
                "eval ms/batch", "eval img/s", "RSS before model MB", "peak RSS MB",
-               *(["peak CUDA alloc MB"] if cuda else []), "step TFLOP/s", "step % matmul", "F_L TFLOP/s",
-               "F_L % matmul"]
+               *(["peak CUDA alloc MB"] if cuda else []), "step TFLOP/s", "step floor ms", "step % of floor",
+               f"{path} TFLOP/s", f"{path} % of floor"]
     for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
@@ -351,9 +421,96 @@ def bench_table(rows: list[dict[str, Any]], label: str) -> Table:
                       f"{r['train_images_per_second']:.1f}", _spread(r["eval_ms_median"], r["eval_ms_iqr"]),
                       f"{r['eval_images_per_second']:.1f}", f"{r['worker_rss_before_model_mb']:.0f}",
                       f"{r['worker_peak_rss_mb']:.0f}", *gpu, f"{r['step_tflops']:.3f}",
+                      f"{r['train_ms_median'] * r['step_fraction_of_matmul']:.1f}",
                       f"{100 * r['step_fraction_of_matmul']:.0f}%", *layer)
     return table
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
+
+
+# ----------------------------------------------------------------------------------- where a step's time goes
+
+
+def step_breakdown(recipe: Recipe, warmup: int, steps: int, matmul: float) -> list[dict[str, Any]]:
+    """The R-LLM train step of ``recipe`` split into its parts, each timed on its own (median over ``steps``) and its
+    FLOPs counted, in this process: the batched resize/augment, the backbone and head (forward and backward, with
+    the booster switched to identity), the frozen layer (forward and the gradient to its input, at the token
+    shape it sees), F_E/F_D and the loss (what the full forward/backward takes beyond those two), and the
+    optimizer (clipping, AdamW). ``floor_ms`` is a part's FLOPs at the ``matmul`` rate (TFLOP/s, the model's
+    precision); the last row is the whole step as ``train_step`` runs it, and the one before what the parts
+    leave of it (zero_grad, the step's own overhead, timing noise)."""
+    if recipe.model != "rllm" or recipe.booster.mode in ("none", "mlp"):
+        raise ConfigError("the step breakdown is of an R-LLM step with a frozen layer (booster rllm, out or hybrid)")
+    device = resolve_device(recipe.train.device)
+    amp = autocast_dtype(recipe.train.precision, device)
+    task = recipe.task_info
+    built = build_model(recipe, task, device)
+    model = built.model
+    runner = prepare_runner(model, recipe)
+    train_tf, _ = make_transforms(recipe, model.backbone)
+    optimizer = make_optimizer(model, recipe)
+    b = recipe.train.batch_size
+    images, labels, gen = synthetic_batch(recipe, device)
+    x = train_tf(images, gen)
+    clip = recipe.train.grad_clip
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    lm, n_tokens, hidden = frozen_path(built)
+    r = torch.randn(b, n_tokens, hidden, device=device, dtype=amp or torch.float32, requires_grad=True)
+    model.train()
+
+    def forward_backward(module=runner):
+        with autocast(device, amp):
+            logits = module(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(logits, labels, task.task_type, recipe.train.label_smoothing).backward()
+
+    def without_booster():
+        mode, model.booster.mode = model.booster.mode, "none"
+        try:
+            forward_backward()
+        finally:
+            model.booster.mode = mode
+
+    def layer():
+        with autocast(device, amp):
+            out = lm(r)
+        out.float().sum().backward()
+
+    forward_backward()  # gradients exist, as at the optimizer's step in training
+
+    def optimize():
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+
+    parts = [("resize/augment", lambda: train_tf(images, gen)), ("backbone + head fwd/bwd", without_booster),
+             ("F_L fwd + input grad", layer), ("fwd/bwd (whole model)", forward_backward), ("optimizer", optimize),
+              ("step", lambda: train_step(runner, optimizer, images, labels, train_tf, gen, amp, task.task_type,
+                                         recipe.train.label_smoothing, clip))]
+    timed = {name: measure(fn, warmup, steps, name).median * 1e3 for name, fn in parts}
+    flops = {name: count_flops(fn) for name, fn in parts}
+    whole = ("fwd/bwd (whole model)", "backbone + head fwd/bwd", "F_L fwd + input grad")
+    timed["F_E/F_D + loss"] = timed[whole[0]] - timed[whole[1]] - timed[whole[2]]
+    flops["F_E/F_D + loss"] = flops[whole[0]] - flops[whole[1]] - flops[whole[2]]
+    order = ["resize/augment", "backbone + head fwd/bwd", "F_L fwd + input grad", "F_E/F_D + loss", "optimizer"]
+    timed["other"] = timed["step"] - sum(timed[k] for k in order)
+    flops["other"] = flops["step"] - sum(flops[k] for k in order)
+    rows = []
+    for name in order + ["other", "step"]:
+        floor = flops[name] / (matmul * 1e12) * 1e3
+        rows.append({"part": name, "ms": timed[name], "gflop": flops[name] / 1e9, "floor_ms": floor,
+                     "fraction_of_floor": floor / timed[name] if timed[name] > 0 and flops[name] else None})
+    return rows
+
+
+def breakdown_table(rows: list[dict[str, Any]], title: str) -> Table:
+    step = rows[-1]["ms"]
+    table = Table(title=title)
+    for col in ("part", "ms/step", "share", "GFLOP/step", "floor ms", "% of floor"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    for r in rows:
+        table.add_row(r["part"], f"{r['ms']:.1f}", f"{100 * r['ms'] / step:.0f}%", f"{r['gflop']:.2f}",
+                      f"{r['floor_ms']:.1f}", f"{100 * r['fraction_of_floor']:.0f}%" if r["fraction_of_floor"] else "-")
+    return table

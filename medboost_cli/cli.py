@@ -480,7 +480,12 @@ def prepare_dicom(
 def bench(
     task: Optional[str] = typer.Argument(None, help="a task's recipe to measure (or use --shape)"),
     shape: Optional[str] = typer.Option(None, "--shape", help="the paper's shapes: 2d-224 (ViT-S/16) or 3d-28"),
-    boosters: list[BoosterMode] = typer.Option(["none", "rllm"], "--booster", help="modes to compare (repeatable)"),
+    model: Optional[str] = typer.Option(None, "--model", help="rllm (default) or pneumollm (at --shape 2d-224: CLIP "
+                                        "ViT-L/14 + every LLaMA-7B layer, random weights)"),
+    boosters: list[BoosterMode] = typer.Option([], "--booster", help="R-LLM: modes to compare (repeatable; default "
+                                               "none and rllm)"),
+    variants: list[str] = typer.Option([], "--variant", help="PneumoLLM: variants to compare (repeatable; pneumollm, "
+                                       "no-llm, simplified; default pneumollm and no-llm)"),
     batch: Optional[int] = typer.Option(None, "--batch", help="batch size (default: the recipe's)"),
     llm: Optional[str] = typer.Option(None, "--llm", help="F_L source; random:llama-7b = LLaMA-7B's shape, random weights"),
     backbone: Optional[BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
@@ -490,13 +495,14 @@ def bench(
     sets: list[str] = typer.Option([], "--set", help="override any recipe key (repeatable)"),
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
-    """Measure each booster mode's train step and eval throughput, memory, parameters and FLOPs, side by side;
-    each mode in its own process."""
-    from .bench import bench_recipe, bench_table, run_bench
+    """Measure each booster mode's (PneumoLLM: each variant's) train step and eval throughput, memory, parameters
+    and FLOPs, side by side; each in its own process."""
+    from .bench import bench_names, bench_recipe, bench_table, run_bench
 
-    recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=_value(backbone))
+    recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=_value(backbone), model=model)
     label = shape or task
-    rows = run_bench(recipe, [_value(b) for b in boosters], warmup, steps, _results_dir(results_dir), label, log=_log)
+    names = bench_names(recipe, [_value(b) for b in boosters], variants)
+    rows = run_bench(recipe, names, warmup, steps, _results_dir(results_dir), label, log=_log)
     console.print(bench_table(rows, label))
 
 

@@ -135,7 +135,7 @@ def test_worker_sends_its_error_and_the_parent_raises_it(monkeypatch):
             with pytest.raises(SystemExit) as exit_:
                 bench._worker(send, case.model_dump_json(), 1, 1, 2.0)
             assert exit_.value.code == code
-            error = bench._worker_failure(json.loads(receive.recv_bytes()), "rllm", code)
+            error = bench._worker_failure(json.loads(receive.recv_bytes()), "booster=rllm", code)
             if code == 3:
                 assert type(error) is DataError and str(error) == "booster=rllm: breast.npz: truncated"
             else:
@@ -148,11 +148,11 @@ def test_worker_sends_its_error_and_the_parent_raises_it(monkeypatch):
 
 
 def test_a_worker_that_dies_without_a_row_is_reported():
-    killed = bench._worker_failure(None, "rllm", -signal.SIGKILL)
+    killed = bench._worker_failure(None, "booster=rllm", -signal.SIGKILL)
     assert isinstance(killed, bench.BenchWorkerError)
     assert str(killed) == ("the bench worker for booster=rllm was ended by SIGKILL before it sent a row "
                            "(out of memory? try a smaller --batch)")
-    assert str(bench._worker_failure(None, "none", 7)) == (
+    assert str(bench._worker_failure(None, "booster=none", 7)) == (
         "the bench worker for booster=none ended with exit code 7 before it sent a row")
 
 
@@ -164,3 +164,95 @@ def test_bench_arguments_are_checked():
     r = bench_recipe(None, "2d-224", None, 8, [])
     assert (r.backbone.name, r.backbone.pretrained, r.booster.llm, r.train.batch_size) == (
         "vit-s", False, "random:llama-7b", 8)
+
+
+def test_pneumollm_is_benched_by_variant_and_its_frozen_path_is_the_lm_stack(tmp_path, monkeypatch):
+    """`medboost bench --model pneumollm`: the whole model against the model without its LM, each in its own
+    process; the frozen path measured is the stack of LM layers at the d + m tokens it sees (6 source + 4
+    diagnosis tokens on the CPU preset), and the two variants differ by exactly the LM's parameters and adapters."""
+    monkeypatch.setattr(bench, "matmul_tflops", lambda device, dtype, shape=None: 2.0)
+    sets = [s for s in TINY_SETS if not s.startswith(("train.batch_size", "backbone.depth"))]
+    recipe = bench_recipe("breast", None, "minilm", 4, sets + ["pneumollm.llm_layers=2"], preset="cpu",
+                          model="pneumollm")
+    assert bench.bench_names(recipe, [], []) == ["pneumollm", "no-llm"]
+    rows = run_bench(recipe, ["pneumollm", "no-llm"], warmup=1, steps=2, results_dir=tmp_path, label="breast",
+                     log=lambda *a: None)
+    full, bare = rows
+    assert (full["booster"], bare["booster"]) == ("pneumollm", "no-llm")
+    assert full["model"] == bare["model"] == "pneumollm"
+    assert (full["llm"], bare["llm"]) == ("minilm", None)
+    assert full["tokens"] == 6 + 4 and full["layer_tflops"] > 0 and full["layer_ms_median"] > 0
+    assert full["layer_fraction_of_matmul"] == pytest.approx(full["layer_tflops"] / 2.0)
+    assert bare["layer_tflops"] is None and bare["layer_ms_median"] is None
+    # two MiniLM layers (frozen) and their two adapters of width 8 in 2 groups (trainable) are the difference
+    lm_layer = 4 * (384 * 384 + 384) + 2 * 384 + 384 * 1536 + 1536 + 1536 * 384 + 384 + 2 * 384
+    adapter = 384 * 8 + 8 + (8 // 2) * (384 // 2) * 2 + 384
+    assert full["params_total"] - bare["params_total"] == 2 * (lm_layer + adapter)
+    assert full["params_trainable"] - bare["params_trainable"] == 2 * adapter
+    assert full["gmacs_per_image"] > bare["gmacs_per_image"]
+    assert sorted(load_bench(tmp_path).booster) == ["no-llm", "pneumollm"]
+    table = bench.bench_table(rows, "breast")
+    assert [c.header for c in table.columns][0] == "variant" and "LM stack % of floor" in [c.header for c in table.columns]
+
+
+def test_bench_cases_are_booster_modes_for_rllm_and_variants_for_pneumollm():
+    rllm = bench_recipe("breast", None, "minilm", 4, ["data.verify=false"], preset="cpu")
+    pneumo = bench_recipe("breast", None, "minilm", 4, ["data.verify=false"], preset="cpu", model="pneumollm")
+    assert bench.bench_names(rllm, [], []) == ["none", "rllm"]
+    assert bench.bench_names(rllm, ["mlp"], []) == ["mlp"]
+    assert bench.bench_names(pneumo, [], ["simplified"]) == ["simplified"]
+    with pytest.raises(MedboostError, match="--variant is for --model pneumollm"):
+        bench.bench_names(rllm, [], ["no-llm"])
+    with pytest.raises(MedboostError, match="with --model pneumollm compare --variant pneumollm / no-llm / simplified"):
+        bench.bench_names(pneumo, ["rllm"], [])
+    with pytest.raises(MedboostError, match="'rllm' is not one of pneumollm, no-llm, simplified"):
+        bench.bench_cases(pneumo, ["rllm"])
+    (_, simplified), = bench.bench_cases(pneumo, ["simplified"])
+    assert (simplified.pneumollm.engine, simplified.pneumollm.emitter, simplified.pneumollm.llm) == (False, False, True)
+    (_, mlp), = bench.bench_cases(rllm, ["mlp"])
+    assert mlp.booster.mode == "mlp" and mlp.model == "rllm"
+
+
+def test_pneumollm_at_the_paper_shape():
+    """--shape 2d-224 --model pneumollm: a randomly initialised CLIP ViT-L/14 at 224 and every layer of a
+    LLaMA-7B-shaped LM, batch 16 (the paper's)."""
+    r = bench_recipe(None, "2d-224", None, None, [], model="pneumollm")
+    assert (r.model, r.backbone.name, r.backbone.pretrained, r.booster.llm, r.data.size) == (
+        "pneumollm", "clip-l14", False, "random:llama-7b", 224)
+    assert (r.train.batch_size, r.pneumollm.llm_layers, r.pneumollm.source_every, r.pneumollm.tokens) == (16, None, 4, 4)
+
+
+def test_the_step_breakdown_accounts_for_the_whole_step():
+    """bench.step_breakdown splits the R-LLM step into parts whose FLOPs add up to the whole step's (the optimizer
+    and resize count none: no matmul), each with its floor at the given matmul rate; F_L's FLOPs are those of one
+    MiniLM layer's forward and input gradient at the backbone's 50 tokens."""
+    recipe = bench_recipe("breast", None, "minilm", 4, TINY_SETS[:5] + ["booster.mode=rllm"], preset="cpu")
+    rows = bench.step_breakdown(recipe, warmup=0, steps=1, matmul=2.0)
+    by = {r["part"]: r for r in rows}
+    assert list(by) == ["resize/augment", "backbone + head fwd/bwd", "F_L fwd + input grad", "F_E/F_D + loss",
+                        "optimizer", "other", "step"]
+    step = by["step"]
+    parts = ["resize/augment", "backbone + head fwd/bwd", "F_L fwd + input grad", "F_E/F_D + loss", "optimizer"]
+    assert sum(by[p]["gflop"] for p in parts) + by["other"]["gflop"] == pytest.approx(step["gflop"])
+    assert abs(by["other"]["gflop"]) < 1e-3 * step["gflop"]  # nothing of the step's matrix work is left out
+    assert by["F_E/F_D + loss"]["gflop"] > 0 and by["backbone + head fwd/bwd"]["gflop"] > 0
+    # one BERT layer at 4 x 50 tokens: 6 matmuls of 384-wide tokens (q, k, v, o; 384->1536->384), forward 2 FLOPs
+    # per multiply-add, and the input gradient the same again; attention's token-by-token products, each
+    # 2 x 4 x 50 x 50 x 384 FLOPs: QK^T and AV forward, then backward the scores recomputed (the flash kernel keeps
+    # none), dV, dP, dQ and dK
+    tokens, d, ff = 4 * 50, 384, 1536
+    linear = 2 * tokens * (4 * d * d + 2 * d * ff)
+    product = 2 * 4 * 50 * 50 * d
+    assert by["F_L fwd + input grad"]["gflop"] * 1e9 == pytest.approx(2 * linear + (2 + 5) * product, rel=1e-6)
+    for r in rows:
+        assert r["floor_ms"] == pytest.approx(r["gflop"] * 1e9 / 2e12 * 1e3)
+    assert step["ms"] > 0 and step["fraction_of_floor"] == pytest.approx(step["floor_ms"] / step["ms"])
+    with pytest.raises(MedboostError, match="R-LLM step with a frozen layer"):
+        bench.step_breakdown(bench_recipe("breast", None, None, 4, ["booster.mode=none"], preset="cpu"), 0, 1, 2.0)
+
+
+def test_booster_modes_with_pneumollm_are_one_line_config_errors(tmp_path):
+    result = run("bench", "breast", "--model", "pneumollm", "--booster", "rllm", "--preset", "cpu",
+                 "--results-dir", tmp_path)
+    assert_one_line_error(result, "config error:", "--booster compares R-LLM booster modes", "--variant", code=2)
+    assert not tmp_path.joinpath("bench").exists()

@@ -445,3 +445,38 @@ def test_slurm_submits_one_array_of_the_runs_still_to_train(study, monkeypatch):
 
     delayed = cloudpickle.loads(pickles[0].read_bytes())
     assert isinstance(delayed.function, SubmititRun) and delayed.function.job.run_id in out.stdout
+
+
+@pytest.mark.slow
+def test_the_pool_and_submitit_train_a_study_on_real_breastmnist_alike(study):
+    """The tiny study on the real BreastMNIST (shared data; 546 training images, 156 test): the local pool of two
+    and submitit's local executor each train both seeds once, and with one torch thread per run (set in the
+    recipe, so that where a run goes changes nothing of its arithmetic) their rows hold the same test scores as
+    the same study trained one run after the other in this process (--jobs 1); a rerun trains nothing."""
+    from .conftest import shared_file
+
+    data = shared_file("breastmnist.npz").parent
+    real = [a for s in ["backbone.depth=1", "train.epochs=1", "train.threads=1", "data.verify=true"]
+            for a in ("--set", s)]
+    scores = {}
+    for name, launcher, extra in (("sequential", "local", ["--jobs", "1"]), ("pool", "local", ["--jobs", "2"]),
+                                  ("submitit", "submitit-local", ["--time", "20"])):
+        results = study / f"r-{name}"
+        args = ["ablate", "tiny", "--seeds", 2, "--preset", "cpu", *real, "--data-dir", data, "--results-dir",
+                results, "--launcher", launcher, *extra]
+        out = run(*args)
+        assert out.returncode == 0, out.stderr
+        assert "2 trained, 0 skipped" in out.stdout, out.stdout
+        again = run(*args)
+        assert again.returncode == 0 and "0 trained, 2 skipped" in again.stdout, again.stdout
+        df = load_results(results, columns=["run_id", "status", "test_scores", "test_auc"]).set_index("run_id")
+        assert set(df.status) == {"completed"} and len(df) == 2
+        assert all(len(s) == 156 for s in df.test_scores)
+        scores[name] = df
+    base = scores["sequential"]
+    for name in ("pool", "submitit"):
+        other = scores[name]
+        assert sorted(other.index) == sorted(base.index)
+        for run_id in base.index:
+            np.testing.assert_array_equal(np.asarray(list(other.test_scores[run_id])),
+                                          np.asarray(list(base.test_scores[run_id])))

@@ -116,6 +116,7 @@ class TokenEngine(nn.Module):
 
     def __init__(self, dim: int, tokens: int, hidden: int):
         super().__init__()
+        self.tokens = tokens
         self.score = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, tokens))
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
