@@ -153,7 +153,7 @@ def test_a_folder_read_at_once_equals_its_files_read_one_by_one(tmp_path, monkey
     assert json.dumps(at_once.to_pylist()) == json.dumps(one_by_one.to_pylist())  # NaN (test_spec) equals NaN
 
 
-def test_a_folder_of_sound_rows_is_read_without_opening_each_file_on_its_own(tmp_path, monkeypatch):
+def test_a_folder_of_sound_rows_is_read_in_bulk_not_file_by_file(tmp_path, monkeypatch):
     files = _mixed_folder(tmp_path)
 
     def read_run(path, columns=None):
