@@ -197,3 +197,13 @@ def test_test_labels_that_are_not_lists_are_a_skipped_file_not_a_traceback(tmp_p
     assert path.stem not in set(df["run_id"]) and len(df) == 5
     assert warnings == [f"skipping {path}: its test_labels are string, not lists; move it out of {path.parent} "
                         f"(or delete it)"]
+
+
+def test_a_row_is_written_without_column_statistics_or_dictionary_pages(tmp_path):
+    """Both only make a one-row file bigger and slower to read; files written with them (``_write_old``, pyarrow's
+    defaults) are read alike (the mixed-folder tests above)."""
+    path = results.write_row(tmp_path, results.new_row(run_id="breast-vit-mini-none-00000000-s0", status="running",
+                                                       config_json="{}", history_json="[]"))
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = [row_group.column(i) for i in range(row_group.num_columns)]
+    assert all(not c.is_stats_set and not c.has_dictionary_page for c in chunks)
