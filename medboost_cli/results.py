@@ -314,7 +314,7 @@ def _rows_problems(paths: list[Path], table: pa.Table) -> list[str | None]:
 def _scores_problems(table: pa.Table, run_ids: list[Any], paths: list[Path]) -> list[str | None]:
     """Per-sample test labels and scores of each row: both or neither, one score row per label row, every score a
     finite number. Checked with Arrow and numpy over all rows at once, without turning the lists into Python
-    objects; the nested score lists are flattened level by level, keeping which row each value came from."""
+    objects; where a score is not finite, which row it came from is followed back through the list levels."""
     labels, scores = (table.column(c).combine_chunks() for c in SCORES)
     n = len(table)
     has_labels, has_scores = (pc.is_valid(c).to_numpy(zero_copy_only=False) for c in (labels, scores))
@@ -325,9 +325,9 @@ def _scores_problems(table: pa.Table, run_ids: list[Any], paths: list[Path]) -> 
     def is_lists(column: pa.Array) -> bool:
         return pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
 
-    values, rows = scores, np.arange(n)
+    levels, values = [], scores  # the list levels of the scores, outermost first, and their numbers
     while is_lists(values):
-        rows = np.repeat(rows, lengths(values))
+        levels.append(values)
         values = pc.list_flatten(values)
     if pa.types.is_null(values.type):  # lists of nothing but nulls
         values = values.cast(pa.float64())
@@ -335,8 +335,13 @@ def _scores_problems(table: pa.Table, run_ids: list[Any], paths: list[Path]) -> 
     lists = is_lists(labels) or pa.types.is_null(labels.type)
     n_labels = lengths(labels) if is_lists(labels) else np.zeros(n, dtype=np.int64)
     n_scores = lengths(scores) if is_lists(scores) else np.zeros(n, dtype=np.int64)
-    not_finite = np.bincount(rows[~pc.fill_null(pc.is_finite(values), False).to_numpy(zero_copy_only=False)],
-                             minlength=n) if numbers else np.zeros(n, dtype=np.int64)
+    not_finite = np.zeros(n, dtype=np.int64)
+    finite = pc.fill_null(pc.is_finite(values), False) if numbers else None
+    if finite is not None and not pc.all(finite).as_py():  # count them per row: follow each value to its row
+        rows = np.arange(n)
+        for level in levels:
+            rows = np.repeat(rows, lengths(level))
+        not_finite = np.bincount(rows[~finite.to_numpy(zero_copy_only=False)], minlength=n)
     damaged = (n_labels != n_scores) | (not_finite > 0) if numbers and lists else np.ones(n, dtype=bool)
     suspect = (has_labels != has_scores) | (has_labels & has_scores & damaged)
     problems: list[str | None] = [None] * n
