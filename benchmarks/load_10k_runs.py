@@ -7,6 +7,11 @@ recipe and a 40-epoch history as JSON, and per-sample test labels and scores (Br
 default). One row in ten is a baseline without an LM (null LM columns) and one in twenty is still running (null
 test metrics), so the reader has to unify files whose column types differ.
 
+Every file here is sound, so ``load_results`` takes its bulk route (``results._read_runs_at_once``: each file
+opened and read once, the checks run over the joined table). A folder with any unsound file is read file by file
+instead (``results._read_run``), about twice as slow, so that each bad file is named. A folder kept from before
+``write_row`` dropped column statistics and dictionary pages holds the bigger old files, which read 10-15% slower.
+
     python benchmarks/load_10k_runs.py                       # 10,000 runs in a temporary folder
     python benchmarks/load_10k_runs.py --folder /tmp/r10k    # keep the folder; a second call reuses it
 """

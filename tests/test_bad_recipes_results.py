@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from medboost_cli import results as results_module
 from medboost_cli.recipes import load_recipe, recipes_dir
 from medboost_cli.results import write_row
 
@@ -264,8 +265,9 @@ def _only_warning(result, bad: Path, problem: str) -> None:
 
 @pytest.mark.parametrize("case, command", CASES)
 def test_a_bad_results_file_is_skipped_with_one_line_over_many_runs_and_fails_one_run(tmp_path, results, case,
-                                                                                       command):
-    """Over many runs (runs, report): a warning line naming the file, and the others counted. About one run
+                                                                                       command, monkeypatch):
+    """Over many runs (runs, report): a warning line naming the file, and the others counted; the folder is first
+    read at once, which finds fault and leaves it to reading file by file, which names the file. About one run
     (evaluate, report gradcam, train): exit 5. Either way the folder is byte for byte as it was."""
     folder, rows = results
     bad_case = BAD_FILES[case]
@@ -273,6 +275,9 @@ def test_a_bad_results_file_is_skipped_with_one_line_over_many_runs_and_fails_on
     bad = bad_case.damage(folder, damaged)
     before = _snapshot(folder)
     valid = [r["run_id"] for r in rows if not (bad_case.removes and r is damaged)]
+    at_once, read_at_once = [], results_module._read_runs_at_once
+    monkeypatch.setattr(results_module, "_read_runs_at_once",
+                        lambda files, columns: at_once.append(read_at_once(files, columns)) or at_once[-1])
 
     if command == "runs":
         result = run("runs", "--json", "--results-dir", folder)
@@ -301,6 +306,8 @@ def test_a_bad_results_file_is_skipped_with_one_line_over_many_runs_and_fails_on
             assert_one_line_error(result, str(folder / "runs" / f"{damaged['run_id']}.parquet"), bad_case.problem,
                                   code=5)
     assert _snapshot(folder) == before
+    if command in ("runs", "report"):
+        assert at_once and all(table is None for table in at_once)
 
 
 def _ref(bad: Path) -> str:

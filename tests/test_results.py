@@ -117,3 +117,93 @@ def test_stale_writes_are_this_runs_temporary_files_only(tmp_path):
         (layout.runs / f".{run}.parquet.xyz.tmp").write_bytes(b"half")
     (layout.checkpoints(mine) / "best.pt").write_bytes(b"whole")
     assert sorted(p.name for p in layout.stale_writes(mine)) == sorted([".last.pt.abc123.tmp", f".{mine}.parquet.xyz.tmp"])
+
+
+def _mixed_folder(folder) -> list:
+    """Sound rows whose files differ in columns and types: a current LM run with a recipe and scores, a baseline
+    (null LM columns), a run still going (null test metrics and scores), rows of schema 1 (no schema_version or
+    lm_norm) and a schema-2 row without the columns added later (world_size, devices)."""
+    recipe = load_recipe("breast", preset="cpu")
+    results.write_row(folder, results.new_row(
+        run_id="breast-vit-mini-rllm-00000000-s0", status="completed", booster="rllm", llm="minilm", layer=5,
+        lm_norm="unit", seed=0, test_auc=0.8, test_scores=[[0.4, 0.6], [0.9, 0.1]], test_labels=[[1], [0]],
+        config_json=recipe.model_dump_json(), device="cpu", world_size=1))
+    results.write_row(folder, results.new_row(
+        run_id="breast-vit-mini-none-00000000-s0", status="completed", booster="none", seed=0, test_auc=0.7,
+        test_scores=[[0.3, 0.7]], test_labels=[[1]], device="cpu"))
+    results.write_row(folder, results.new_row(run_id="breast-vit-mini-rllm-00000000-s1", status="running",
+                                              booster="rllm", seed=1, config_json=recipe.model_dump_json()))
+    _write_old(folder, _old_row("breast-vit-mini-rllm-11111111-s0", "rllm"))
+    _write_old(folder, _old_row("breast-vit-mini-none-11111111-s0", "none"))
+    v2 = results.new_row(run_id="adrenal3d-vivit-s-rllm-22222222-s0", status="failed", booster="rllm", seed=0,
+                         device="cuda:0", error="out of memory")
+    _write_old(folder, {k: v for k, v in v2.items() if k not in results.ADDED_IN_V2} | {"schema_version": 2})
+    return sorted((folder / "runs").glob("*.parquet"))  # the schema-2 row first: its columns are not the last's
+
+
+@pytest.mark.parametrize("columns", [None, ["run_id", "status", "test_auc", "schema_version", "booster", "device"],
+                                     ["lm_norm", "world_size", "run_id"]])
+def test_a_folder_read_at_once_equals_its_files_read_one_by_one(tmp_path, monkeypatch, columns):
+    files = _mixed_folder(tmp_path)
+    at_once = results._read_runs_at_once(files, columns)
+    assert at_once is not None and at_once.num_rows == len(files)
+    monkeypatch.setattr(results, "_read_runs_at_once", lambda files, columns: None)
+    one_by_one = results.read_runs_table(files, columns)
+    assert at_once.schema == one_by_one.schema  # the same columns, in the same order, of the same types
+    assert json.dumps(at_once.to_pylist()) == json.dumps(one_by_one.to_pylist())  # NaN (test_spec) equals NaN
+
+
+def test_a_folder_of_sound_rows_is_read_in_bulk_not_file_by_file(tmp_path, monkeypatch):
+    files = _mixed_folder(tmp_path)
+
+    def read_run(path, columns=None):
+        raise AssertionError(f"{path} read on its own")
+
+    monkeypatch.setattr(results, "_read_run", read_run)
+    df = results.load_results(tmp_path)
+    assert sorted(df["run_id"]) == sorted(f.stem for f in files)
+    assert df.set_index("run_id").loc["adrenal3d-vivit-s-rllm-22222222-s0", "world_size"] == 1
+
+
+def test_each_row_of_a_table_gets_the_problem_its_file_alone_gets(tmp_path):
+    """The row checks run over many rows at once (a folder read at once) and over one (a file read alone) and name
+    the same problem for each row: which row a short or NaN score list sits in is kept through the flattening."""
+    good = results.new_row(run_id="breast-vit-mini-none-00000000-s0", status="completed", booster="none",
+                           test_scores=[[0.3, 0.7], [0.5, 0.5]], test_labels=[[1], [0]])
+    rows = [good,
+            good | {"run_id": "breast-vit-mini-none-00000000-s1", "test_scores": [[0.3, float("nan")], [0.5, 0.5]]},
+            good | {"run_id": "breast-vit-mini-none-00000000-s2", "test_scores": [[0.3, 0.7]]},
+            good | {"run_id": "breast-vit-mini-none-00000000-s3", "status": "running", "test_scores": None,
+                    "test_labels": None},
+            good | {"run_id": "breast-vit-mini-none-00000000-s4", "test_labels": None},
+            good | {"run_id": "breast-vit-mini-none-00000000-s5",
+                    "test_scores": [[float("inf"), None], [0.5, float("nan")]]},
+            good | {"run_id": "breast-vit-mini-none-00000000-s6", "status": "done"}]
+    paths = [results.write_row(tmp_path, row) for row in rows]
+    table = pa.concat_tables([pq.read_table(p) for p in paths], promote_options="permissive")
+    alone = [results._rows_problems([p], pq.read_table(p))[0] for p in paths]
+    assert results._rows_problems(paths, table) == alone
+    assert [a is None for a in alone] == [True, False, False, True, False, False, False]
+    assert "1 of its test_scores are not finite" in alone[1] and "3 of its test_scores" in alone[5]
+    assert "has 1 rows of test_scores for 2 test_labels" in alone[2]
+
+
+def test_test_labels_that_are_not_lists_are_a_skipped_file_not_a_traceback(tmp_path):
+    path = next(f for f in _mixed_folder(tmp_path) if f.stem == "breast-vit-mini-rllm-00000000-s0")
+    row = pq.read_table(path).to_pylist()[0]
+    pq.write_table(pa.Table.from_pylist([row | {"test_labels": "1,0"}]), path)
+    warnings = []
+    df = results.load_results(tmp_path, warn=warnings.append)
+    assert path.stem not in set(df["run_id"]) and len(df) == 5
+    assert warnings == [f"skipping {path}: its test_labels are string, not lists; move it out of {path.parent} "
+                        f"(or delete it)"]
+
+
+def test_a_row_is_written_without_column_statistics_or_dictionary_pages(tmp_path):
+    """Both only make a one-row file bigger and slower to read; files written with them (``_write_old``, pyarrow's
+    defaults) are read alike (the mixed-folder tests above)."""
+    path = results.write_row(tmp_path, results.new_row(run_id="breast-vit-mini-none-00000000-s0", status="running",
+                                                       config_json="{}", history_json="[]"))
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = [row_group.column(i) for i in range(row_group.num_columns)]
+    assert all(not c.is_stats_set and not c.has_dictionary_page for c in chunks)
