@@ -82,8 +82,8 @@ def profile_ops(recipe, warmup: int, steps: int, top: int) -> tuple[str, dict[st
     groups: dict[str, float] = defaultdict(float)
     for e in events:
         groups[group_of(e.key)] += e.self_cpu_time_total / 1e3 / steps
-    wall = max((e.cpu_time_range.end for e in prof.events()), default=0) - min(
-        (e.cpu_time_range.start for e in prof.events()), default=0)
+    wall = max((e.time_range.end for e in prof.events()), default=0) - min(
+        (e.time_range.start for e in prof.events()), default=0)
     table = events.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=48)
     return table, dict(groups), wall / 1e3 / steps
 

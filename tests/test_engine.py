@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medboost_cli import metrics
-from medboost_cli.engine import SilentReporter, evaluate_run, make_schedule, make_optimizer, train
+from medboost_cli.engine import SilentReporter, evaluate_run, make_optimizer, make_schedule, train
 from medboost_cli.errors import Interrupted, MedboostError
 from medboost_cli.models import build_model
 from medboost_cli.recipes import load_recipe
@@ -229,6 +229,35 @@ def test_schedule_warms_up_then_decays():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"])
+
+
+def test_adamw_is_fused_on_cpu_and_steps_as_the_reference_loop():
+    """The optimizer is torch's fused AdamW on CPU (one kernel over a group instead of a Python loop of kernels per
+    tensor); from the same weights and gradients, its step equals the default implementation's to fp32 rounding."""
+    recipe = tiny("breast", "none")
+    model = build_model(recipe, recipe.task_info).model
+    fused = make_optimizer(model, recipe)
+    assert fused.defaults["fused"] is True
+    reference = build_model(recipe, recipe.task_info).model
+    loop = torch.optim.AdamW([{"params": [dict(reference.named_parameters())[n] for n in names],
+                               "weight_decay": g["weight_decay"]}
+                              for g, names in zip(fused.param_groups, _group_names(model, fused))], lr=recipe.train.lr)
+    assert not loop.defaults["fused"] and not loop.defaults["foreach"]  # the loop over tensors, torch's CPU default
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):  # the same gradients in both (a backward pass would leave the key bias's zero gradient as
+        # rounding noise, which Adam scales up to a full step in either implementation)
+        for a, b in zip(model.parameters(), reference.parameters()):
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        fused.step()
+        loop.step()
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def _group_names(model, optimizer):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
 
 
 TINY_3D = ["data.verify=false", "backbone.dim=32", "backbone.depth=1", "backbone.heads=2", "backbone.dim_head=16",
