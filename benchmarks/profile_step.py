@@ -24,11 +24,9 @@ import torch
 from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 
-from medboost_cli.bench import (_dtype_name, bench_recipe, breakdown_table, matmul_tflops, step_breakdown,
-                                synthetic_batch)
-from medboost_cli.engine import make_optimizer, make_transforms, prepare_runner, train_step
+from medboost_cli.bench import (StepBench, _dtype_name, bench_recipe, breakdown_table, matmul_tflops,
+                                step_breakdown)
 from medboost_cli.hardware import autocast_dtype, device_name, resolve_device, set_threads
-from medboost_cli.models import build_model
 
 # Operator groups for the second view: the first pattern an operator's name contains decides its group.
 GROUPS = [
@@ -57,27 +55,15 @@ def group_of(name: str) -> str:
 def profile_ops(recipe, warmup: int, steps: int, top: int) -> tuple[str, dict[str, float], float]:
     """torch.profiler over ``steps`` train steps: the top operators by self time (a table), the self time per
     group (ms per step) and the profiled wall time per step (ms)."""
-    device = resolve_device(recipe.train.device)
-    amp = autocast_dtype(recipe.train.precision, device)
-    task = recipe.task_info
-    built = build_model(recipe, task, device)
-    runner = prepare_runner(built.model, recipe)
-    train_tf, _ = make_transforms(recipe, built.model.backbone)
-    optimizer = make_optimizer(built.model, recipe)
-    images, labels, gen = synthetic_batch(recipe, device)
-    t = recipe.train
-
-    def step():
-        train_step(runner, optimizer, images, labels, train_tf, gen, amp, task.task_type, t.label_smoothing,
-                   t.grad_clip)
-
-    built.model.train()
+    bench = StepBench.of(recipe)
+    device = bench.device
+    bench.model.train()
     for _ in range(warmup):
-        step()
+        bench.step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            step()
+            bench.step()
     events = prof.key_averages()
     groups: dict[str, float] = defaultdict(float)
     for e in events:

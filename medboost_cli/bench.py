@@ -24,6 +24,7 @@ import signal
 import sys
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -202,46 +203,66 @@ def frozen_path(built) -> tuple[torch.nn.Module, int, int] | None:
     return model.booster.lm, model.backbone.n_tokens, built.llm.spec.hidden
 
 
-def synthetic_batch(recipe: Recipe, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
-    """A uint8 batch of the recipe's batch size and image shape with random labels, on ``device`` (fixed seeds),
-    and the generator its augmentation draws from."""
-    task = recipe.task_info
-    b = recipe.train.batch_size
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (b, task.n_channels) + (recipe.data.size,) * task.dims, generator=g,
-                           dtype=torch.uint8).to(device)
-    labels = torch.randint(0, 2, (b, task.n_classes if task.multilabel else 1), generator=g).to(device)
-    return images, labels, torch.Generator().manual_seed(1)
+@dataclass
+class StepBench:
+    """What measuring a recipe's training step needs, built as the training loop builds it: the model (``runner``
+    is what the loop calls: compiled, channels-last), its transforms and AdamW, and a synthetic uint8 batch of the
+    recipe's size with random labels (fixed seeds), with the generator its augmentation draws from."""
+
+    recipe: Recipe
+    device: torch.device
+    amp: torch.dtype | None
+    built: Any
+    runner: torch.nn.Module
+    train_tf: Any
+    eval_tf: Any
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor
+    labels: torch.Tensor
+    gen: torch.Generator
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> "StepBench":
+        device = resolve_device(recipe.train.device)
+        task = recipe.task_info
+        built = build_model(recipe, task, device)
+        runner = prepare_runner(built.model, recipe)
+        train_tf, eval_tf = make_transforms(recipe, built.model.backbone)
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (recipe.train.batch_size, task.n_channels) + (recipe.data.size,) * task.dims,
+                               generator=g, dtype=torch.uint8).to(device)
+        labels = torch.randint(0, 2, (recipe.train.batch_size, task.n_classes if task.multilabel else 1),
+                               generator=g).to(device)
+        return cls(recipe, device, autocast_dtype(recipe.train.precision, device), built, runner, train_tf, eval_tf,
+                   make_optimizer(built.model, recipe), images, labels, torch.Generator().manual_seed(1))
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.built.model
+
+    def step(self, module: torch.nn.Module | None = None) -> None:
+        """One training step as the training loop takes it (label smoothing, gradient clipping, AdamW)."""
+        t = self.recipe.train
+        train_step(module or self.runner, self.optimizer, self.images, self.labels, self.train_tf, self.gen, self.amp,
+                   self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip)
 
 
 def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:
     """Measure one booster mode of ``recipe`` (already set to that mode) in this process; ``run_bench`` calls it in
     a fresh process per mode, whose memory readings are then the mode's own."""
     device = resolve_device(recipe.train.device)
-    amp = autocast_dtype(recipe.train.precision, device)
-    task = recipe.task_info
     rss_before_model = psutil.Process().memory_info().rss / 2**20  # python, torch and medboost loaded
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    built = build_model(recipe, task, device)
-    model = built.model
+    bench = StepBench.of(recipe)
+    built, model, runner, amp, step = bench.built, bench.model, bench.runner, bench.amp, bench.step
     path = frozen_path(built)
-    runner = prepare_runner(model, recipe)
-    train_tf, eval_tf = make_transforms(recipe, model.backbone)
-    optimizer = make_optimizer(model, recipe)
     b = recipe.train.batch_size
-    images, labels, gen = synthetic_batch(recipe, device)
-
-    t = recipe.train
-
-    def step(module=runner):  # as the training loop calls it
-        train_step(module, optimizer, images, labels, train_tf, gen, amp, task.task_type, t.label_smoothing,
-                   t.grad_clip)
 
     @torch.no_grad()
     def forward(module=runner):
         with autocast(device, amp):
-            module(eval_tf(images))
+            module(bench.eval_tf(bench.images))
 
     model.train()
     train = measure(step, warmup, steps, "train step")
@@ -443,20 +464,14 @@ def step_breakdown(recipe: Recipe, warmup: int, steps: int, matmul: float) -> li
     leave of it (zero_grad, the step's own overhead, timing noise)."""
     if recipe.model != "rllm" or recipe.booster.mode in ("none", "mlp"):
         raise ConfigError("the step breakdown is of an R-LLM step with a frozen layer (booster rllm, out or hybrid)")
-    device = resolve_device(recipe.train.device)
-    amp = autocast_dtype(recipe.train.precision, device)
-    task = recipe.task_info
-    built = build_model(recipe, task, device)
-    model = built.model
-    runner = prepare_runner(model, recipe)
-    train_tf, _ = make_transforms(recipe, model.backbone)
-    optimizer = make_optimizer(model, recipe)
-    b = recipe.train.batch_size
-    images, labels, gen = synthetic_batch(recipe, device)
-    x = train_tf(images, gen)
+    bench = StepBench.of(recipe)
+    device, amp, model, runner, optimizer = bench.device, bench.amp, bench.model, bench.runner, bench.optimizer
+    task, b = recipe.task_info, recipe.train.batch_size
+    x = bench.train_tf(bench.images, bench.gen)
+    labels = bench.labels
     clip = recipe.train.grad_clip
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    lm, n_tokens, hidden = frozen_path(built)
+    lm, n_tokens, hidden = frozen_path(bench.built)
     r = torch.randn(b, n_tokens, hidden, device=device, dtype=amp or torch.float32, requires_grad=True)
     model.train()
 
@@ -485,10 +500,9 @@ def step_breakdown(recipe: Recipe, warmup: int, steps: int, matmul: float) -> li
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
 
-    parts = [("resize/augment", lambda: train_tf(images, gen)), ("backbone + head fwd/bwd", without_booster),
-             ("F_L fwd + input grad", layer), ("fwd/bwd (whole model)", forward_backward), ("optimizer", optimize),
-              ("step", lambda: train_step(runner, optimizer, images, labels, train_tf, gen, amp, task.task_type,
-                                         recipe.train.label_smoothing, clip))]
+    parts = [("resize/augment", lambda: bench.train_tf(bench.images, bench.gen)),
+             ("backbone + head fwd/bwd", without_booster), ("F_L fwd + input grad", layer),
+             ("fwd/bwd (whole model)", forward_backward), ("optimizer", optimize), ("step", bench.step)]
     timed = {name: measure(fn, warmup, steps, name).median * 1e3 for name, fn in parts}
     flops = {name: count_flops(fn) for name, fn in parts}
     whole = ("fwd/bwd (whole model)", "backbone + head fwd/bwd", "F_L fwd + input grad")
