@@ -363,10 +363,11 @@ def _scores_problems(table: pa.Table, run_ids: list[Any], paths: list[Path]) -> 
     return problems
 
 
-def _read_runs_at_once(files: list[Path], columns: list[str] | None) -> pa.Table | None:
-    """What ``read_runs_table`` reads of ``files`` when every file is a sound row, read and checked in bulk; None
-    when any file is not (or cannot be read, or the files' columns do not unify), so that the caller reads them
-    one by one with ``_read_run`` and names each bad file.
+def _read_runs_at_once(files: list[Path], columns: list[str] | None) -> tuple[pa.Table | None, list[Path]] | None:
+    """What ``read_runs_table`` reads of ``files``, read and checked in bulk: the table of the sound files' rows (in
+    the files' order; None when no file is sound) and the files found at fault (in the files' order), which the
+    caller reads one by one with ``_read_run`` to name each; None when the sound files' tables do not join (their
+    columns conflict), so that the caller reads every file one by one.
 
     Arrow spends about half a millisecond of CPU on each small file whatever is read of it (its footer alone takes
     half of that). ``_read_run`` spends several times that: a second read, Arrow's thread pool for each read, a
@@ -376,32 +377,41 @@ def _read_runs_at_once(files: list[Path], columns: list[str] | None) -> pa.Table
     distinct set of columns, ``_version_problem`` and ``_rows_problems`` over the rows. (A pyarrow dataset of all
     files scanned in one go costs more: about 0.25 ms per file for the footers and 0.45 ms for the scan.)"""
 
-    def read(chunk: list[Path]) -> list[tuple[tuple[str, ...], int, pa.Table]]:
+    def read(chunk: list[Path]) -> list[tuple[tuple[str, ...], int, pa.Table] | None]:
         read_back = []
         for path in chunk:
-            with pq.ParquetFile(path) as file:
-                names = file.schema_arrow.names
-                read_back.append((tuple(names), file.metadata.num_rows,
-                                  file.read(columns=_to_read(columns, names), use_threads=False)))
+            try:
+                with pq.ParquetFile(path) as file:
+                    names = file.schema_arrow.names
+                    read_back.append((tuple(names), file.metadata.num_rows,
+                                      file.read(columns=_to_read(columns, names), use_threads=False)))
+            except (pa.ArrowException, OSError):  # not readable: _read_run says why
+                read_back.append(None)
         return read_back
 
     chunks = [files[i:i + 256] for i in range(0, len(files), 256)]
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), os.cpu_count() or 1))) as pool:
-            read_back = [got for chunk in pool.map(read, chunks) for got in chunk]
-        checked = set()
-        for path, (names, n_rows, _) in zip(files, read_back):
-            if (names, n_rows) not in checked:
-                if _columns_problem(path, list(names), n_rows):
-                    return None
-                checked.add((names, n_rows))
-        table = pa.concat_tables([got[2] for got in read_back], promote_options="permissive")
-        versions = table.column("schema_version").to_pylist() if "schema_version" in table.column_names else []
-        if any(_version_problem(v) for v in versions) or any(_rows_problems(files, table)):
+    with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), os.cpu_count() or 1))) as pool:
+        read_back = [got for chunk in pool.map(read, chunks) for got in chunk]
+    at_fault, columns_ok = set(), {}
+    for i, (path, got) in enumerate(zip(files, read_back)):
+        if got is not None and (got[0], got[1]) not in columns_ok:
+            columns_ok[got[0], got[1]] = _columns_problem(path, list(got[0]), got[1]) is None
+        if got is None or not columns_ok[got[0], got[1]]:
+            at_fault.add(i)
+    sound = [i for i in range(len(files)) if i not in at_fault]
+    table = None
+    if sound:
+        try:
+            table = pa.concat_tables([read_back[i][2] for i in sound], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
             return None
-    except (pa.ArrowException, OSError):
-        return None
-    return _selected(table, columns)
+        versions = table.column("schema_version").to_pylist() if "schema_version" in table.column_names \
+            else [None] * len(sound)
+        row_problems = _rows_problems([files[i] for i in sound], table)
+        keep = [not (_version_problem(v) or problem) for v, problem in zip(versions, row_problems)]
+        at_fault.update(i for i, ok in zip(sound, keep) if not ok)
+        table = _selected(table.filter(pa.array(keep)), columns) if any(keep) else None
+    return table, [files[i] for i in sorted(at_fault)]
 
 
 def _selected(table: pa.Table, columns: list[str] | None) -> pa.Table:
@@ -410,24 +420,31 @@ def _selected(table: pa.Table, columns: list[str] | None) -> pa.Table:
 
 
 def read_runs_table(files: list[Path], columns: list[str] | None = None, warn=None) -> pa.Table | None:
-    """The rows of many run files as one table (None when none is sound). A folder of sound rows is read and
-    checked in bulk (``_read_runs_at_once``, two to three times as fast); where any file is not sound, each file
-    is read and checked by ``_read_run`` in a pool of threads (Parquet decoding and file system waits release the
-    GIL, so that files from many hosts load faster than one after the other), and a file that is not a sound row
-    is skipped and named through ``warn`` (in the files' order). Files whose columns differ (an older schema, a column that is
-    null in one row and typed in another) are unified: missing columns are null, null types take the other
-    files' types."""
+    """The rows of many run files as one table (None when none is sound). The files are read and checked in bulk
+    (``_read_runs_at_once``, two to three times as fast as one by one); each file found at fault is read again
+    alone by ``_read_run``, skipped and named through ``warn`` (in the files' order). Where the bulk route cannot
+    join the files' tables, each file is read and checked by ``_read_run`` in a pool of threads (Parquet decoding
+    and file system waits release the GIL), with the same warnings. Files whose columns differ (an older schema, a
+    column that is null in one row and typed in another) are unified: missing columns are null, null types take
+    the other files' types."""
     if not files:
         return None
-    table = _read_runs_at_once(files, columns)
-    if table is not None:
-        return table
 
     def read(path: Path) -> pa.Table | ResultsError:
         try:
             return _read_run(path, columns)
         except ResultsError as e:
             return e
+
+    at_once = _read_runs_at_once(files, columns)
+    if at_once is not None:
+        table, at_fault = at_once
+        named = [read(path) for path in at_fault]
+        if all(isinstance(e, ResultsError) for e in named):  # each file at fault, named as reading it alone names it
+            for e in named:
+                (warn or warn_line)(f"skipping {e}")
+            return table
+        # a file found at fault in bulk reads soundly alone (replaced meanwhile): read every file one by one
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, 4 * (os.cpu_count() or 1), len(files)))) as pool:
         read_back = list(pool.map(read, files))

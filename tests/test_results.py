@@ -145,8 +145,8 @@ def _mixed_folder(folder) -> list:
                                      ["lm_norm", "world_size", "run_id"]])
 def test_a_folder_read_at_once_equals_its_files_read_one_by_one(tmp_path, monkeypatch, columns):
     files = _mixed_folder(tmp_path)
-    at_once = results._read_runs_at_once(files, columns)
-    assert at_once is not None and at_once.num_rows == len(files)
+    at_once, at_fault = results._read_runs_at_once(files, columns)
+    assert at_fault == [] and at_once.num_rows == len(files)
     monkeypatch.setattr(results, "_read_runs_at_once", lambda files, columns: None)
     one_by_one = results.read_runs_table(files, columns)
     assert at_once.schema == one_by_one.schema  # the same columns, in the same order, of the same types
@@ -163,6 +163,24 @@ def test_a_folder_of_sound_rows_is_read_in_bulk_not_file_by_file(tmp_path, monke
     df = results.load_results(tmp_path)
     assert sorted(df["run_id"]) == sorted(f.stem for f in files)
     assert df.set_index("run_id").loc["adrenal3d-vivit-s-rllm-22222222-s0", "world_size"] == 1
+
+
+def test_only_the_files_at_fault_are_read_again_alone(tmp_path, monkeypatch):
+    """Among sound rows, a file that is not Parquet and a copy of a row under another name: the bulk read keeps the
+    sound rows and leaves only those two to ``_read_run``, which names each in one warning, in the files' order."""
+    files = _mixed_folder(tmp_path)
+    garbage = tmp_path / "runs" / "breast-vit-mini-none-00000000-s9.parquet"
+    garbage.write_bytes(b"not parquet")
+    misnamed = tmp_path / "runs" / "aaa-misnamed.parquet"
+    misnamed.write_bytes(files[-1].read_bytes())
+    alone, read_run = [], results._read_run
+    monkeypatch.setattr(results, "_read_run", lambda path, columns=None: alone.append(path) or read_run(path, columns))
+    warnings = []
+    df = results.load_results(tmp_path, warn=warnings.append)
+    assert alone == [misnamed, garbage]
+    assert sorted(df["run_id"]) == sorted(f.stem for f in files)
+    assert [w.split(":")[0] for w in warnings] == [f"skipping {misnamed}", f"skipping {garbage}"]
+    assert "(a copy?)" in warnings[0] and "not a readable Parquet result" in warnings[1]
 
 
 def test_each_row_of_a_table_gets_the_problem_its_file_alone_gets(tmp_path):
