@@ -320,15 +320,16 @@ def test_bad_model_name_is_a_one_line_error(tmp_path):
     assert_one_line_error(result, "--model llava", "'model'", code=2)
 
 
-def test_commands_made_for_rllm_pairs_refuse_pneumollm_runs():
-    from medboost_cli.bench import bench_recipe
+def test_grad_cam_pairs_refuse_pneumollm_runs_and_bench_compares_its_variants():
+    from medboost_cli.bench import bench_names, bench_recipe
     from medboost_cli.gradcam import partner_run_id
 
     recipe = _recipe()
     with pytest.raises(MedboostError, match="Grad-CAM pairs a backbone with its booster run; .* is a pneumollm run"):
         partner_run_id({"config_json": recipe.model_dump_json(), "run_id": recipe.run_id()})
-    with pytest.raises(MedboostError, match="medboost bench compares R-LLM booster modes; model=pneumollm"):
-        bench_recipe("breast", None, None, 4, ["model=pneumollm"], preset="cpu")
+    # a recipe that says model=pneumollm (here through --set) is benched by variant (tests/test_bench.py)
+    assert bench_names(bench_recipe("breast", None, None, 4, ["model=pneumollm"], preset="cpu"), [], []) == [
+        "pneumollm", "no-llm"]
 
 
 def test_a_switch_that_needs_another_is_a_one_line_error_naming_both(tmp_path):
