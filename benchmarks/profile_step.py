@@ -52,10 +52,9 @@ def group_of(name: str) -> str:
     return "other"
 
 
-def profile_ops(recipe, warmup: int, steps: int, top: int) -> tuple[str, dict[str, float], float]:
+def profile_ops(bench: StepBench, warmup: int, steps: int, top: int) -> tuple[str, dict[str, float], float]:
     """torch.profiler over ``steps`` train steps: the top operators by self time (a table), the self time per
     group (ms per step) and the profiled wall time per step (ms)."""
-    bench = StepBench.of(recipe)
     device = bench.device
     bench.model.train()
     for _ in range(warmup):
@@ -97,13 +96,14 @@ def main() -> int:
     label = args.shape or args.task
     console.print(f"{label}, batch {args.batch}, {device_name(device)}, {torch.get_num_threads()} threads; "
                   f"{_dtype_name(dtype)} matmul {matmul:.3f} TFLOP/s")
-    rows = step_breakdown(recipe, args.warmup, args.steps, matmul)
+    built = StepBench.of(recipe)  # one model and batch for both views
+    rows = step_breakdown(recipe, args.warmup, args.steps, matmul, bench=built)
     console.print(breakdown_table(rows, f"{label} batch {args.batch}: the step by part (each timed alone, median of "
                                         f"{args.steps})"))
     step = rows[-1]
     console.print(f"whole step: {step['ms']:.1f} ms = {step['ms'] / args.batch:.1f} ms/img; floor {step['floor_ms']:.1f} "
                   f"ms = {step['floor_ms'] / args.batch:.1f} ms/img; {100 * step['fraction_of_floor']:.0f}% of the floor")
-    table, groups, wall = profile_ops(recipe, 1, args.steps, args.top)
+    table, groups, wall = profile_ops(built, 1, args.steps, args.top)
     print(table)
     total = sum(groups.values())
     console.print(f"self time per step by operator group (profiled wall {wall:.1f} ms/step, self total {total:.1f}):")

@@ -454,17 +454,19 @@ def _dtype_name(dtype: torch.dtype) -> str:
 # ----------------------------------------------------------------------------------- where a step's time goes
 
 
-def step_breakdown(recipe: Recipe, warmup: int, steps: int, matmul: float) -> list[dict[str, Any]]:
+def step_breakdown(recipe: Recipe, warmup: int, steps: int, matmul: float,
+                   bench: StepBench | None = None) -> list[dict[str, Any]]:
     """The R-LLM train step of ``recipe`` split into its parts, each timed on its own (median over ``steps``) and its
     FLOPs counted, in this process: the batched resize/augment, the backbone and head (forward and backward, with
     the booster switched to identity), the frozen layer (forward and the gradient to its input, at the token
     shape it sees), F_E/F_D and the loss (what the full forward/backward takes beyond those two), and the
     optimizer (clipping, AdamW). ``floor_ms`` is a part's FLOPs at the ``matmul`` rate (TFLOP/s, the model's
     precision); the last row is the whole step as ``train_step`` runs it, and the one before what the parts
-    leave of it (zero_grad, the step's own overhead, timing noise)."""
+    leave of it (zero_grad, the step's own overhead, timing noise). ``bench``: the recipe's model and batch, when
+    the caller has built them already."""
     if recipe.model != "rllm" or recipe.booster.mode in ("none", "mlp"):
         raise ConfigError("the step breakdown is of an R-LLM step with a frozen layer (booster rllm, out or hybrid)")
-    bench = StepBench.of(recipe)
+    bench = bench or StepBench.of(recipe)
     device, amp, model, runner, optimizer = bench.device, bench.amp, bench.model, bench.runner, bench.optimizer
     task, b = recipe.task_info, recipe.train.batch_size
     x = bench.train_tf(bench.images, bench.gen)
