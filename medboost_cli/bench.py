@@ -244,7 +244,7 @@ class StepBench:
         """One training step as the training loop takes it (label smoothing, gradient clipping, AdamW)."""
         t = self.recipe.train
         train_step(module or self.runner, self.optimizer, self.images, self.labels, self.train_tf, self.gen, self.amp,
-                   self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip)
+                   self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip, micro_batch=t.micro_batch)
 
 
 def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:
@@ -466,6 +466,9 @@ def step_breakdown(recipe: Recipe, warmup: int, steps: int, matmul: float,
     the caller has built them already."""
     if recipe.model != "rllm" or recipe.booster.mode in ("none", "mlp"):
         raise ConfigError("the step breakdown is of an R-LLM step with a frozen layer (booster rllm, out or hybrid)")
+    if recipe.train.micro_batch and recipe.train.micro_batch < recipe.train.batch_size:
+        raise ConfigError("the step breakdown times each part on the whole batch at once: drop train.micro_batch, "
+                          "or give its size as --batch")
     bench = bench or StepBench.of(recipe)
     device, amp, model, runner, optimizer = bench.device, bench.amp, bench.model, bench.runner, bench.optimizer
     task, b = recipe.task_info, recipe.train.batch_size

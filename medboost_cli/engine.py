@@ -18,6 +18,7 @@ import json
 import math
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -363,7 +364,8 @@ class Run:
                 rows, weight = slice(0, 1), 0.0
             loss = train_step(self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform,
                               None, self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
-                              theta=None if theta is None else theta[rows], loss_scale=weight)
+                              theta=None if theta is None else theta[rows], loss_scale=weight,
+                              micro_batch=t.micro_batch)
             self.schedule.step()
             loss_sum += loss * (hi - lo)
             reporter.step(loss.item() if (i % 10 == 0 and self.device.type == "cpu") else None)  # no GPU sync
@@ -474,16 +476,40 @@ def _signals_interrupt():
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
                transform: BatchTransform, augment: torch.Generator | None, amp: torch.dtype | None, task_type: str,
                label_smoothing: float = 0.0, grad_clip: float | None = None, *, theta: torch.Tensor | None = None,
-               loss_scale: float = 1.0) -> torch.Tensor:
+               loss_scale: float = 1.0, micro_batch: int | None = None) -> torch.Tensor:
     """One optimisation step on a uint8 batch already on the device; returns the (detached) mean loss, no host
     sync. ``theta``: the batch's affine maps, drawn beforehand (else from ``augment``); ``loss_scale``: the
-    weight of this batch's mean loss in the gradient (a process's share of a global batch)."""
-    x = transform(images, augment, theta=theta)
-    with autocast(images.device, amp):
-        logits = model(x)
-    loss = loss_fn(logits, labels, task_type, label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    (loss if loss_scale == 1.0 else loss * loss_scale).backward()
+    weight of this batch's mean loss in the gradient (a process's share of a global batch).
+
+    ``micro_batch``: forward and backward at most this many samples at a time, each chunk's mean loss weighted by
+    its share of the batch, then one clip and one optimizer step: the batch's gradient with one chunk's activations
+    in memory. The maps are drawn for the whole batch first, as without chunks; under DDP the gradients are
+    averaged once, after the last chunk. Equal to rounding, except that dropout and drop-path draw their masks
+    chunk by chunk and a conv stem's BatchNorm normalises each chunk by its own statistics (as each process does
+    under DDP on CPU)."""
+    n = len(images)
+    if micro_batch is None or micro_batch >= n:
+        x = transform(images, augment, theta=theta)
+        with autocast(images.device, amp):
+            logits = model(x)
+        loss = loss_fn(logits, labels, task_type, label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        (loss if loss_scale == 1.0 else loss * loss_scale).backward()
+    else:
+        if theta is None and augment is not None:
+            theta = transform.maps(n, images.ndim - 2, augment)
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=images.device)
+        for lo in range(0, n, micro_batch):
+            hi = min(lo + micro_batch, n)
+            # DDP: no all-reduce until the last chunk's backward
+            with (nullcontext() if hi == n or not hasattr(model, "no_sync") else model.no_sync()):
+                x = transform(images[lo:hi], None, theta=None if theta is None else theta[lo:hi])
+                with autocast(images.device, amp):
+                    logits = model(x)
+                part = loss_fn(logits, labels[lo:hi], task_type, label_smoothing) * ((hi - lo) / n)
+                (part * loss_scale).backward()
+            loss += part.detach()
     if grad_clip:
         nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()

@@ -173,6 +173,9 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's (the cores)")
+    micro_batch: int | None = Field(None, ge=1, description="gradient accumulation: forward/backward at most this many "
+                                    "samples at a time, one optimizer step per batch (the batch's gradient in less "
+                                    "memory; see the README's performance section)")
     compile: bool = Field(False, description="torch.compile the model (see the README's performance section)")
     channels_last: bool = Field(False, description="channels-last memory format for convolutional parts (2D)")
 
@@ -235,6 +238,8 @@ class Recipe(_Strict):
                 cfg["data"].pop(key)
         for key in ("device", "threads"):
             cfg["train"].pop(key)
+        if cfg["train"]["micro_batch"] is None:  # hashes as before the key existed
+            del cfg["train"]["micro_batch"]
         if self.model == "rllm":
             del cfg["model"], cfg["pneumollm"]
         else:

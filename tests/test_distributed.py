@@ -250,6 +250,21 @@ def test_two_processes_give_the_one_process_result(pair):
     assert two.stdout.count("best epoch") == 1 and two.stderr == ""  # rank 0 alone prints; nobody warns
 
 
+def test_two_processes_in_micro_batches_give_the_one_process_result(pair, tmp_path):
+    """train.micro_batch=3 on 2 processes (shares of 8 and 7 in chunks of 3, gradients all-reduced once per step;
+    the last batch of 1 sample leaves one process a weight-0 sample): the one-process, one-pass result, and
+    another run id (the key is part of the experiment)."""
+    data_dir, _, _, one = pair
+    two = launch(command(data_dir, tmp_path / "two", "--devices", 2, "--set", "train.micro_batch=3"))
+    assert two.returncode == 0, two.stderr
+    row = only_row(tmp_path / "two")
+    assert row.status == "completed" and row.world_size == 2 and row.run_id != one["run_id"]
+    assert json.loads(row.config_json)["train"]["micro_batch"] == 3
+    assert np.abs(scores(row) - scores(one)).max() < TOLERANCE and row.best_epoch == one["best_epoch"]
+    for h, r in zip(json.loads(row.history_json), json.loads(one["history_json"]), strict=True):
+        assert h["train_loss"] == pytest.approx(r["train_loss"], abs=TOLERANCE)
+
+
 def test_a_run_with_batchnorm_and_dropout_records_what_its_checkpoint_gives(pair, tmp_path):
     """The CPU preset's stem has BatchNorm, whose statistics each CPU process takes from its own share: the
     processes score their shards with rank 0's buffers, those of the checkpoint, so `evaluate` gives the scores."""

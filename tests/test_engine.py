@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from medboost_cli import metrics
-from medboost_cli.engine import SilentReporter, evaluate_run, make_optimizer, make_schedule, train
+from medboost_cli.engine import (SilentReporter, evaluate_run, make_optimizer, make_schedule, make_transforms, train,
+                                 train_step)
 from medboost_cli.errors import Interrupted, MedboostError
 from medboost_cli.models import build_model
 from medboost_cli.recipes import load_recipe
@@ -253,6 +254,39 @@ def test_adamw_is_fused_on_cpu_and_steps_as_the_reference_loop():
         loop.step()
     for (name, a), b in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("task, mode", [("breast", "rllm"), ("chestmnist", "none")])
+def test_micro_batches_give_the_whole_batchs_loss_and_gradient(task, mode):
+    """train.micro_batch: chunks of 3, 3 and 2 of a batch of 8, each weighted by its share, give the loss and the
+    (clipped) gradient of one pass over the batch, with the same augmentation; label smoothing and multi-label
+    losses included. (A conv stem's BatchNorm would normalise each chunk by its own statistics: patch stem.)"""
+    recipe = tiny(task, mode, "backbone.stem=patch", "backbone.drop_path=0", "train.label_smoothing=0.1",
+                  "train.grad_clip=0.5")
+    model = build_model(recipe, recipe.task_info).model.train()
+    transform = make_transforms(recipe, model.backbone)[0]
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, recipe.task_info.n_channels, 28, 28), generator=g, dtype=torch.uint8)
+    width = recipe.task_info.n_classes if recipe.task_info.multilabel else 1
+    labels = torch.randint(0, 2, (8, width), generator=g)
+    sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)  # leaves weights as they are
+    results = []
+    for micro in (None, 3):
+        loss = train_step(model, sgd, images, labels, transform, torch.Generator().manual_seed(1), None,
+                          recipe.task_info.task_type, 0.1, 0.5, micro_batch=micro)
+        results.append((loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (whole, grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == chunked_grads.keys() and len(grads) > 4
+    for name, grad in grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert float(torch.cat([g.flatten() for g in grads.values()]).norm()) == pytest.approx(0.5, rel=1e-4)  # clipped
+
+
+def test_micro_batch_none_keeps_the_run_ids_from_before_it_existed():
+    assert load_recipe("breast", preset="cpu").run_id() == "breast-vit-mini-rllm-68150a46-s0"
+    assert load_recipe("derma").run_id() == "derma-vit-s-rllm-fcd63a02-s0"
+    assert load_recipe("breast", preset="cpu", sets=["train.micro_batch=8"]).config_hash() != "68150a46"
 
 
 def _group_names(model, optimizer):
