@@ -73,22 +73,34 @@ def profile_ops(bench: StepBench, warmup: int, steps: int, top: int) -> tuple[st
     return table, dict(groups), wall / 1e3 / steps
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_arguments(description: str, batch: int, warmup: int, steps: int) -> argparse.ArgumentParser:
+    """The options that say which step to measure (shared with ``page_faults.py``)."""
+    ap = argparse.ArgumentParser(description=description)
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--shape", choices=["2d-224", "3d-28"])
     where.add_argument("--task")
     ap.add_argument("--preset")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=batch)
     ap.add_argument("--booster", default="rllm")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--top", type=int, default=20, help="operators listed by self time")
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="override a recipe key (repeatable)")
-    args = ap.parse_args()
+    return ap
+
+
+def step_recipe(args: argparse.Namespace):
+    """The recipe those options name, with its CPU threads set."""
     recipe = bench_recipe(args.task, args.shape, None, args.batch, args.sets + [f"booster.mode={args.booster}"],
                           preset=args.preset)
     set_threads(recipe.train.threads)
+    return recipe
+
+
+def main() -> int:
+    ap = step_arguments(__doc__.splitlines()[0], batch=8, warmup=2, steps=5)
+    ap.add_argument("--top", type=int, default=20, help="operators listed by self time")
+    args = ap.parse_args()
+    recipe = step_recipe(args)
     device = resolve_device(recipe.train.device)
     dtype = autocast_dtype(recipe.train.precision, device) or torch.float32
     console = Console(width=None if sys.stdout.isatty() else 160)
