@@ -488,28 +488,21 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     chunk by chunk and a conv stem's BatchNorm normalises each chunk by its own statistics (as each process does
     under DDP on CPU)."""
     n = len(images)
-    if micro_batch is None or micro_batch >= n:
-        x = transform(images, augment, theta=theta)
-        with autocast(images.device, amp):
-            logits = model(x)
-        loss = loss_fn(logits, labels, task_type, label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        (loss if loss_scale == 1.0 else loss * loss_scale).backward()
-    else:
-        if theta is None and augment is not None:
-            theta = transform.maps(n, images.ndim - 2, augment)
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.zeros((), device=images.device)
-        for lo in range(0, n, micro_batch):
-            hi = min(lo + micro_batch, n)
-            # DDP: no all-reduce until the last chunk's backward
-            with (nullcontext() if hi == n or not hasattr(model, "no_sync") else model.no_sync()):
-                x = transform(images[lo:hi], None, theta=None if theta is None else theta[lo:hi])
-                with autocast(images.device, amp):
-                    logits = model(x)
-                part = loss_fn(logits, labels[lo:hi], task_type, label_smoothing) * ((hi - lo) / n)
-                (part * loss_scale).backward()
-            loss += part.detach()
+    if theta is None and augment is not None:
+        theta = transform.maps(n, images.ndim - 2, augment)  # the maps transform(images, augment) would draw
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch.zeros((), device=images.device)
+    chunk = micro_batch or n
+    for lo in range(0, n, chunk):  # one chunk (weight 1.0, exact) without micro_batch
+        hi = min(lo + chunk, n)
+        # DDP: no all-reduce until the last chunk's backward
+        with (nullcontext() if hi == n or not hasattr(model, "no_sync") else model.no_sync()):
+            x = transform(images[lo:hi], None, theta=None if theta is None else theta[lo:hi])
+            with autocast(images.device, amp):
+                logits = model(x)
+            part = loss_fn(logits, labels[lo:hi], task_type, label_smoothing) * ((hi - lo) / n)
+            (part * loss_scale).backward()
+        loss += part.detach()
     if grad_clip:
         nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
