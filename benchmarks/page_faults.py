@@ -7,6 +7,7 @@ comparing allocator settings, which must be set before the process starts, e.g.:
     python benchmarks/page_faults.py --shape 2d-224 --batch 32 --warmup 1 --steps 2
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 python benchmarks/page_faults.py --shape 2d-224 --batch 32 ...
     THP_MEM_ALLOC_ENABLE=1 python benchmarks/page_faults.py --task breast --preset cpu --batch 64
+    LD_PRELOAD=libjemalloc.so.2 python benchmarks/page_faults.py --shape 2d-224 --batch 32 --warmup 1 --steps 2
     python benchmarks/page_faults.py --task breast --preset cpu --batch 64 --set train.threads=1
 
 (Run it under ``/usr/bin/time -v`` for the process's peak RSS and system time.)
@@ -43,7 +44,8 @@ def main() -> int:
         bench.step()
         times.append((time.perf_counter() - start) * 1e3)
         faults.append(minor_faults() - before)
-    settings = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES", "THP_"))}
+    settings = {k: v for k, v in os.environ.items()
+                if k.startswith(("MALLOC_", "GLIBC_TUNABLES", "THP_", "TCMALLOC_", "LD_PRELOAD"))}
     print(f"{args.shape or args.task}, batch {args.batch}, {torch.get_num_threads()} threads, allocator settings "
           f"{settings or 'none'}: step median {statistics.median(times):.1f} ms (min {min(times):.1f}, max "
           f"{max(times):.1f}); minor page faults per step median {statistics.median(faults):.0f}")

@@ -38,6 +38,7 @@ from torch.utils import flop_counter
 from . import errors
 from .engine import loss_fn, make_optimizer, make_transforms, prepare_runner, train_step
 from .errors import EXIT_INTERNAL, ConfigError, MedboostError
+from .allocator import in_use
 from .hardware import autocast, autocast_dtype, device_name, peak_rss_mb, resolve_device, set_threads
 from .models import build_model, count_parameters
 from .recipes import Recipe, load_recipe
@@ -299,7 +300,7 @@ def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[s
         "worker_pid": os.getpid(), "worker_rss_before_model_mb": rss_before_model, "worker_peak_rss_mb": peak_rss_mb(),
         "peak_cuda_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "device": device_name(device), "precision": _dtype_name(amp) if amp else "fp32",
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "allocator": in_use(),
     })
     return row
 
@@ -377,7 +378,10 @@ def bench_in_worker(case: Recipe, warmup: int, steps: int, matmul: float, name: 
 def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results_dir: Path | None,
               label: str, log=print, matmul_shape: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
     """Measure each case in ``modes`` (booster modes; PneumoLLM: ``VARIANTS``), each in its own process, against
-    the matmul rate measured here first.
+    the matmul rate measured here, before the first case and again after the last: the rows hold the better of the
+    two (both are kept), so that a slow moment of the machine while the reference ran (0.143 against 0.154 TFLOP/s
+    in the runs before and after, seen once on a 2-core EPYC) does not put a step above 100% of its floor. Each
+    row is written when its case is done, with the first rate, and again at the end with the better one.
 
     The workers are started with multiprocessing's spawn, which imports the calling script again in each: a script
     that calls this needs the ``if __name__ == "__main__":`` guard (as ``benchmarks/paper_shape.py`` has)."""
@@ -408,7 +412,23 @@ def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results
         rows.append(row)
         if results_dir is not None:
             write_bench_row(results_dir, row)
+    after = matmul_tflops(device, dtype, matmul_shape)
+    log(f"{_dtype_name(dtype)} matmul rate after the last case: {after:.3f} TFLOP/s")
+    for row in rows:
+        with_reference(row, matmul, after)
+        if results_dir is not None:
+            write_bench_row(results_dir, row)
     return rows
+
+
+def with_reference(row: dict[str, Any], before: float, after: float) -> dict[str, Any]:
+    """``row`` held to the better of the matmul rates measured before and after the cases (``run_bench``)."""
+    best = max(before, after)
+    row.update(matmul_tflops=best, matmul_tflops_before=before, matmul_tflops_after=after,
+               step_fraction_of_matmul=row["step_tflops"] / best)
+    if row.get("layer_tflops"):
+        row["layer_fraction_of_matmul"] = row["layer_tflops"] / best
+    return row
 
 
 def _spread(median: float, iqr: float) -> str:

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .allocator import CHOICES as ALLOCATORS
+from .allocator import start_on
 from .errors import EXIT_CTRL_C, EXIT_INTERNAL, ConfigError, MedboostError, explain
 
 try:  # typer >= 0.2x carries its own copy of click
@@ -78,11 +80,35 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+AllocatorName = Enum("AllocatorName", {n: n for n in ALLOCATORS}, type=str)
+
+
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+    allocator: AllocatorName = typer.Option(
+        "auto", "--allocator", envvar="MEDBOOST_ALLOCATOR", show_envvar=True,
+        help="host-memory allocator for train, evaluate, ablate and bench: auto (tcmalloc where installed), "
+             "system, tcmalloc or jemalloc; chosen by starting the command again with LD_PRELOAD"),
 ) -> None:
     """Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST)."""
+
+
+ALLOCATOR_COMMANDS = {"train", "evaluate", "ablate", "bench"}
+
+
+def _allocator_choice(words: list[str]) -> str | None:
+    """``--allocator``'s value among the options before the command (typer checks it again), else
+    ``MEDBOOST_ALLOCATOR``, else auto; None when the command does not train or measure (no restart for them)."""
+    choice = os.environ.get("MEDBOOST_ALLOCATOR", "auto")
+    for i, word in enumerate(words):
+        if word.startswith("--allocator="):
+            choice = word.split("=", 1)[1]
+        elif word == "--allocator" and i + 1 < len(words):
+            choice = words[i + 1]
+        elif not word.startswith("-") and (i == 0 or words[i - 1] != "--allocator"):
+            return choice if word in ALLOCATOR_COMMANDS else None
+    return None
 
 
 @contextmanager
@@ -523,6 +549,12 @@ def main() -> None:
     """The console script: every error ends in one line on stderr and the exit code of its class (errors.py);
     command-line mistakes are configuration errors (exit 2)."""
     completing = os.environ.get("COMP_WORDS", "") + " " + os.environ.get("_TYPER_COMPLETE_ARGS", "")
+    choice = None if completing.strip() else _allocator_choice(sys.argv[1:])
+    if choice is not None:  # before anything else: os.execve on the chosen allocator, or nothing
+        try:
+            start_on(choice)
+        except MedboostError as e:
+            _fail(e.kind, str(e), e.exit_code)
     _use_registry_choices(sys.argv[1:] + completing.split())
     try:
         # click's errors come here instead of typer's multi-line box; "medboost" in usage lines and completion

@@ -66,7 +66,11 @@ def autocast(device: torch.device, amp: torch.dtype | None):
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    from .allocator import in_use  # on CPU the host allocator is part of the speed (allocator.py)
+
+    name = in_use()
+    return (f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+            f"{name if name.endswith('malloc') else name + ' malloc'})")
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medboost_cli import bench
+from medboost_cli import allocator, bench
 from medboost_cli.bench import bench_recipe, count_flops, run_bench
 from medboost_cli.errors import DataError, MedboostError
 from medboost_cli.results import load_bench
@@ -65,7 +65,9 @@ def test_measure_times_each_step_and_gives_median_and_iqr(monkeypatch):
 
 
 def test_bench_measures_each_mode_in_its_own_process_and_writes_rows(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "matmul_tflops", lambda device, dtype, shape=None: 2.0)  # the reference rate, measured above
+    # the reference rate (measured above), before the cases and after them: the rows are held to the better one
+    references = iter([1.6, 2.0])
+    monkeypatch.setattr(bench, "matmul_tflops", lambda device, dtype, shape=None: next(references))
     sets = [s for s in TINY_SETS if not s.startswith("train.batch_size")]
     recipe = bench_recipe("breast", None, "minilm", 4, sets, preset="cpu")
     rows = run_bench(recipe, ["none", "rllm"], warmup=1, steps=3, results_dir=tmp_path, label="breast",
@@ -76,6 +78,7 @@ def test_bench_measures_each_mode_in_its_own_process_and_writes_rows(tmp_path, m
     assert len({none["worker_pid"], rllm["worker_pid"], os.getpid()}) == 3
     for r in rows:
         assert r["matmul_tflops"] == 2.0 and r["train_ms_n"] == r["eval_ms_n"] == 3
+        assert (r["matmul_tflops_before"], r["matmul_tflops_after"]) == (1.6, 2.0)
         for name in ("train", "eval"):  # median and IQR of the per-step timings the row keeps
             samples = r[f"{name}_ms_samples"]
             assert len(samples) == 3 and min(samples) > 0
@@ -89,6 +92,9 @@ def test_bench_measures_each_mode_in_its_own_process_and_writes_rows(tmp_path, m
         # the worker's own memory: torch loaded before the model, its peak after; no CUDA figure on a CPU
         assert 0 < r["worker_rss_before_model_mb"] <= r["worker_peak_rss_mb"]
         assert r["peak_cuda_allocated_mb"] is None
+        # the worker's host allocator, which it inherits from this process (LD_PRELOAD) and names in its device
+        assert r["allocator"] == allocator.in_use() and f"{r['threads']} threads, " in r["device"]
+        assert r["device"].endswith((f"{r['allocator']})", f"{r['allocator']} malloc)"))
     assert none["layer_tflops"] is None and rllm["layer_tflops"] > 0
     assert rllm["layer_fraction_of_matmul"] == pytest.approx(rllm["layer_tflops"] / 2.0)
     # the booster adds the frozen layer's parameters but few trainable ones, and its FLOPs
@@ -101,6 +107,8 @@ def test_bench_measures_each_mode_in_its_own_process_and_writes_rows(tmp_path, m
         stored = df.loc[r["booster"]]
         assert (stored.bench_id, stored.params_total, stored.train_ms_median, list(stored.train_ms_samples)) == (
             r["bench_id"], r["params_total"], r["train_ms_median"], r["train_ms_samples"])
+        # written again at the end with the better reference (first written with the one measured before)
+        assert (stored.matmul_tflops, stored.step_fraction_of_matmul) == (2.0, r["step_fraction_of_matmul"])
 
 
 def test_an_error_in_a_worker_comes_back_as_one_line_with_its_exit_code(tmp_path, capfd, monkeypatch):

@@ -1,0 +1,133 @@
+"""The process's host-memory allocator: which one is in use, and starting medboost again on tcmalloc or jemalloc.
+
+Why it matters on CPU: every training step's activations are freed at its end and made again by the next step.
+glibc's malloc hands blocks over 32 MiB back to the operating system when they are freed, so each step faults in and
+zeroes every page of its activations again: 2.4 million 4 KiB pages a step at the paper's 2D shape and batch 32,
+about a tenth of the step's time (README, performance). tcmalloc and jemalloc keep freed pages for the next
+allocation of that size; glibc told to do the same (``MALLOC_MMAP_MAX_=0``) fragments its one heap instead.
+
+An allocator is chosen when a process starts (``LD_PRELOAD``), so ``medboost --allocator NAME`` (or
+``MEDBOOST_ALLOCATOR``) starts the same command again in the same process (``os.execve``: same PID, interpreter
+command line and environment, plus the preload) before anything else runs; processes it starts (bench's workers, DataLoader workers,
+``torchrun``'s ranks started by this command) inherit it. ``auto``, the default, takes tcmalloc where it is installed
+and otherwise stays on the system's allocator; ``system`` never preloads. Results do not depend on the allocator:
+only where memory comes from changes, not a single value computed in it (tested).
+
+Only on Linux (``LD_PRELOAD`` is glibc's dynamic loader's); elsewhere ``auto`` stays on the system's allocator.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .errors import ConfigError
+
+CHOICES = ("auto", "system", "tcmalloc", "jemalloc")
+ENV = "MEDBOOST_ALLOCATOR"
+TRIED = "MEDBOOST_ALLOCATOR_TRIED"  # set on the restart: a restart that did not load the library must not loop
+
+# Library names as ctypes.util.find_library takes them (ldconfig's cache: /usr/lib/x86_64-linux-gnu and the like).
+# tcmalloc_minimal is tcmalloc without the heap profiler (Debian/Ubuntu: libtcmalloc-minimal4; conda: gperftools).
+LIBRARIES = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
+INSTALL = {
+    "tcmalloc": "apt install libtcmalloc-minimal4 (Debian/Ubuntu), dnf install gperftools-libs, or conda install -c "
+                "conda-forge gperftools",
+    "jemalloc": "apt install libjemalloc2 (Debian/Ubuntu), dnf install jemalloc, or conda install -c conda-forge "
+                "jemalloc",
+}
+# Each library's settings for a training loop that frees and remakes the same large blocks every step:
+# tcmalloc: no warning on stderr for each allocation over 1 GiB (batch-128 activations are many such);
+# jemalloc: never hand freed pages back (its default gives them back after 10 s, mid-step at the paper's shape,
+# which measured slower than glibc in the CPU preset: 920 against 738-783 ms).
+SETTINGS = {
+    "tcmalloc": {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)},
+    "jemalloc": {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"},
+}
+
+
+def in_use(maps: Path = Path("/proc/self/maps")) -> str:
+    """The allocator this process runs on: ``tcmalloc`` or ``jemalloc`` when that library is mapped into it, else
+    ``glibc`` on a glibc Linux, else ``system``."""
+    try:
+        text = maps.read_text()
+    except OSError:
+        return "system"
+    for line in text.splitlines():
+        name = line.rsplit("/", 1)[-1] if "/" in line else ""
+        for allocator in LIBRARIES:
+            if name.startswith(f"lib{allocator}"):
+                return allocator
+    import platform
+
+    return "glibc" if platform.libc_ver()[0] == "glibc" else "system"
+
+
+def find(allocator: str) -> str | None:
+    """The library to preload for ``allocator`` as the dynamic loader names it (``libtcmalloc_minimal.so.4``), or
+    None where it is not installed."""
+    for name in LIBRARIES[allocator]:
+        found = ctypes.util.find_library(name)
+        if found:
+            return found
+    return None
+
+
+def restart_environment(choice: str, environ: Mapping[str, str], current: str,
+                        finder: Callable[[str], str | None] = find, platform: str = sys.platform) -> dict[str, str] | None:
+    """The environment to start this command again with so that it runs on ``choice``, or None to go on as it is.
+
+    ``current`` is ``in_use()``. A library the user preloaded themselves (``LD_PRELOAD``) is kept under ``auto``
+    and ``system``. Raises ``ConfigError`` for an unknown choice, a library that is not installed, a platform without
+    ``LD_PRELOAD``, or a restart that came back without the library loaded."""
+    if choice not in CHOICES:
+        raise ConfigError(f"--allocator (or {ENV})='{choice}' is not an allocator; use one of {', '.join(CHOICES)}")
+    if choice == "system" or current in LIBRARIES and choice in ("auto", current):
+        return None
+    if environ.get(TRIED):
+        if choice == "auto":
+            return None
+        raise ConfigError(f"--allocator {choice}: started again with LD_PRELOAD={environ.get('LD_PRELOAD', '')} but "
+                          f"{choice} is not in use (a setuid program, or a loader that ignores LD_PRELOAD); start "
+                          f"medboost with that LD_PRELOAD yourself, or use --allocator system")
+    if not platform.startswith("linux"):
+        if choice == "auto":
+            return None
+        raise ConfigError(f"--allocator {choice} needs Linux (LD_PRELOAD); on {platform} use --allocator system")
+    wanted = ("tcmalloc",) if choice == "auto" else (choice,)
+    for allocator in wanted:
+        library = finder(allocator)
+        if library:
+            preload = " ".join(p for p in (library, environ.get("LD_PRELOAD", "")) if p)
+            return {**environ, **SETTINGS[allocator], "LD_PRELOAD": preload, TRIED: allocator}
+        if choice != "auto":
+            raise ConfigError(f"--allocator {choice}: lib{LIBRARIES[choice][0]} is not installed; install it "
+                              f"({INSTALL[choice]}), or use --allocator auto or system")
+    return None
+
+
+def started_as_medboost(orig_argv: list[str]) -> bool:
+    """True when the interpreter was started to run medboost: the ``medboost`` console script or ``python -m
+    medboost_cli``; not a program of the user's (or a test) that calls ``cli.main()``, which must go on as it is."""
+    args = orig_argv[1:]
+    return any(Path(a).name in ("medboost", "medboost.exe") for a in args[:1]) or any(
+        a == "-m" and b == "medboost_cli" for a, b in zip(args, args[1:]))
+
+
+def start_on(choice: str) -> None:
+    """Start this command again on ``choice`` if it is not running on it yet (``os.execve``: does not return), else
+    return. Only where the process was started as medboost (``started_as_medboost``), before it does anything
+    else."""
+    if not started_as_medboost(sys.orig_argv):
+        return
+    env = restart_environment(choice, os.environ, in_use())
+    if env is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # sys.orig_argv: the interpreter's own command line, so the console script, `python -m medboost_cli` and a
+    # `python -c` that calls cli.main() all start again as they started
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
