@@ -38,7 +38,7 @@ from torch.utils import flop_counter
 from . import errors
 from .engine import loss_fn, make_optimizer, make_transforms, prepare_runner, train_step
 from .errors import EXIT_INTERNAL, ConfigError, MedboostError
-from .allocator import in_use
+from .allocator import INSTALL, LIBRARIES, find, in_use
 from .hardware import autocast, autocast_dtype, device_name, peak_rss_mb, resolve_device, set_threads
 from .models import build_model, count_parameters
 from .recipes import Recipe, load_recipe
@@ -394,6 +394,8 @@ def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the workers get the memory the reference's matrices used
     log(f"{_dtype_name(dtype)} matmul rate on {device_name(device)}: {matmul:.3f} TFLOP/s")
+    if device.type == "cpu" and (hint := allocator_hint()):
+        log(hint)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     rows = []
     for mode, case in cases:
@@ -419,6 +421,18 @@ def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results
         if results_dir is not None:
             write_bench_row(results_dir, row)
     return rows
+
+
+def allocator_hint(current: str | None = None, installed: bool | None = None) -> str | None:
+    """One line for a CPU bench on glibc where no caching allocator is installed: it is what the figures lack most
+    (allocator.py; README, performance)."""
+    current = in_use() if current is None else current
+    if installed is None:
+        installed = any(find(name) for name in LIBRARIES)
+    if current != "glibc" or installed:
+        return None
+    return ("note: on glibc's malloc every step faults its activations in anew; with tcmalloc installed "
+            f"({INSTALL['tcmalloc'].split(',')[0]}) medboost runs on it and CPU steps measured 3-20% faster")
 
 
 def with_reference(row: dict[str, Any], before: float, after: float) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def test_an_error_in_a_worker_comes_back_as_one_line_with_its_exit_code(tmp_path
     result = run("bench", "breast", "--preset", "cpu", "--booster", "rllm", "--llm", empty, "--batch", "4",
                  "--warmup", "0", "--steps", "1", *[a for s in TINY_SETS for a in ("--set", s)],
                  "--results-dir", tmp_path / "results")
-    progress = ("fp32 matmul rate", "bf16 matmul rate", "measuring breast booster=rllm")
+    progress = ("fp32 matmul rate", "bf16 matmul rate", "measuring breast booster=rllm", "note: on glibc")
     errors = Result(result.returncode, result.stdout,
                     "\n".join(line for line in result.stderr.splitlines() if not line.startswith(progress)))
     assert_one_line_error(errors, "model file error: booster=rllm:", str(empty), "neither config.json", code=4)
@@ -264,3 +264,12 @@ def test_booster_modes_with_pneumollm_are_one_line_config_errors(tmp_path):
                  "--results-dir", tmp_path)
     assert_one_line_error(result, "config error:", "--booster compares R-LLM booster modes", "--variant", code=2)
     assert not tmp_path.joinpath("bench").exists()
+
+
+def test_a_cpu_bench_on_glibc_says_once_how_to_get_a_caching_allocator():
+    hint = bench.allocator_hint("glibc", installed=False)
+    assert "apt install libtcmalloc-minimal4" in hint and "\n" not in hint
+    # nothing to say when the process is on tcmalloc or jemalloc, or when one is installed (auto would use it)
+    assert bench.allocator_hint("tcmalloc", installed=False) is None
+    assert bench.allocator_hint("glibc", installed=True) is None
+    assert bench.allocator_hint("system", installed=False) is None
