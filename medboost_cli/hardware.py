@@ -8,6 +8,7 @@ from contextlib import nullcontext
 
 import torch
 
+from .allocator import in_use
 from .errors import ConfigError
 
 
@@ -66,9 +67,7 @@ def autocast(device: torch.device, amp: torch.dtype | None):
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from .allocator import in_use  # on CPU the host allocator is part of the speed (allocator.py)
-
-    name = in_use()
+    name = in_use()  # on CPU the host allocator is part of the speed (allocator.py)
     return (f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
             f"{name if name.endswith('malloc') else name + ' malloc'})")
 
