@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from platform import libc_ver
 
 from .errors import ConfigError
 
@@ -61,9 +62,7 @@ def in_use(maps: Path = Path("/proc/self/maps")) -> str:
         for allocator in LIBRARIES:
             if name.startswith(f"lib{allocator}"):
                 return allocator
-    import platform
-
-    return "glibc" if platform.libc_ver()[0] == "glibc" else "system"
+    return "glibc" if libc_ver()[0] == "glibc" else "system"
 
 
 def find(allocator: str) -> str | None:
@@ -87,7 +86,8 @@ def restart_environment(choice: str, environ: Mapping[str, str], current: str,
         raise ConfigError(f"--allocator (or {ENV})='{choice}' is not an allocator; use one of {', '.join(CHOICES)}")
     if choice == "system" or current in LIBRARIES and choice in ("auto", current):
         return None
-    if environ.get(TRIED):
+    wanted = "tcmalloc" if choice == "auto" else choice
+    if environ.get(TRIED) == wanted:  # this process is that restart, and the library did not load
         if choice == "auto":
             return None
         raise ConfigError(f"--allocator {choice}: started again with LD_PRELOAD={environ.get('LD_PRELOAD', '')} but "
@@ -97,16 +97,16 @@ def restart_environment(choice: str, environ: Mapping[str, str], current: str,
         if choice == "auto":
             return None
         raise ConfigError(f"--allocator {choice} needs Linux (LD_PRELOAD); on {platform} use --allocator system")
-    wanted = ("tcmalloc",) if choice == "auto" else (choice,)
-    for allocator in wanted:
-        library = finder(allocator)
-        if library:
-            preload = " ".join(p for p in (library, environ.get("LD_PRELOAD", "")) if p)
-            return {**environ, **SETTINGS[allocator], "LD_PRELOAD": preload, TRIED: allocator}
-        if choice != "auto":
-            raise ConfigError(f"--allocator {choice}: lib{LIBRARIES[choice][0]} is not installed; install it "
-                              f"({INSTALL[choice]}), or use --allocator auto or system")
-    return None
+    library = finder(wanted)
+    if not library:
+        if choice == "auto":
+            return None
+        raise ConfigError(f"--allocator {choice}: lib{LIBRARIES[choice][0]} is not installed; install it "
+                          f"({INSTALL[choice]}), or use --allocator auto or system")
+    # the user's other preloads stay; another allocator (inherited from a parent medboost) would compete with it
+    kept = [p for p in environ.get("LD_PRELOAD", "").replace(":", " ").split()
+            if not Path(p).name.startswith(tuple(f"lib{a}" for a in LIBRARIES))]
+    return {**environ, **SETTINGS[wanted], "LD_PRELOAD": " ".join([library, *kept]), TRIED: wanted}
 
 
 def started_as_medboost(orig_argv: list[str]) -> bool:

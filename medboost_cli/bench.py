@@ -36,9 +36,9 @@ from rich.table import Table
 from torch.utils import flop_counter
 
 from . import errors
+from .allocator import INSTALL, LIBRARIES, find, in_use
 from .engine import loss_fn, make_optimizer, make_transforms, prepare_runner, train_step
 from .errors import EXIT_INTERNAL, ConfigError, MedboostError
-from .allocator import INSTALL, LIBRARIES, find, in_use
 from .hardware import autocast, autocast_dtype, device_name, peak_rss_mb, resolve_device, set_threads
 from .models import build_model, count_parameters
 from .recipes import Recipe, load_recipe

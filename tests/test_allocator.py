@@ -82,6 +82,14 @@ def test_no_restart(choice, current, environ, platform):
     assert restart_environment(choice, environ, current, found, platform) is None
 
 
+def test_a_nested_medboost_may_choose_another_allocator_than_its_parent():
+    """A parent's restart marker and preload (tcmalloc) do not stop a child asked for jemalloc: the child preloads
+    jemalloc instead of tcmalloc, and keeps the user's own preloads."""
+    inherited = {allocator.TRIED: "tcmalloc", "LD_PRELOAD": "libtcmalloc_minimal.so.4 /opt/mine.so"}
+    env = restart_environment("jemalloc", inherited, "tcmalloc", found, "linux")
+    assert env["LD_PRELOAD"] == "libjemalloc.so.2 /opt/mine.so" and env[allocator.TRIED] == "jemalloc"
+
+
 def test_auto_without_a_library_stays_on_the_system_allocator():
     assert restart_environment("auto", {}, "glibc", not_found, "linux") is None
 
