@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..hardware import bf16_supported
+from ..hardware import auto_is_bf16
 from ..recipes import Recipe
 from ..seeding import Init, init_seed
 from ..tasks import Task
@@ -47,7 +47,7 @@ def llm_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
     if not recipe.booster.freeze:
         return torch.float32
     choice = recipe.booster.dtype
-    if choice == "bf16" or (choice == "auto" and bf16_supported(device)):
+    if choice == "bf16" or (choice == "auto" and auto_is_bf16(device)):
         return torch.bfloat16
     return torch.float32
 
