@@ -68,7 +68,7 @@ def test_negative_layer_counts_from_the_end(tiny_llama):
 
 def test_only_the_layers_shards_are_opened(tiny_llama, monkeypatch):
     folder, _ = tiny_llama
-    import medboost_cli.models.llm_loading as loading
+    import medboost_cli.models.checkpoint_hf as loading
 
     opened = []
     real = loading.read_safetensors
@@ -163,8 +163,9 @@ def test_bf16_storage_keeps_fp32_residual_stream(tiny_llama):
 
 
 def test_unsupported_model_type_is_clear(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi", "hidden_size": 8, "num_attention_heads": 2}))
-    with pytest.raises(MedboostError, match="model_type 'phi' is not supported"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "hidden_size": 8, "num_attention_heads": 2}))
+    with pytest.raises(MedboostError, match=r"model_type 'gpt2' is not supported; medboost reads the LM families "
+                                            r"llama \(llama, mistral, qwen2\), bert \(bert\), phi \(phi\)$"):
         load_llm_layer(str(tmp_path), 0)
 
 
