@@ -327,3 +327,15 @@ def test_truncated_safetensors_shard_is_a_clear_error(tiny_llama, tmp_path):
     (folder / "model.safetensors").write_bytes(raw[:5])
     with pytest.raises(MedboostError, match=r"not a readable safetensors file"):
         load_llm_layer(str(folder), 2)
+
+
+def test_an_unregistered_family_is_one_error_line_not_a_bert_layer():
+    """Every family-specific step asks the registry: a family it does not hold is refused, never run as another."""
+    from medboost_cli.errors import ConfigError
+    from medboost_cli.models.llm import resolve_lm_norm
+
+    t5 = LayerSpec("t5", 32, 64, 4, 4, 8, 1e-6, n_layers=2)
+    for step in (lambda: build_block(t5), lambda: layer_flops(t5, 7), lambda: t5.n_params,
+                 lambda: resolve_lm_norm("auto", t5)):
+        with pytest.raises(ConfigError, match=r"^LM family 't5' is not registered; registered: llama, bert, phi$"):
+            step()

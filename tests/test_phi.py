@@ -54,7 +54,8 @@ def test_phi_layer_is_transformers_phi_decoder_layer(tiny_phi):
     folder, model = tiny_phi
     loaded = load_llm_layer(str(folder), 2)
     assert loaded.spec.arch == "phi" and loaded.layer == 2 and loaded.norm == "none"
-    theirs = {k.replace("self_attn.dense", "self_attn.o_proj"): v for k, v in model.model.layers[2].state_dict().items()}
+    theirs = {k.replace("self_attn.dense", "self_attn.o_proj"): v
+              for k, v in model.model.layers[2].state_dict().items()}
     ours = loaded.block.state_dict()
     assert set(ours) == set(theirs)
     for key in theirs:
@@ -88,8 +89,12 @@ def test_only_the_layers_tensors_are_read_from_their_shards(tiny_phi, monkeypatc
     folder, _ = tiny_phi
     read: list[tuple[str, str]] = []
     real = loading.read_safetensors
-    monkeypatch.setattr(loading, "read_safetensors",
-                        lambda path, keys, dtype: read.extend((Path(path).name, k) for k in keys) or real(path, keys, dtype))
+
+    def spy(path, keys, dtype):
+        read.extend((Path(path).name, k) for k in keys)
+        return real(path, keys, dtype)
+
+    monkeypatch.setattr(loading, "read_safetensors", spy)
     load_llm_layer(str(folder), 1)
     index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
     layer = {k: f for k, f in index.items() if k.startswith("model.layers.1.")}
@@ -97,7 +102,8 @@ def test_only_the_layers_tensors_are_read_from_their_shards(tiny_phi, monkeypatc
     assert len(set(layer.values())) < len(set(index.values()))  # other shards exist and stay closed
     read.clear()
     load_llm_layer(str(folder), 1, norm="pretrained")
-    assert sorted(k for _, k in read if k not in layer) == ["model.final_layernorm.bias", "model.final_layernorm.weight"]
+    extra = sorted(k for _, k in read if k not in layer)
+    assert extra == ["model.final_layernorm.bias", "model.final_layernorm.weight"]
 
 
 def test_final_layernorm_unit_pretrained_and_auto(tiny_phi):
@@ -123,7 +129,8 @@ def test_random_and_shuffled_phi_layers(tiny_phi):
     state = random.block.state_dict()
     assert state["layer.self_attn.q_proj.weight"].std().item() == pytest.approx(0.02, rel=0.1)
     assert torch.equal(state["layer.input_layernorm.weight"], torch.ones(64))
-    assert torch.equal(state["layer.mlp.fc1.bias"], torch.zeros(96)) and torch.equal(state["norm.bias"], torch.zeros(64))
+    assert torch.equal(state["layer.mlp.fc1.bias"], torch.zeros(96))
+    assert torch.equal(state["norm.bias"], torch.zeros(64))
     shuffled = load_llm_layer(folder, 1, init="shuffled")
     assert shuffled.sha256 != load_llm_layer(folder, 1).sha256
 

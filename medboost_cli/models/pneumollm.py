@@ -267,8 +267,8 @@ def build_pneumollm(recipe: Recipe, task: Task, lm_dtype: torch.dtype) -> tuple[
     spec = llm_spec(recipe.booster.llm)
     if cfg.llm:
         if cfg.rope and not lm_family(spec.arch).rotary:
-            raise ConfigError(f"pneumollm.rope=true applies RoPE, which medboost does not apply to {recipe.booster.llm} "
-                              f"(an LM of the {spec.arch} family): set pneumollm.rope=false")
+            raise ConfigError(f"pneumollm.rope=true applies RoPE, which medboost does not apply to "
+                              f"{recipe.booster.llm} (an LM of the {spec.arch} family): set pneumollm.rope=false")
         stack = load_llm_layers(recipe.booster.llm, lm_layer_indices(spec.n_layers, cfg.llm_layers),
                                 init=recipe.booster.llm_init, dtype=lm_dtype, seed=seed,
                                 norm=resolve_final_norm(cfg.final_norm, spec), hf_rope_order=cfg.rope)
