@@ -1,11 +1,13 @@
-"""Model files as untrusted input: every check of an LM folder's files (and of a torch checkpoint) in one place.
+"""Model files as untrusted input: the checks of an LM folder's files (and of a torch checkpoint), and the typed
+fields the LM families' config schemas are built from.
 
 A checkpoint folder comes from anywhere (a hub mirror, a colleague, a half-finished download), so each file is read
 with limits and checked before anything is allocated, indexed or built from it:
 
 * JSON files (config.json, params.json, the shard index) are size-capped, must be JSON objects, and their fields
-  are typed and range-checked (pydantic): positive sizes, heads dividing the width, finite positive epsilons (the
-  schemas of config.json are ``HFConfig`` and each LM family's subclass of it, in ``models/lm/``);
+  are typed and range-checked (pydantic): positive sizes, heads dividing the width, finite positive epsilons
+  (config.json: ``HFConfig`` here, or an LM family's subclass of it in ``models/lm/``; params.json:
+  ``lm/llama_meta.py``);
 * a safetensors header's length is checked against a cap and the file's size BEFORE it is read (a length field of
   2^40 would otherwise ask for a terabyte), and every tensor entry must have a known dtype, a shape of
   non-negative ints and byte offsets inside the data section that match shape x dtype size, so no tensor can be
@@ -23,7 +25,7 @@ import os
 import reprlib
 import struct
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

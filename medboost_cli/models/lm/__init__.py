@@ -8,10 +8,8 @@ between families is read from it (``lm_family``), and a config.json's ``model_ty
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
 from ...errors import ConfigError, ModelFileError
-from ..untrusted import check_layer_size, explain, short
+from ..untrusted import check_layer_size, short, validated
 from .bert import BERT
 from .family import NORM_CHOICES, LMFamily, MetaFormat
 from .llama import LLAMA
@@ -42,11 +40,7 @@ def hf_layer_spec(cfg: dict, where: str) -> LayerSpec:
     if family is None:
         raise ModelFileError(f"{where}: model_type {short(model_type)} is not supported; medboost reads the LM "
                              f"families {_listing()}")
-    try:
-        config = family.hf_config.model_validate(cfg)
-    except ValidationError as e:
-        raise ModelFileError(explain(e, where)) from None
-    spec = family.spec_from_hf(config, where)
+    spec = family.spec_from_hf(validated(family.hf_config, cfg, where), where)
     check_layer_size(spec.n_params, where)
     return spec
 
