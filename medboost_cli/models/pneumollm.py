@@ -62,7 +62,8 @@ from ..recipes import PneumoLLMConfig, Recipe
 from ..seeding import Init, init_seed
 from ..tasks import Task
 from .backbones import TimmViT, build_backbone
-from .llm import LayerSpec, rope_tables
+from .llm import LayerSpec, resolve_lm_norm, rope_tables
+from .lm import lm_family
 from .llm_loading import LoadedStack, llm_spec, load_llm_layers, weights_sha256
 
 
@@ -240,13 +241,9 @@ def lm_layer_indices(n_layers: int, choice: int | None) -> list[int]:
 
 
 def resolve_final_norm(choice: str, spec: LayerSpec) -> str:
-    """``pneumollm.final_norm``: auto is the LM's own final norm (pretrained) for LLaMA-family layers, none for BERT."""
-    if choice == "auto":
-        return "pretrained" if spec.arch == "llama" else "none"
-    if spec.arch == "bert" and choice != "none":
-        raise ConfigError(f"pneumollm.final_norm={choice} is for LLaMA-family LMs; a BERT model has no final norm: "
-                          f"use auto or none")
-    return choice
+    """``pneumollm.final_norm``: auto is the LM family's choice (LLaMA, Phi: its own final norm, pretrained; BERT:
+    none); a norm the family does not take is an error."""
+    return resolve_lm_norm(choice, spec, "pneumollm.final_norm", lm_family(spec.arch).pneumollm_norm)
 
 
 def build_pneumollm(recipe: Recipe, task: Task, lm_dtype: torch.dtype) -> tuple[PneumoLLM, LoadedStack | None,
@@ -269,9 +266,9 @@ def build_pneumollm(recipe: Recipe, task: Task, lm_dtype: torch.dtype) -> tuple[
     stack = None
     spec = llm_spec(recipe.booster.llm)
     if cfg.llm:
-        if cfg.rope and spec.arch != "llama":
-            raise ConfigError(f"pneumollm.rope=true applies RoPE, which {recipe.booster.llm} (a BERT model) does not "
-                              f"use: set pneumollm.rope=false")
+        if cfg.rope and not lm_family(spec.arch).rotary:
+            raise ConfigError(f"pneumollm.rope=true applies RoPE, which medboost does not apply to "
+                              f"{recipe.booster.llm} (an LM of the {spec.arch} family): set pneumollm.rope=false")
         stack = load_llm_layers(recipe.booster.llm, lm_layer_indices(spec.n_layers, cfg.llm_layers),
                                 init=recipe.booster.llm_init, dtype=lm_dtype, seed=seed,
                                 norm=resolve_final_norm(cfg.final_norm, spec), hf_rope_order=cfg.rope)
