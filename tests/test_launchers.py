@@ -25,8 +25,8 @@ import pytest
 
 from medboost_cli import locks
 from medboost_cli.errors import MedboostError
-from medboost_cli.launchers import (ClusterOptions, Job, SubmititRun, cpu_threads, jobs_for, make_executor, run_pool,
-                                    submit, wait_for)
+from medboost_cli.launchers import ClusterOptions, Job, SubmititRun, cpu_threads, jobs_for, run_pool, submit, wait_for
+from medboost_cli.launchers.submitit_local import SubmititLocal
 from medboost_cli.recipes import recipes_dir
 from medboost_cli.results import ResultsDir, load_results, new_row, write_row
 from medboost_cli.studies import expand, load_study
@@ -323,7 +323,7 @@ def test_a_real_preemption_of_a_submitit_local_job_requeues_it_and_it_resumes(st
     the job and the run resumes from last.pt (the in-process test above checks the resumed metrics)."""
     (planned,) = plan(study, 1, "train.epochs=60")
     job = Job.of(planned, study / "d", study / "r", threads=1)
-    executor = make_executor("submitit-local", study / "r", ClusterOptions(time=20), None)
+    executor = SubmititLocal.executor(study / "r", ClusterOptions(time=20))
     ((handle, _),) = submit([job], executor)
     layout = ResultsDir(study / "r")
     deadline = time.time() + 300
