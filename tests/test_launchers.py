@@ -480,3 +480,46 @@ def test_the_pool_and_submitit_train_a_study_on_real_breastmnist_alike(study):
         for run_id in base.index:
             np.testing.assert_array_equal(np.asarray(list(other.test_scores[run_id])),
                                           np.asarray(list(base.test_scores[run_id])))
+
+
+def test_a_launcher_is_one_registered_entry(study, monkeypatch):
+    """A new launcher is a ``Launcher`` subclass and one entry in ``LAUNCHERS``: ablate runs it, --dry-run prints
+    its preview, its ``takes_cluster_options`` decides whether it accepts --partition, and an unknown name lists it."""
+    from medboost_cli import launchers
+    from medboost_cli.launchers.base import Launcher
+    from medboost_cli.launchers.jobs import run_job
+
+    class Reversed(Launcher):
+        name = "reversed"
+        summary = "the runs in reverse order, in this process"
+
+        def preview(self, launch):
+            yield f"# {len(launch.todo)} runs, last first"
+
+        def run(self, launch):
+            for job in reversed(launch.todo):
+                launch.started.append(job)
+                launch.ended(run_job(job))
+
+    monkeypatch.setitem(launchers.LAUNCHERS, "reversed", Reversed())
+    dry = ablate(study, "--launcher", "reversed", "--dry-run", seeds=2)
+    assert dry.returncode == 0 and "# 2 runs, last first" in dry.stdout, dry.stderr
+    assert_one_line_error(ablate(study, "--launcher", "reversed", "--partition", "gpu", seeds=2),
+                          "apply to --launcher slurm or submitit-local", code=2)
+    out = ablate(study, "--launcher", "reversed", seeds=2)
+    assert out.returncode == 0, out.stderr
+    trained = [line.split()[1].rstrip(":") for line in out.stdout.splitlines() if line.startswith("trained ")]
+    assert trained == [r.run_id for r in reversed(plan(study, 2))] and "2 trained, 0 skipped" in out.stdout
+    assert_one_line_error(ablate(study, "--launcher", "pbs"), "choose local, slurm, submitit-local, reversed", code=2)
+
+
+def test_local_trains_in_this_process_for_one_job_and_in_a_pool_for_more():
+    from medboost_cli.launchers import LAUNCHERS, Launch
+    from medboost_cli.launchers.in_process import InProcess
+    from medboost_cli.launchers.local_pool import LocalPool
+
+    local = LAUNCHERS["local"]
+    chosen = {jobs: type(local.chosen(Launch([], None, [], Path("d"), Path("r"), jobs, None, False)))
+              for jobs in (None, 1, 2, 8)}
+    assert chosen == {None: InProcess, 1: InProcess, 2: LocalPool, 8: LocalPool}
+    assert [name for name, entry in LAUNCHERS.items() if entry.takes_cluster_options] == ["slurm", "submitit-local"]
