@@ -118,7 +118,7 @@ def test_a_rerun_after_a_mix_of_outcomes_trains_only_what_is_missing(study, monk
     assert [status.get(r.run_id) for r in runs] == ["completed", "completed", "completed", None, "completed"]
     assert ResultsDir(results).row(completed.run_id).read_bytes() == before
     assert "resuming" in ResultsDir(results).log(interrupted.run_id).read_text()
-    assert "resuming" in out.stderr  # --jobs 1 shows the run's log lines on the terminal, as ablate always did
+    assert "resuming" in out.stderr  # --jobs 1 shows the run's log lines on the terminal
 
 
 def dead_pid() -> int:

@@ -1,6 +1,6 @@
 """The cluster launchers: submitit-local runs and collects a study, a preempted job requeues and resumes, slurm
 submits one array of the runs still to train (through a stand-in sbatch), and cluster options and profiles are
-checked in one line each. The tiny study and its helpers are test_launchers.py's."""
+checked in one line each. The tiny study, its fixture and functions are test_launchers.py's."""
 
 from __future__ import annotations
 

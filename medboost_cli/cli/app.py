@@ -1,5 +1,5 @@
 """The ``medboost`` typer app, its global options, and what the command modules share: the consoles, the options
-several commands take, and small helpers for output."""
+several commands take, and the small functions that print."""
 
 from __future__ import annotations
 
