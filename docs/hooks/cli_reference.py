@@ -8,6 +8,8 @@ The reference therefore cannot drift from the code; ``tests/test_docs.py`` check
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 
 MARKER = "<!-- cli-reference -->"
@@ -45,19 +47,29 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _code_cell(text: str) -> str:
+    """Inline code inside a table cell: HTML, because a Markdown code span would show the escaped ``|``."""
+    return f"<code>{html.escape(' '.join(text.split())).replace('|', '&#124;')}</code>"
+
+
+def _usage(path: str, pieces: list[str]) -> str:
+    """The usage line as ``--help`` prints it: an argument's ``{name}`` metavar in capitals."""
+    return re.sub(r"\{([a-z_]+)\}", lambda m: m.group(1).upper(), " ".join([path, *pieces]))
+
+
 def _section(path: str, command, ctx) -> list[str]:
     depth = min(path.count(" ") + 1, 4)
     lines = [f"{'#' * (depth + 1)} `{path}`", ""]
     help_text = (command.help or "").strip()
     if help_text:
         lines += [help_text.split("\b")[0].strip(), ""]
-    usage = " ".join([path, *command.collect_usage_pieces(ctx)])
+    usage = _usage(path, command.collect_usage_pieces(ctx))
     lines += ["```text", usage, "```", ""]
     records = [p.get_help_record(ctx) for p in command.get_params(ctx)]
     records = [r for r in records if r is not None]
     if records:
         lines += ["| option or argument | description |", "|---|---|"]
-        lines += [f"| `{_cell(opts)}` | {_cell(text)} |" for opts, text in records]
+        lines += [f"| {_code_cell(opts)} | {_cell(text)} |" for opts, text in records]
         lines.append("")
     return lines
 

@@ -8,6 +8,7 @@ fields, or a record naming an unknown machine stops the build, so no figure appe
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -37,10 +38,15 @@ def _cell(value) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
+def _code_cell(value) -> str:
+    """Inline code inside a table cell: HTML, because a Markdown code span would show the escaped ``|``."""
+    return f"<code>{html.escape(' '.join(str(value).split())).replace('|', '&#124;')}</code>"
+
+
 def _rows(records: list[dict]) -> list[str]:
     lines = ["| date | machine | allocator | command | what | figure |", "|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['date']} | {r['machine']} | {r.get('allocator', '')} | `{_cell(r['command'])}` "
+        lines.append(f"| {r['date']} | {r['machine']} | {r.get('allocator', '')} | {_code_cell(r['command'])} "
                      f"| {_cell(r['what'])} | {_cell(r['figure'])} |")
     return lines
 
