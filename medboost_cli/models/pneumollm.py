@@ -44,10 +44,12 @@ code instead applies BCEWithLogits to two independent logits with one-hot target
 softplus(z_other)) / 2, which is NOT cross-entropy (softplus(z_other - z_y)): it also pulls each logit's absolute
 level, not only their difference, so gradients and the optimum path differ; its scores are softmax(z) as ours.
 
-Where the released code differs (we follow the paper): its emitter mask is built but the layers get an all-zero
-mask; its engine is left frozen at random init by a parameter-name loop (yet counted in its 2.70M); it normalises
-with ImageNet's mean/std (we use CLIP's); its CLIP runs fp16. OpenAI's CLIP uses QuickGELU: ``clip-l14`` is timm's
-quickgelu variant of ``vit_large_patch14_clip_224.openai`` (same weights).
+Where the released code (CodeMonsterPHD/PneumoLLM at d393e4f) differs (we follow the paper): its engine is left
+frozen at random init by a parameter-name loop (yet counted in its 2.70M); it normalises with ImageNet's mean/std
+(we use CLIP's); its CLIP runs fp16. Its emitter mask is applied in every layer, as here; only its first commit
+(35caae5) passed the layers an all-zero mask, which ``pneumollm.emitter=false`` reproduces.
+OpenAI's CLIP uses QuickGELU: ``clip-l14`` is timm's quickgelu variant of ``vit_large_patch14_clip_224.openai``
+(same weights).
 """
 
 from __future__ import annotations
