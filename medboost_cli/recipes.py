@@ -10,17 +10,17 @@ once, on the merged result; an error names the layer that introduced the bad key
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .compat import HashOmitted, Legacy, fill_legacy, hash_view, omitted_while
 from .errors import ConfigError, ResultsError
-from .results import make_run_id
+from .run_ids import config_digest, make_run_id
 from .tasks import Task, resolve_task
 
 BoosterMode = Literal["none", "rllm", "out", "hybrid", "mlp"]
@@ -34,6 +34,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+# The data.* keys of cohort runs only: MedMNIST runs (their own train/val/test splits) hash without them.
+COHORT_ONLY = HashOmitted(lambda value, recipe: recipe.task_info.cohort is None)
+# ViViT's norm placement and position table as runs saved before these keys had them (other backbones: unused).
+VIVIT_LEGACY = {"applies": lambda backbone: str(backbone.get("name", "")).startswith("vivit")}
+
+
 class DataConfig(_Strict):
     size: int = Field(28, description="MedMNIST file size (28, 64, 128, 224; 3D: 28, 64)")
     verify: bool = Field(True, description="check MD5 and split sizes against medmnist's INFO")
@@ -45,12 +51,12 @@ class DataConfig(_Strict):
     rotate: float = Field(0.0, ge=0, le=180, description="in-plane rotation range in degrees (2D only)")
     padding: Literal["zeros", "border", "reflection"] = Field(
         "border", description="fill outside the image; border matches the eval resize at the rim")
-    folds: int | None = Field(None, ge=2, description="cohort files only: k patient-level folds (null: MedMNIST's "
+    folds: Annotated[int | None, COHORT_ONLY] = Field(None, ge=2, description="cohort files only: k patient-level folds (null: MedMNIST's "
                               "own train/val/test splits)")
-    fold: int = Field(0, ge=0, description="cohort files only: which fold (0..folds-1) is the test split")
-    fold_seed: int = Field(0, ge=0, lt=2**32, description="cohort files only: the folds' shuffle; apart from the "
+    fold: Annotated[int, COHORT_ONLY] = Field(0, ge=0, description="cohort files only: which fold (0..folds-1) is the test split")
+    fold_seed: Annotated[int, COHORT_ONLY] = Field(0, ge=0, lt=2**32, description="cohort files only: the folds' shuffle; apart from the "
                            "training seed, so that every training seed sees the same folds")
-    val_fraction: float = Field(0.2, gt=0, le=0.5, description="cohort files only: the share of a fold's training "
+    val_fraction: Annotated[float, COHORT_ONLY] = Field(0.2, gt=0, le=0.5, description="cohort files only: the share of a fold's training "
                                 "patients held out to select the epoch")
 
 
@@ -75,11 +81,11 @@ class BackboneConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     booster_site: Literal["tokens", "temporal", "spatial"] | None = Field(
         None, description="where the booster wraps the tokens; default: the backbone's own (ViViT: temporal)")
-    vivit_norms: Literal["stacks", "head"] | None = Field(
+    vivit_norms: Annotated[Literal["stacks", "head"] | None, Legacy("head", **VIVIT_LEGACY)] = Field(
         None, description="ViViT only. stacks (default, the released code's): the spatial and the temporal transformer "
         "each end in a LayerNorm, so the booster sees normalised tokens, and the head is a bare Linear; head: no "
         "norm at the end of either transformer, one LayerNorm in the head after the booster")
-    vivit_pos: Literal["joint", "factorised"] | None = Field(
+    vivit_pos: Annotated[Literal["joint", "factorised"] | None, Legacy("factorised", **VIVIT_LEGACY)] = Field(
         None, description="ViViT only. joint (default, the released code's): one learned (1, f, n, dim) table, an "
         "entry per tubelet; factorised: a spatial (1, 1, n+1, dim) plus a temporal (1, f, 1, dim) table")
 
@@ -107,13 +113,13 @@ class BoosterConfig(_Strict):
         "entries permuted (same value distribution, no learned structure)",
     )
     dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="storage dtype of a frozen F_L")
-    lm_norm: Literal["auto", "unit", "pretrained", "none"] = Field(
+    lm_norm: Annotated[Literal["auto", "unit", "pretrained", "none"], Legacy("none")] = Field(
         "auto",
         description="the norm after F_L's layer. unit: the LM's final RMSNorm with weight 1 (the released code's); "
         "pretrained: with the LM's own final norm weights; none: the bare layer. auto: unit for LLaMA-family "
         "layers, none for BERT layers (which end in LayerNorm)",
     )
-    proj_init: Literal["auto", "trunc_normal", "default"] = Field(
+    proj_init: Annotated[Literal["auto", "trunc_normal", "default"], Legacy("default")] = Field(
         "auto",
         description="F_E/F_D init. trunc_normal: std 0.02 (the released 2D code's); default: nn.Linear's (the "
         "released 3D code's). auto: trunc_normal for 2D tasks, default for 3D",
@@ -173,7 +179,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's (the cores)")
-    micro_batch: int | None = Field(None, ge=1, description="gradient accumulation: forward/backward at most this many "
+    micro_batch: Annotated[int | None, omitted_while(None)] = Field(None, ge=1, description="gradient accumulation: forward/backward at most this many "
                                     "samples at a time, one optimizer step per batch (the batch's gradient in less "
                                     "memory; see the README's performance section)")
     compile: bool = Field(False, description="torch.compile the model (see the README's performance section)")
@@ -223,28 +229,23 @@ class Recipe(_Strict):
         return self.booster.llm if uses else None
 
     def config_hash(self) -> str:
-        """Hash of everything that defines the experiment (not where or on what it runs, not the seed). R-LLM
-        runs hash without the model keys, as before they existed; PneumoLLM runs only with the booster keys they
-        read (the LM's source, init and dtype). A cohort run hashes its file's name and content instead of its path
-        (the same file elsewhere is the same experiment), with its fold keys; MedMNIST runs without them, as before
-        they existed."""
+        """Hash of everything that defines the experiment (not where or on what it runs, not the seed), less the
+        keys marked ``HashOmitted`` while their condition holds (compat.hash_view). R-LLM runs hash without the
+        model keys; PneumoLLM runs only with the booster keys they read (the LM's source, init and dtype). A cohort
+        run hashes its file's name and content instead of its path (the same file elsewhere is the same
+        experiment)."""
         cfg = self.model_dump(mode="json")
         cfg.pop("seed")
         cohort = self.task_info.cohort
         if cohort is not None:
             cfg["task"] = cohort.identity
-        else:
-            for key in FOLD_KEYS:
-                cfg["data"].pop(key)
         for key in ("device", "threads"):
             cfg["train"].pop(key)
-        if cfg["train"]["micro_batch"] is None:  # hashes as before the key existed
-            del cfg["train"]["micro_batch"]
         if self.model == "rllm":
             del cfg["model"], cfg["pneumollm"]
         else:
             cfg["booster"] = {k: cfg["booster"][k] for k in PNEUMOLLM_BOOSTER_KEYS}
-        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+        return config_digest(hash_view(self, cfg))
 
     def run_id(self) -> str:
         return make_run_id(self.task_info.short, self.backbone.name, self.arm, self.config_hash(), self.seed)
@@ -253,27 +254,17 @@ class Recipe(_Strict):
 PNEUMOLLM_BOOSTER_KEYS = ("llm", "llm_init", "dtype")  # the booster.* keys PneumoLLM reads
 
 
-# Keys added after the first results schema, and the values that give what runs saved without them computed.
-LEGACY_VALUES = {"booster": {"lm_norm": "none", "proj_init": "default"}}
-LEGACY_VIVIT_VALUES = {"backbone": {"vivit_norms": "head", "vivit_pos": "factorised"}}
-
-
 def saved_recipe(config_json: str) -> Recipe:
     """The recipe of a results row (``config_json``). A row saved before a key existed lacks it; it gets the
-    value that reproduces what that run computed, not today's default."""
+    value that reproduces what that run computed, not today's default (the key's ``Legacy`` marker)."""
     try:
         data = json.loads(config_json)
     except (TypeError, ValueError) as e:
         raise ResultsError(f"config_json: not JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("backbone", {}), dict):
         raise ResultsError(f"config_json: not a recipe (a JSON object with its sections), got {config_json[:60]!r}")
-    legacy = LEGACY_VALUES | (LEGACY_VIVIT_VALUES if str(data.get("backbone", {}).get("name", "")).startswith("vivit")
-                              else {})
-    for section, values in legacy.items():
-        for key, value in values.items():
-            data.setdefault(section, {}).setdefault(key, value)
     try:
-        return Recipe.model_validate(data)
+        return Recipe.model_validate(fill_legacy(Recipe, data))
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
