@@ -11,15 +11,16 @@ once, on the merged result; an error names the layer that introduced the bad key
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .compat import HashOmitted, Legacy, fill_legacy, hash_view, omitted_while
 from .errors import ConfigError, ResultsError
+from .recipe_errors import explain as _explain, source_of as _source_of
+from .recipe_yaml import merge, parse_set, read_yaml, recipes_dir, task_recipe_path  # merge: for studies.py too
+from .recipe_yaml import merged as _merged, nest as _nest, recipe_layers as _recipe_layers
 from .run_ids import config_digest, make_run_id
 from .tasks import Task, resolve_task
 
@@ -60,7 +61,7 @@ class DataConfig(_Strict):
                                 "patients held out to select the epoch")
 
 
-FOLD_KEYS = ("folds", "fold", "fold_seed", "val_fraction")  # the data.* keys of cohort runs only
+FOLD_KEYS = tuple(k for k, f in DataConfig.model_fields.items() if COHORT_ONLY in f.metadata)  # cohort runs only
 
 
 class BackboneConfig(_Strict):
@@ -277,88 +278,6 @@ def saved_recipe(config_json: str) -> Recipe:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def recipes_dir() -> Path:
-    """$MEDBOOST_RECIPES, else the copy an installed wheel carries (medboost_cli/recipe_files: pyproject.toml
-    packages the top-level recipes/ under that name), else recipes/ beside the package (a checkout, an editable
-    install). The installed copy comes first so that an unrelated ``recipes`` folder in site-packages is never read."""
-    if os.environ.get("MEDBOOST_RECIPES"):
-        return Path(os.environ["MEDBOOST_RECIPES"])
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "recipe_files", package.parent / "recipes"):
-        if candidate.is_dir():
-            return candidate
-    raise ConfigError(f"recipes folder not found (neither {package / 'recipe_files'} nor {package.parent / 'recipes'});"
-                      f" reinstall medboost or set $MEDBOOST_RECIPES to the project's recipes/ folder")
-
-
-def read_yaml(path: Path, kind: str = "recipe") -> dict[str, Any]:
-    """A recipe, preset or study (``kind``) file as a mapping; any way it is not one is a ConfigError naming
-    the file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as e:
-        raise ConfigError(f"{kind} file not found: {path}") from e
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a {kind} file; give a .yaml file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); a {kind} is a YAML text "
-                          f"file") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except RecursionError:  # the YAML parser recurses once per nesting level
-        raise ConfigError(f"{path}: nested too deeply to be a {kind}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a {kind} must be a mapping of keys to values, got {type(data).__name__}")
-    odd = [key for key in data if not isinstance(key, str)]
-    if odd:
-        raise ConfigError(f"{path}: key {odd[0]!r} is not a name; {kind} keys are words, such as 'tasks' or "
-                          f"'train'")
-    return data
-
-
-# Recipes extend a base (task -> base/2d.yaml); a longer chain than this is a mistake, not a design.
-MAX_EXTENDS = 16
-
-
-def _recipe_layers(path: Path) -> list[tuple[str, dict]]:
-    """The file and the files it ``extends``, base first. Files are told apart by their resolved path, so that a
-    loop through ``..`` or a symlink is caught like a file extending itself."""
-    layers: list[tuple[str, dict]] = []
-    chain: list[Path] = []
-    while True:
-        if path.resolve() in [p.resolve() for p in chain]:
-            loop = " -> ".join(str(p.resolve()) for p in chain + [path])
-            raise ConfigError(f"{chain[0]}: 'extends' loops back to {path.resolve()} ({loop}); remove one of "
-                              f"these 'extends'")
-        if len(chain) == MAX_EXTENDS:
-            raise ConfigError(f"{chain[0]}: more than {MAX_EXTENDS} files chained by 'extends' (the last: {path}); "
-                              f"a recipe extends a base, which may extend one more")
-        chain.append(path)
-        data = read_yaml(path)
-        parent = data.pop("extends", None)
-        layers.insert(0, (str(path), data))
-        if parent is None:
-            return layers
-        if not isinstance(parent, str) or not parent.strip():
-            raise ConfigError(f"{path}: 'extends' must name a recipe file, e.g. extends: base/2d.yaml; got {parent!r}")
-        beside = path.parent / parent
-        path = beside if beside.exists() else recipes_dir() / parent
-        if not path.exists():
-            raise ConfigError(f"{chain[-1]}: extends '{parent}', which is neither beside it ({beside}) nor in "
-                              f"{recipes_dir()}")
-
-
-def task_recipe_path(task: Task) -> Path:
-    if task.cohort is not None:  # never recipes/STEM.yaml: a cohort named breast.npz is not BreastMNIST
-        return recipes_dir() / "cohort.yaml"
-    specific = recipes_dir() / f"{task.short}.yaml"
-    return specific if specific.exists() else recipes_dir() / "base" / f"{task.dims}d.yaml"
-
-
 def preset_layer(name: str, dims: int, model: str = "rllm") -> tuple[str, dict]:
     """The preset's section for ``dims``-D tasks (``2d``), or for a model family's runs (``pneumollm-2d``)."""
     path = recipes_dir() / "presets" / f"{name}.yaml"
@@ -373,34 +292,6 @@ def preset_layer(name: str, dims: int, model: str = "rllm") -> tuple[str, dict]:
         raise ConfigError(f"{path}: section '{section}' must be a mapping of recipe keys, got "
                           f"{type(data[section]).__name__}")
     return f"{path} [{section}]", data[section] or {}
-
-
-def parse_set(items: list[str]) -> list[tuple[str, dict]]:
-    """``--set train.lr=1e-3`` -> a layer {"train": {"lr": 0.001}}; values are parsed as YAML scalars/lists."""
-    layers = []
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set train.lr=1e-3")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        layers.append((f"--set {item}", _nest(key.strip().split("."), value)))
-    return layers
-
-
-def _nest(keys: list[str], value: Any) -> dict:
-    for key in reversed(keys):
-        value = {key: value}
-    return value
-
-
-def merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def load_recipe(
@@ -440,19 +331,12 @@ def load_recipe(
     return validate_layers(layers + late)
 
 
-def _merged(layers: list[tuple[str, dict]]) -> dict:
-    merged: dict = {}
-    for _, layer in layers:
-        merged = merge(merged, layer)
-    return merged
-
-
 def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
     merged = _merged(layers)
     try:
         recipe = Recipe.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(_explain(e, layers)) from None
+        raise ConfigError(_explain(e, layers, Recipe)) from None
     resolve_task(recipe.task)  # a task named inside a recipe file must exist too
     if recipe.task_info.flag != layers[0][1]["task"] and layers[0][0] == "task":
         raise ConfigError(
@@ -495,44 +379,3 @@ def _check_data_keys(recipe: Recipe, layers: list[tuple[str, dict]]) -> None:
                 f"{_source_of(('data', key), layers)}: data.{key}={value} applies to {used_in}D tasks only and "
                 f"{recipe.task} is {dims}D; unset it"
             )
-
-
-def _source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:
-    for source, layer in reversed(layers):
-        node: Any = layer
-        for key in loc:
-            if not isinstance(node, dict) or key not in node:
-                break
-            node = node[key]
-        else:
-            return source
-    return "recipe"
-
-
-def _explain(error: ValidationError, layers: list[tuple[str, dict]]) -> str:
-    first = error.errors()[0]
-    loc = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
-    key = ".".join(loc)
-    source = _source_of(loc, layers)
-    value = first.get("input")
-    if first["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        valid = ", ".join(parent.model_fields) if parent else ""
-        return f"{source}: unknown key '{key}' (value {value!r}); valid keys here: {valid}"
-    if first["type"] == "missing" and isinstance(first["loc"][-1], int):  # a list one item too short
-        return f"{source}: bad value for '{key}': {value!r} (too short: item {first['loc'][-1] + 1} is missing)"
-    if first["type"] == "missing":
-        return f"{source}: required key '{key}' is missing"
-    if first["type"] == "value_error" and isinstance(value, dict):  # a section's own check: its message says it all
-        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
-    return f"{source}: bad value for '{key}': {value!r} ({first['msg'].removeprefix('Value error, ')})"
-
-
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Recipe
-    for key in loc:
-        field = model.model_fields.get(key)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
