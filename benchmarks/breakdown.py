@@ -1,7 +1,7 @@
 """Where an R-LLM training step's time goes: the step split into its parts, each timed on its own and its FLOPs
 counted (``step_breakdown``), and the table ``profile_step.py`` prints of them (``breakdown_table``).
 
-Benchmark code, not medboost's: it builds on `medboost bench`'s step (``medboost_cli.bench.StepBench``) and clock
+Benchmark code, not medboost's: it builds on `medboost bench`'s step (``medboost_cli.bench_step.StepBench``) and clock
 (``medboost_cli.bench_timing``). Scripts of this folder import it by name (``from breakdown import ...``)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any, Callable
 import torch
 from rich.table import Table
 
-from medboost_cli.bench import StepBench, frozen_path
+from medboost_cli.bench import frozen_path
+from medboost_cli.bench_step import StepBench
 from medboost_cli.bench_timing import count_flops, measure
 from medboost_cli.errors import ConfigError
 from medboost_cli.hardware import autocast

@@ -24,7 +24,8 @@ import torch
 from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 
-from medboost_cli.bench import StepBench, bench_recipe
+from medboost_cli.bench import bench_recipe
+from medboost_cli.bench_step import StepBench
 from medboost_cli.bench_timing import dtype_name, matmul_tflops
 from medboost_cli.hardware import autocast_dtype, device_name, resolve_device, set_threads
 

@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,21 +33,14 @@ from rich.table import Table
 
 from . import errors
 from .allocator import INSTALL, LIBRARIES, find, in_use
-from .bench_timing import benchmark, count_flops, matmul_tflops, measure, seconds_per_call
+from .bench_step import StepBench
+from .bench_timing import count_flops, matmul_tflops, measure
 from .bench_timing import dtype_name as _dtype_name, ms_fields as _ms
-from .engine import make_optimizer, prepare_runner
 from .errors import EXIT_INTERNAL, ConfigError, MedboostError
 from .hardware import autocast, autocast_dtype, device_name, peak_rss_mb, resolve_device, set_threads
-from .models import build_model, count_parameters
+from .models import count_parameters
 from .recipes import Recipe, load_recipe
 from .results import git_commit, package_versions, write_bench_row
-from .steps import make_transforms, train_step
-
-__all__ = [  # with the clock and counters of bench_timing.py, which its importers use from here
-    "SHAPES", "VARIANTS", "BenchWorkerError", "StepBench", "allocator_hint", "bench_cases", "bench_in_worker",
-    "bench_mode", "bench_names", "bench_recipe", "bench_table", "benchmark", "count_flops", "frozen_path",
-    "matmul_tflops", "measure", "run_bench", "seconds_per_call", "with_reference",
-]
 
 
 # Shapes of the paper's two settings, for `medboost bench --shape`.
@@ -121,50 +113,6 @@ def frozen_path(built) -> tuple[torch.nn.Module, int, int] | None:
     if built.llm is None:
         return None
     return model.booster.lm, model.backbone.n_tokens, built.llm.spec.hidden
-
-
-@dataclass
-class StepBench:
-    """What measuring a recipe's training step needs, built as the training loop builds it: the model (``runner``
-    is what the loop calls: compiled, channels-last), its transforms and AdamW, and a synthetic uint8 batch of the
-    recipe's size with random labels (fixed seeds), with the generator its augmentation draws from."""
-
-    recipe: Recipe
-    device: torch.device
-    amp: torch.dtype | None
-    built: Any
-    runner: torch.nn.Module
-    train_tf: Any
-    eval_tf: Any
-    optimizer: torch.optim.Optimizer
-    images: torch.Tensor
-    labels: torch.Tensor
-    gen: torch.Generator
-
-    @classmethod
-    def of(cls, recipe: Recipe) -> "StepBench":
-        device = resolve_device(recipe.train.device)
-        task = recipe.task_info
-        built = build_model(recipe, task, device)
-        runner = prepare_runner(built.model, recipe)
-        train_tf, eval_tf = make_transforms(recipe, built.model.backbone)
-        g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (recipe.train.batch_size, task.n_channels) + (recipe.data.size,) * task.dims,
-                               generator=g, dtype=torch.uint8).to(device)
-        labels = torch.randint(0, 2, (recipe.train.batch_size, task.n_classes if task.multilabel else 1),
-                               generator=g).to(device)
-        return cls(recipe, device, autocast_dtype(recipe.train.precision, device), built, runner, train_tf, eval_tf,
-                   make_optimizer(built.model, recipe), images, labels, torch.Generator().manual_seed(1))
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.built.model
-
-    def step(self, module: torch.nn.Module | None = None) -> None:
-        """One training step as the training loop takes it (label smoothing, gradient clipping, AdamW)."""
-        t = self.recipe.train
-        train_step(module or self.runner, self.optimizer, self.images, self.labels, self.train_tf, self.gen, self.amp,
-                   self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip, micro_batch=t.micro_batch)
 
 
 def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from medboost_cli import allocator, bench, bench_timing
-from medboost_cli.bench import bench_recipe, count_flops, run_bench
+from medboost_cli.bench import bench_recipe, run_bench
+from medboost_cli.bench_timing import count_flops
 from medboost_cli.errors import DataError, MedboostError
 
 from .conftest import TINY_SETS
@@ -38,12 +39,12 @@ def test_matmul_rate_is_flops_over_the_best_trial(monkeypatch):
     products take minutes on a CPU without bf16 matrix units, and a rate is not something to assert)."""
     seconds = iter([0.5, 0.25, 1.0])
     monkeypatch.setattr(bench_timing, "seconds_per_call", lambda fn, steps: next(seconds))
-    assert bench.matmul_tflops(torch.device("cpu"), trials=3) == 2 * 2048 * 4096 * 4096 / 0.25 / 1e12
+    assert bench_timing.matmul_tflops(torch.device("cpu"), trials=3) == 2 * 2048 * 4096 * 4096 / 0.25 / 1e12
 
 
 def test_seconds_per_call_is_torch_timers_mean_after_two_untimed_calls():
     calls = []
-    assert bench.seconds_per_call(lambda: calls.append(1), steps=5) > 0
+    assert bench_timing.seconds_per_call(lambda: calls.append(1), steps=5) > 0
     assert len(calls) == 2 + 5
 
 
@@ -57,13 +58,13 @@ def test_measure_times_each_step_and_gives_median_and_iqr(monkeypatch):
         clock[0] += durations[len(calls)]
         calls.append(1)
 
-    monkeypatch.setattr(bench.benchmark, "timer", lambda: clock[0])
-    m = bench.measure(step, warmup=2, steps=5, label="step")
+    monkeypatch.setattr(bench_timing.benchmark, "timer", lambda: clock[0])
+    m = bench_timing.measure(step, warmup=2, steps=5, label="step")
     timed = durations[2:]
     assert len(calls) == 7 and m.times == pytest.approx(timed)
     assert m.median == pytest.approx(np.percentile(timed, 50))
     assert m.iqr == pytest.approx(np.percentile(timed, 75) - np.percentile(timed, 25))
-    fields = bench._ms(m, "train")
+    fields = bench_timing.ms_fields(m, "train")
     assert fields == {"train_ms_median": pytest.approx(300.0), "train_ms_iqr": pytest.approx(200.0), "train_ms_n": 5,
                       "train_ms_samples": pytest.approx([100.0, 400.0, 200.0, 800.0, 300.0])}
 
