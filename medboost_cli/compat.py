@@ -1,6 +1,6 @@
-"""Compatibility with what earlier medboost versions wrote: results rows of older schemas, recipes saved without
-keys added since, and the run ids of configurations from before a key existed. All of it is declared here or on
-the recipe field it concerns, and applied by this module only:
+"""Compatibility: results rows of older schemas, recipes saved without keys added since, and the run ids of
+configurations from before a key existed. All of it is declared here or on the recipe field it concerns, and
+applied by this module only:
 
 * ``UPGRADES``, the row schema's history in order: which columns each schema version added, and what a row written
   before it states for each. ``upgrade_table`` applies them, to one row and to a whole folder alike.

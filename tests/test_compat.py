@@ -13,8 +13,8 @@ from medboost_cli.recipes import Recipe, load_recipe, saved_recipe
 
 from .test_results import _mixed_folder
 
-# Run ids of existing configurations, as medboost has always made them: any change to the recipe schema, the
-# recipes, the presets or the hash that moves one of them would orphan every result of that configuration.
+# Run ids of existing configurations: a change to the recipe schema, the recipes, the presets or the hash that
+# moves one of them would orphan every result of that configuration.
 KNOWN_RUN_IDS = [
     ("breast", None, [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], [],
      "breast-vit-s-rllm-dbe89644-s3"),
