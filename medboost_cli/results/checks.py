@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 
 from ..compat import ADDED_COLUMNS, SCHEMA_VERSION
 from ..errors import ResultsError
-from ..recipes import saved_recipe
 from ..run_ids import is_run_id
 from .rows import COLUMNS
 
@@ -88,6 +87,8 @@ def rows_problems(paths: list[Path], table: pa.Table) -> list[str | None]:
     ``columns_problem``), None where nothing. The run id, status and recipe are checked row by row (a recipe once
     per distinct ``config_json``), the test scores column-wise over all rows (``scores_problems``), so that one
     table of 10,000 rows is checked in well under a second."""
+    from ..recipes import saved_recipe  # here, so that importing the results package does not import medmnist
+
     recipes: dict[str, str | None] = {}
 
     def recipe_problem(config_json: str) -> str | None:
