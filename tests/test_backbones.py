@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from medboost_cli.errors import MedboostError
-from medboost_cli.models.backbones import BACKBONES, TIMM_VITS, VIT_KEYS, Backbone, build_backbone
-from medboost_cli.models.backbones3d import KEYS_3D, SIZES_3D
+from medboost_cli.models.backbones import BACKBONES, FAMILIES, Backbone, backbone_family, build_backbone
 from medboost_cli.recipes import BackboneConfig, load_recipe
 from medboost_cli.studies import expand, load_study, study_names
 from medboost_cli.tasks import SHORT_NAMES
@@ -18,7 +17,7 @@ SMALL_3D = dict(dim=32, depth=1, heads=2, dim_head=16, patch_size=7)
 
 
 def _keys_of(name: str) -> frozenset[str]:
-    return VIT_KEYS if name in TIMM_VITS else KEYS_3D[SIZES_3D[name].kind]
+    return backbone_family(name).keys
 
 
 @pytest.mark.parametrize("name, dims, overrides", [("vit-mini", 2, SMALL_2D), ("vit3d", 3, SMALL_3D),
@@ -44,11 +43,11 @@ def test_every_family_follows_the_protocol(name, dims, overrides):
 def test_keys_a_family_does_not_read_are_refused(name, key, value):
     cfg = BackboneConfig(**{**(SMALL_2D if name == "vit-mini" else SMALL_3D), "name": name, key: value})
     with pytest.raises(MedboostError, match=rf"^backbone\.{key}={value} does not apply to backbone '{name}' .*; unset it$"):
-        BACKBONES[name](cfg)
+        BACKBONES[name].build_named(cfg)
 
 
 def test_every_key_is_read_by_some_family():
-    read = VIT_KEYS.union(*KEYS_3D.values())
+    read = frozenset().union(*(f.keys for f in FAMILIES))
     assert read == set(BackboneConfig.model_fields)
 
 
