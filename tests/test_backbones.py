@@ -21,7 +21,7 @@ def _keys_of(name: str) -> frozenset[str]:
 
 
 @pytest.mark.parametrize("name, dims, overrides", [("vit-mini", 2, SMALL_2D), ("vit3d", 3, SMALL_3D),
-                                                    ("vivit-s", 3, SMALL_3D)])
+                                                    ("vivit-s", 3, SMALL_3D), ("resnet18", 2, dict(stem="conv"))])
 def test_every_family_follows_the_protocol(name, dims, overrides):
     torch.manual_seed(0)
     m = build_backbone(BackboneConfig(**{**overrides, "name": name}), dims)
@@ -93,7 +93,8 @@ def test_an_unknown_backbone_is_one_line_listing_the_registered_ones():
 
 
 def test_a_backbone_of_the_other_dimensionality_is_refused_with_the_ones_that_fit():
-    with pytest.raises(MedboostError, match=r"^backbone 'resnet18' takes 2D input but the task is 3D; use one of vit3d"):
+    message = r"^backbone 'resnet18' takes 2D input but the task is 3D; use one of vit3d"
+    with pytest.raises(MedboostError, match=message):
         build_backbone(BackboneConfig(name="resnet18"), 3)
 
 

@@ -52,11 +52,12 @@ def test_maps_at_random_init_are_not_constant(family, mode):
 
     name, keys = SMALL[family]
     model = _classifier(name, keys, mode)
-    x = torch.randn(3, 3, model.backbone.input_size, model.backbone.input_size, generator=torch.Generator().manual_seed(1))
+    size = model.backbone.input_size
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         predicted = model(x).argmax(-1)  # a class with evidence: Grad-CAM's ReLU zeroes a map of one against
     maps = gradcam_maps(model, name, x, predicted)
-    assert maps.shape == (3, model.backbone.input_size, model.backbone.input_size)
+    assert maps.shape == (3, size, size)
     assert_informative(maps)
 
 
