@@ -95,13 +95,15 @@ FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) run
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters only; no weight decay on biases, norms, position embeddings and tokens."""
+    """AdamW over trainable parameters only; no weight decay on 1-D parameters (biases, norm weights) and on those
+    a part of the model (backbone, booster, head) names in its ``no_weight_decay()``: a ViT's position table and
+    CLS token, say (each backbone family's module says which)."""
+    skip = {f"{part}.{name}" for part, module in model.named_children()
+            if callable(getattr(module, "no_weight_decay", None)) for name in module.no_weight_decay()}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim < 2 or any(k in name for k in ("pos_embed", "cls_token", "reg_token", "norm"))
-        (no_decay if skip else decay).append(p)
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or name in skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": recipe.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # torch's fused kernel (one pass over all parameters of a group) where it has one for every parameter's device,
     # instead of the default on CPU, a Python loop of several kernels per parameter tensor

@@ -71,7 +71,10 @@ class BackboneConfig(_Strict):
     img_size: int | None = Field(None, description="input size; default: the backbone's own")
     in_chans: int = 3
     patch_size: int | None = None
-    stem: Literal["patch", "conv"] = Field("patch", description="patch: one strided conv (ViT); conv: stride-2 3x3 stack")
+    stem: Literal["patch", "conv"] = Field(
+        "patch", description="patch: the input downsampled at once (ViT: one patch conv; ResNet: timm's 7x7 stride-2 "
+        "conv and max-pool, for 224x224); conv: 3x3 convs (ViT: a stride-2 stack; ResNet: MedMNIST's 28x28 form, one "
+        "stride-1 conv, no max-pool)")
     dim: int | None = None
     depth: int | None = None
     temporal_depth: int | None = None

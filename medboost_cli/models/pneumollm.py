@@ -172,12 +172,12 @@ def source_tokens(backbone: TimmViT, x: torch.Tensor, every: int, n_source: int,
     Blocks after the last one taken are not run."""
     h = backbone.embed(x)
     taken = []
-    for i, block in enumerate(backbone.vit.blocks[: n_source * every]):
+    for i, block in enumerate(backbone.blocks[: n_source * every]):
         h = block(h)
         if (i + 1) % every == 0:
             taken.append(h[:, 0])
     tokens = torch.stack(taken, dim=1)
-    return backbone.vit.norm(tokens) if norm == "ln_post" else tokens
+    return backbone.final_norm(tokens) if norm == "ln_post" else tokens
 
 
 class PneumoLLM(nn.Module):
@@ -189,7 +189,7 @@ class PneumoLLM(nn.Module):
         the adapters each draw from their own offset of the booster's init stream, the head from the head's
         (medboost_cli.seeding): a part's initial weights do not depend on which other parts an ablation keeps."""
         super().__init__()
-        depth = len(backbone.vit.blocks)
+        depth = len(backbone.blocks)
         if cfg.source_every > depth:
             raise ConfigError(f"pneumollm.source_every={cfg.source_every} exceeds the vision encoder's {depth} blocks")
         self.backbone = backbone
@@ -212,7 +212,7 @@ class PneumoLLM(nn.Module):
             self.lm.requires_grad_(False)
         if cfg.adapters:
             seeded(Init.BOOSTER, 2)
-            add_adapters(backbone.vit.blocks[: self.n_source * self.every], dim, cfg)
+            add_adapters(backbone.blocks[: self.n_source * self.every], dim, cfg)
             if self.lm is not None:
                 add_adapters(self.lm.blocks, lm_dim, cfg)
         seeded(Init.HEAD)
