@@ -85,3 +85,14 @@ def test_the_compatibility_and_run_id_modules_import_nothing_of_the_package():
     assert graph["medboost_cli.compat"] == set()
     assert graph["medboost_cli.run_ids"] == {"medboost_cli.errors"}
     assert "medboost_cli.results" not in graph["medboost_cli.recipes"]
+
+
+def test_every_package_folder_ships_in_the_wheel():
+    """pyproject.toml lists the packages by name (the recipes folder is mapped into the package): a new subpackage
+    missing from the list would import from a checkout and fail from an installed wheel."""
+    import tomllib
+
+    root = PACKAGE.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found and found <= listed, sorted(found - listed)
