@@ -133,13 +133,28 @@ class Config:
 
 def backbone_title(name: str, spec=None) -> str:
     """``name``'s display name (paper.TITLES); with a recipe's backbone section that sets its width or depth, the
-    family's name (the title without its size suffix) and the size it is built with."""
+    family's name (the title without its size suffix) and the size it is built with: its dim, depth and, for a
+    ViViT, the temporal depth it keeps from its registered size (ViViT-S and ViViT-M differ there)."""
     title = TITLES.get(name, name)
-    sizes = [f"{key} {getattr(spec, key)}" for key in ("dim", "depth") if getattr(spec, key, None) is not None]
-    if not sizes:
+    if spec is None or (getattr(spec, "dim", None) is None and getattr(spec, "depth", None) is None):
         return title
+    registered = _registered_size(name)
+    sizes = []
+    for key, words in (("dim", "dim"), ("depth", "depth"), ("temporal_depth", "temporal depth")):
+        value = getattr(spec, key, None)
+        value = getattr(registered, key, None) if value is None else value
+        sizes += [f"{words} {value}"] if value else []
     family = title.rsplit("-", 1)[0] if re.fullmatch(r".+-[A-Z]", title) else title
     return f"{family} ({', '.join(sizes)})"
+
+
+def _registered_size(name: str):
+    """The registered default size of a 3D backbone (dim, depth, temporal_depth), or None."""
+    try:
+        from ..models.backbones3d import SIZES_3D
+    except ImportError:
+        return None
+    return SIZES_3D.get(name)
 
 
 
@@ -190,7 +205,9 @@ def override_configs(configs: list[Config], df: pd.DataFrame, seeds: int, option
     """The studies run with recipe overrides (``ablate STUDY --epochs 1``, ``--set``): for each completed run that
     fits no planned cell, the keys where it differs from a planned run of the same task, backbone and booster are
     a candidate set of overrides; the study expanded with them (``expand(..., extra_sets=)``) is a configuration
-    when its run ids meet completed runs of at least one variant and its reference."""
+    when its run ids meet completed runs of at least one variant and its reference. The fewest overrides win: runs
+    that ``--preset cpu --set train.epochs=1`` explains are not shown again as the paper's recipes with the keys
+    of the CPU preset set one by one."""
     if df.empty:
         return []
     planned = {run.cell for c in configs for run in c.plan}
@@ -208,8 +225,8 @@ def override_configs(configs: list[Config], df: pd.DataFrame, seeds: int, option
                 diffs = tuple(_differences(ran, _flat(run.recipe.model_dump(mode="json"))))
                 if diffs:
                     candidates[(run.study, run.preset, diffs)] = None
-    found = []
-    for name, preset, diffs in candidates:
+    found, claimed = [], set()
+    for name, preset, diffs in sorted(candidates, key=lambda c: len(c[2])):  # the fewest overrides first
         study = load_study(name, preset)
         try:
             plan = expand(study, seeds=seeds, preset=preset, extra_sets=list(diffs))
@@ -220,8 +237,10 @@ def override_configs(configs: list[Config], df: pd.DataFrame, seeds: int, option
             continue
         cells = {(r.task, r.backbone, r.variant): Cell(df[df["cell"] == r.cell]) for r in firsts}
         config = Config(study, preset, plan, cells, options, diffs)
-        if config.has_pair():
+        new = {(name, r.cell) for r in firsts if config.cells[(r.task, r.backbone, r.variant)].n} - claimed
+        if new and config.has_pair():  # runs a configuration with fewer overrides has not shown yet
             found.append(config)
+            claimed |= new
     return found
 
 

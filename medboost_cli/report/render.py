@@ -97,17 +97,17 @@ def _html_text(text: str) -> str:
 HTML_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em} table{border-collapse:collapse;margin:1em 0}"
               "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} td:first-child{text-align:left}"
               "th{background:#f3f3f3} .note{font-size:90%;color:#444} code{background:#f3f3f3;padding:0 3px}"
-              "figure{margin:1em 0} figcaption{font-size:90%;color:#444;max-width:60em}")
+              ".wide{overflow-x:auto} figure{margin:1em 0} figcaption{font-size:90%;color:#444;max-width:60em}")
 
 
 def _html_table(t: Table) -> list[str]:
     best = best_values(t)
-    out = [f"<h2>{_html_text(t.title)}</h2><table><tr>" + "".join(f"<th>{_html_text(h)}</th>" for h in t.header)
-           + "</tr>"]
+    out = [f"<h2>{_html_text(t.title)}</h2><div class='wide'><table><tr>"
+           + "".join(f"<th>{_html_text(h)}</th>" for h in t.header) + "</tr>"]
     for r in t.rows:
         cells = [f"<strong>{html.escape(str(c))}</strong>" if id(c) in best else html.escape(str(c)) for c in r]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return out + ["</table>"] + [f"<p class='note'>{_html_text(n)}</p>" for n in t.notes]
+    return out + ["</table></div>"] + [f"<p class='note'>{_html_text(n)}</p>" for n in t.notes]
 
 
 def render_html(tables: list[Table], sentences: list[str], meta: Meta) -> str:
