@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from .. import launchers
+from . import choices
 from .app import (BatchSize, DataDir, Epochs, Layer, Llm, Lr, ResultsDir, Track, app, common_flags, console,
                   err_console, interruptible, log, results_dir_of, say)
 
@@ -36,7 +37,7 @@ def ablate(
     study: str = typer.Argument(..., help="main2d, main3d, capacity, residual, control or layers (recipes/studies/)"),
     tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="only these tasks (repeatable)"),
     seeds: int = typer.Option(3, "--seeds", min=1, help="seeds 0..N-1 per configuration"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
+    preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs (and, for slurm, the sbatch script), "
                                  "train and submit nothing"),
     sets: list[str] = typer.Option([], "--set", help="override a recipe key in every run (repeatable)"),
@@ -74,6 +75,7 @@ def ablate(
                             bool(profile or wait or any(v is not None for v in flags.values())))
     options = launchers.cluster_options(profile, flags)
     common = [f"{key}={value}" for _, key, value in common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
+    preset = choices.value(preset)
     plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=common + sets)
     with interruptible(go_on="run the same command again to continue (interrupted runs resume)"):
         launchers.launch(launcher, plan, data_dir_from(data_dir), results_dir_of(results_dir), jobs=jobs,

@@ -47,7 +47,7 @@ def train(
                                         "(PneumoLLM: its recipes/models/pneumollm.yaml and the pneumollm.* keys)"),
     backbone: Optional[choices.BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed, 0 <= seed < 2**32 (default: the recipe's, 0)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu: a laptop-sized configuration"),
+    preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
     sets: list[str] = typer.Option([], "--set", help="override any recipe key: --set train.lr=1e-3 (repeatable)"),
@@ -75,7 +75,7 @@ def train(
              ("--backbone", "backbone.name", choices.value(backbone)),
              ("--seed", "seed", seed), ("--folds", "data.folds", folds), ("--fold", "data.fold", fold)]
     flags += common_flags(epochs, lr, batch_size, llm, layer)
-    _train(task, flags, preset=preset, sets=sets, recipe_file=recipe_file, data_dir=data_dir,
+    _train(task, flags, preset=choices.value(preset), sets=sets, recipe_file=recipe_file, data_dir=data_dir,
            folder=results_dir_of(results_dir), track=track, resume=resume, force=force, quiet=quiet,
            as_json=as_json, folds=folds, fold=fold, devices=devices)
 
@@ -155,7 +155,7 @@ def _train_folds(recipe, folder: Path, train_one, force: bool, as_json: bool) ->
 @app.command()
 def evaluate(
     run: str = typer.Argument(..., help="run id (or a unique prefix of one, or its .parquet file)"),
-    split: str = typer.Option("test", "--split", help="val or test"),
+    split: choices.Split = typer.Option("test", "--split", help="the split to score"),
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
@@ -163,8 +163,7 @@ def evaluate(
     from ..data import data_dir_from
     from ..engine import evaluate_run
 
-    if split not in ("val", "test"):
-        raise ConfigError(f"--split {split}: choose val or test")
+    split = choices.value(split)
     out = evaluate_run(run, results_dir_of(results_dir), data_dir_from(data_dir), split)
     say(f"{out['run_id']} on {split}, checkpoint of epoch {out['best_epoch'] + 1}")
     metrics_table("", [("now", out["acc"], out["auc"]), ("recorded", out["recorded_acc"], out["recorded_auc"])])
