@@ -63,6 +63,9 @@ def test_latex_fragments_are_booktabs_with_right_aligned_numbers_and_a_paper_col
     assert rllm.split(" & ")[5] == r"84.91 \\"  # the paper's AUC, in its own column
     wrapper = written["latex"].read_text()
     assert set(re.findall(r"\\fittable\{tables/([^}]+)\}", wrapper)) == set(fragments)
+    assert r"(-{}-preset cpu)" in wrapper  # an option keeps its two hyphens (not an en dash)
+    assert r"\texttt{medboost ablate main2d}" in wrapper and "`" not in wrapper
+    assert r"\caption{Table" not in wrapper  # LaTeX's own numbering would clash with the paper's "Table 6"
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")

@@ -8,6 +8,7 @@ the data: points, unlike bars, read correctly on an axis that does not start at 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,9 @@ def figure_data(configs: list[Config]) -> list[dict]:
                 cells = [config.cell(task, backbone, v) for v in variants]
                 if variant != variants[0] or not any(c.n for c in cells):
                     continue
-                label = f"{TITLES.get(task, task)}\n{config.backbone_title(backbone)}"
-                label += f"\n{config.label}" if config.preset or config.overrides else ""
+                parts = [TITLES.get(task, task), config.backbone_title(backbone)]
+                parts += [config.label] if config.preset or config.overrides else []
+                label = "\n".join(textwrap.fill(part, 22) for part in parts)  # tick labels that do not overlap
                 for (arm, _, _), v, c in zip(ARMS, variants, cells):
                     if c.n:
                         low, high = _interval(c)
@@ -90,7 +92,7 @@ def figure1(configs: list[Config], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(p["group"] for p in points))
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.8 * len(groups) + 3), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.0 * len(groups) + 3), 4.5))
     _draw(ax, points, groups)
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
     ax.set_xlim(-0.6, len(groups) - 0.4)

@@ -23,11 +23,27 @@ FRAGMENTS = "tables"  # the fragments' folder, beside report.tex
 
 
 def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped and the report's symbols spelled in LaTeX; `code` spans lose
+    their backticks."""
     text = re.sub(r"`([^`]*)`", r"\1", text)
+    return _escape(text, hyphens=False)
+
+
+def _escape(text: str, hyphens: bool) -> str:
     text = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    if hyphens:  # "--preset" stays two hyphens, not an en dash (before "—" becomes the "---" ligature)
+        text = text.replace("--", "-{}-")
     for symbol, tex in _LATEX_SYMBOLS.items():
         text = text.replace(symbol, tex)
     return text.encode("ascii", "replace").decode()
+
+
+def latex_text(text: str) -> str:
+    """Prose, titles and cells for the document: `code` spans in typewriter, command-line options with both of
+    their hyphens."""
+    parts = re.split(r"`([^`]*)`", text)
+    return "".join(rf"\texttt{{{_escape(part, True)}}}" if i % 2 else _escape(part, True)
+                   for i, part in enumerate(parts))
 
 
 def _number(value: Value, bold: bool) -> str:
@@ -62,15 +78,15 @@ def fragment(t: Table) -> str:
     spec = "".join(("r" if numeric else "l") + ("r" if paper else "") for _, numeric, paper in columns)
     header = []
     for j, _, paper in columns:
-        header.append(latex_escape(re.sub(r"\s*\[paper\]", "", t.header[j])))
+        header.append(latex_text(re.sub(r"\s*\[paper\]", "", t.header[j])))
         header += ["paper"] if paper else []
-    lines = [f"% {latex_escape(t.title)}", f"% {seeds_text(t)}", "% needs \\usepackage{booktabs}",
+    lines = [f"% {t.title}", f"% {seeds_text(t)}", "% needs \\usepackage{booktabs}",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
     for row in t.rows:
         cells = []
         for j, _, paper in columns:
             c = row[j]
-            cells.append(_number(c, id(c) in best) if isinstance(c, Value) else latex_escape(str(c)))
+            cells.append(_number(c, id(c) in best) if isinstance(c, Value) else latex_text(str(c)))
             cells += [_paper(c)] if paper else []
         lines.append(" & ".join(cells) + r" \\")
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
@@ -108,25 +124,26 @@ PREAMBLE = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm,landscape
 
 def render_latex(tables: list[Table], sentences: list[str], meta: Meta) -> str:
     """``report.tex``: the introduction, the summary, one ``table`` per fragment, the figure."""
-    out = PREAMBLE + [r"\begin{document}", r"\section*{medboost report}", latex_escape(introduction(meta)),
+    out = PREAMBLE + [r"\begin{document}", r"\section*{medboost report}", latex_text(introduction(meta)),
                       r"\subsection*{Summary}", r"\begin{itemize}"]
-    out += [r"\item " + latex_escape(s) for s in sentences] or [r"\item " + NO_PAIRS]
+    out += [r"\item " + latex_text(s) for s in sentences] or [r"\item " + NO_PAIRS]
     out.append(r"\end{itemize}")
     for t in tables:
-        out += [r"\begin{table}[htbp]\centering\small",
-                r"\caption{" + latex_escape(t.title) + "; " + seeds_text(t) + "}",
-                rf"\fittable{{{FRAGMENTS}/{t.name or t.key}}}"]
-        out += [r"\par\footnotesize " + latex_escape(n) for n in t.notes]
+        seeds = f"; {seeds_text(t)}" if any(isinstance(c, Value) for r in t.rows for c in r) else ""
+        # the title as a bold line, not \caption, whose own "Table N" would clash with the paper's numbers
+        out += [r"\begin{table}[htbp]\centering\small", r"\textbf{" + latex_text(t.title) + "}" + seeds + r"\par",
+                r"\smallskip", rf"\fittable{{{FRAGMENTS}/{t.name or t.key}}}"]
+        out += [r"\par\footnotesize " + latex_text(n) for n in t.notes]
         out += [r"\end{table}"]
     if meta.empty:
         out += [r"\subsection*{" + EMPTY + "}", r"\begin{itemize}"]
-        out += [r"\item " + latex_escape(line) for line in empty_lines(meta)] + [r"\end{itemize}"]
+        out += [r"\item " + latex_text(line) for line in empty_lines(meta)] + [r"\end{itemize}"]
     if meta.skipped:
         out += [r"\subsection*{" + SKIPPED + "}", r"\begin{itemize}"]
-        out += [r"\item " + latex_escape(m) for m in meta.skipped] + [r"\end{itemize}"]
+        out += [r"\item " + latex_text(m) for m in meta.skipped] + [r"\end{itemize}"]
     for f in meta.figures:
         if f.endswith(".pdf"):
             out += [r"\begin{figure}[htbp]\centering", r"\includegraphics[width=0.9\linewidth]{" + Path(f).name + "}",
-                    r"\caption{" + latex_escape(FIGURE_CAPTION) + "}", r"\end{figure}"]
+                    r"\caption{" + latex_text(FIGURE_CAPTION.split(": ", 1)[1]) + "}", r"\end{figure}"]
     out.append(r"\end{document}")
     return "\n".join(out) + "\n"
