@@ -215,16 +215,19 @@ def override_configs(configs: list[Config], df: pd.DataFrame, seeds: int, option
     if rest.empty:
         return []
     candidates: dict[tuple, None] = {}
-    plans = _seed0_plans()
+    plans: dict[tuple, list] = {}  # (task, backbone, booster) -> [(planned run, its flat recipe)]
+    for run in _seed0_plans():
+        plans.setdefault((run.task, run.backbone, run.booster), []).append(run)
+    flat: dict[str, dict] = {}
     for _, row in rest.iterrows():
         if not isinstance(row["config_json"], str):
             continue
         ran = _recipe_keys(row["config_json"])
-        for run in plans:
-            if (run.task, run.backbone, run.booster) == (row["task"], row["backbone"], row["booster"]):
-                diffs = tuple(_differences(ran, _flat(run.recipe.model_dump(mode="json"))))
-                if diffs:
-                    candidates[(run.study, run.preset, diffs)] = None
+        for run in plans.get((row["task"], row["backbone"], row["booster"]), []):
+            base = flat.setdefault(run.run_id, _flat(run.recipe.model_dump(mode="json")))
+            diffs = tuple(_differences(ran, base))
+            if diffs:
+                candidates[(run.study, run.preset, diffs)] = None
     found, claimed = [], set()
     for name, preset, diffs in sorted(candidates, key=lambda c: len(c[2])):  # the fewest overrides first
         study = load_study(name, preset)

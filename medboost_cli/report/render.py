@@ -95,7 +95,7 @@ def _html_text(text: str) -> str:
 
 
 HTML_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em} table{border-collapse:collapse;margin:1em 0}"
-              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} td:first-child{text-align:left}"
+              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} td:first-child,th:first-child{text-align:left}"
               "th{background:#f3f3f3} .note{font-size:90%;color:#444} code{background:#f3f3f3;padding:0 3px}"
               ".wide{overflow-x:auto} figure{margin:1em 0} figcaption{font-size:90%;color:#444;max-width:60em}")
 

@@ -112,7 +112,7 @@ def table_main(config: Config, spec: TableSpec) -> Table:
                     seen.append((task, cell))
             t.rows.append(row)
     t.notes += _missing_note(config, seen)
-    if config.preset:
+    if config.preset or config.overrides:
         names = "/".join(config.backbone_title(b) for b in backbones)
         t.notes.append(f"Our runs use {config.label} ({names}); the paper's values in brackets come from its own, "
                        f"larger configuration and are for orientation only.")
