@@ -67,3 +67,35 @@ def test_epoch_lines_show_an_eta():
     reporter.close()
     lines = [l for l in out.getvalue().splitlines() if l.startswith("epoch ")]
     assert "(30.0s, ETA 1:30)" in lines[0] and "(30.0s, ETA 1:00)" in lines[1]
+
+
+def test_ablate_seeds_take_a_count_a_list_or_a_range(tmp_path):
+    def seeds(value):
+        result = run("ablate", "residual", "--tasks", "adrenal3d", "--preset", "cpu", "--seeds", value, "--dry-run",
+                     "--results-dir", tmp_path)
+        assert result.returncode == 0, result.stderr
+        return sorted({int(l.split("--seed ")[1].split()[0]) for l in result.stdout.splitlines() if "--seed " in l})
+
+    assert seeds("2") == [0, 1] and seeds("0,2") == [0, 2] and seeds("3-5") == [3, 4, 5] and seeds("1,4-5") == [1, 4, 5]
+    assert_one_line_error(run("ablate", "residual", "--seeds", "2-x", "--dry-run", "--results-dir", tmp_path),
+                          "--seeds 2-x: give a count", code=2)
+
+
+def test_train_print_config_prints_the_resolved_recipe_and_trains_nothing(tmp_path):
+    import yaml
+
+    from medboost_cli.recipes import load_recipe
+
+    result = run("train", "breast", "--preset", "cpu", "--epochs", "3", "--set", "train.lr=0.002", "--print-config",
+                 "--results-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["train"]["epochs"] == 3 and printed["train"]["lr"] == 0.002 and printed["backbone"]["name"] == "vit-mini"
+    recipe = load_recipe("breast", preset="cpu", flags=[("--epochs", "train.epochs", 3)], sets=["train.lr=0.002"])
+    assert result.stdout.startswith(f"# run id: {recipe.run_id()}\n")
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_bench_takes_batch_size_like_train():
+    help_text = run("bench", "--help").stdout
+    assert "--batch-size" in help_text and "--batch" in help_text

@@ -22,7 +22,7 @@ def bench(
                                                "none and rllm)"),
     variants: list[str] = typer.Option([], "--variant", help="PneumoLLM: variants to compare (repeatable; pneumollm, "
                                        "no-llm, simplified; default pneumollm and no-llm)"),
-    batch: Optional[int] = typer.Option(None, "--batch", help="batch size (default: the recipe's)"),
+    batch: Optional[int] = typer.Option(None, "--batch-size", "--batch", help="batch size, as for train (default: the recipe's)"),
     llm: Optional[str] = typer.Option(None, "--llm", help="F_L source; random:llama-7b = LLaMA-7B's shape, random weights"),
     backbone: Optional[choices.BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),

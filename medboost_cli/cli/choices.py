@@ -79,3 +79,4 @@ def value(choice) -> Optional[str]:
     """An option's value as a string, whether typer gave the Enum member or the placeholder's string."""
     return getattr(choice, "value", choice)
 
+
