@@ -236,7 +236,7 @@ def test_a_run_outside_every_plan_is_shown_with_what_differs(tmp_path):
 
 
 def test_report_goes_beside_the_results_prints_its_markdown_and_names_the_given_folders(tmp_path, monkeypatch):
-    """Without --out: results -> reports (as before), NAME -> NAME-reports; --markdown prints report.md as
+    """Without --out: results -> reports, NAME -> NAME-reports; --markdown prints report.md as
     written; the fill-in commands carry --results-dir/--data-dir when they were given on the command line."""
     from medboost_cli.report import default_out_dir
 
