@@ -32,7 +32,19 @@ def download_bar(console: Console | None, name: str, total: int | None, done: in
         yield lambda n: progress.advance(task, n)
 
 
+def eta_text(seconds: list[float], epochs_left: int) -> str:
+    """The time the remaining epochs will take at the mean pace of those timed so far, as H:MM:SS or M:SS."""
+    if not seconds or epochs_left <= 0:
+        return "0:00"
+    left = round(sum(seconds) / len(seconds) * epochs_left)
+    hours, rest = divmod(left, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 class RichReporter:
+    """A progress bar (with the time remaining) for one run, and a line per epoch: losses, validation metrics, a
+    star on the best epoch so far, the epoch's seconds and the ETA of the run's end."""
+
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
         self.progress: Progress | None = None
@@ -40,13 +52,14 @@ class RichReporter:
         self.epochs = 0
         self.loss = float("nan")
         self.best: dict[str, Any] = {}
+        self.seconds: list[float] = []  # each epoch's time in this process (a resumed run starts anew)
 
     def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
         self.epochs = epochs
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeElapsedColumn(),
-            console=self.console, transient=False,
+            TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
         )
         self.progress.start()
         self.task = self.progress.add_task(
@@ -68,9 +81,10 @@ class RichReporter:
         self.progress.update(self.task, description=self.progress.tasks[0].description.rsplit(" epoch", 1)[0]
                              + f" epoch {min(e + 1, self.epochs)}/{self.epochs}", val=val)
         best = " *" if record["best_epoch"] == record["epoch"] else ""
+        self.seconds.append(record["seconds"])
         self.progress.console.print(
             f"epoch {e:>3}/{self.epochs}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
-            f"{val}{best}  ({record['seconds']:.1f}s)"
+            f"{val}{best}  ({record['seconds']:.1f}s, ETA {eta_text(self.seconds, self.epochs - e)})"
         )
 
     def close(self) -> None:

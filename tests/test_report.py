@@ -27,20 +27,31 @@ def report(tmp_path_factory):
     return root, rows, written
 
 
+@pytest.fixture(scope="module")
+def report_all(report):
+    """The same results reported with ``all_tables``: every table, also those without data."""
+    root, rows, _ = report
+    written = make_report(root / "results", root / "out-all", ["markdown", "html"], n_boot=100, all_tables=True)
+    return root, rows, written
+
+
+CPU_VIVIT = "ViViT (dim 192, depth 4, temporal depth 8)"  # --preset cpu's vivit-m: its own size, not the paper's ViViT-M
+
+
 def test_table6_has_our_numbers_beside_the_papers(report):
     root, rows, written = report
     md = written["markdown"].read_text()
     table6 = md.split("## Table 6")[1].split("## ")[0]
     rllm = [r for r in rows if r["booster"] == "rllm"]
     mean_auc = 100 * sum(r["test_auc"] for r in rllm) / len(rllm)
-    assert "| ViViT-M + R-LLM | AdrenalMNIST3D | " in table6
+    assert f"| {CPU_VIVIT} + R-LLM | AdrenalMNIST3D | " in table6 and "ViViT-M" not in table6
     assert f"{mean_auc:.2f} ± " in table6 and "(2) [84.91]" in table6  # ours (n=2) beside the paper's 84.91
-    assert "| ViViT-M + Out R-LLM | FractureMNIST3D | — [55.83] | — [65.60] |" in table6
+    assert f"| {CPU_VIVIT} + Out R-LLM | FractureMNIST3D | — [55.83] | — [65.60] |" in table6
     assert "fill with: `medboost ablate residual --tasks fracture3d --preset cpu`" in table6
 
 
-def test_other_tables_show_dashes_and_fill_commands(report):
-    md = report[2]["markdown"].read_text()
+def test_other_tables_show_dashes_and_fill_commands(report_all):
+    md = report_all[2]["markdown"].read_text()
     table1 = md.split("## Table 1")[1].split("## ")[0]
     assert "— [87.17]" in table1 and "fill with: `medboost ablate main2d`" in table1
     assert "## Table 2" in md and "MedViT-S (paper) | 89.7" in md and "as reported in Lai et al. 2024" in md
@@ -58,14 +69,14 @@ def test_paired_intervals_marked_and_summarised(report):
     assert "resamples seeds and test samples (the same samples for both arms) 500 times" in pairs  # n_boot=500
     assert len(lines) == 3  # rllm, out, hybrid vs none, each once although three studies share the runs
     summary = md.split("## Summary")[1].split("## ")[0]
-    assert summary.count("- AdrenalMNIST3D (ViViT-M, --preset cpu): the booster raised AUC") == 1
+    assert summary.count(f"- AdrenalMNIST3D ({CPU_VIVIT}, --preset cpu): the booster raised AUC") == 1
 
 
 def test_every_number_traces_to_its_runs(report):
     root, rows, _ = report
     cells = pd.read_csv(root / "out" / "cells.csv")
     row = cells[(cells.table == "table6") & (cells.column == "adrenal3d") & (cells.metric == "auc")
-                & (cells.row == "ViViT-M + Out R-LLM")].iloc[0]
+                & (cells.row == f"{CPU_VIVIT} + Out R-LLM")].iloc[0]
     ids = row.run_ids.split(";")
     fabricated = {r["run_id"]: r for r in rows}
     assert len(ids) == 2 and all(i in fabricated for i in ids)
@@ -74,11 +85,11 @@ def test_every_number_traces_to_its_runs(report):
     assert len(pairs) == 6 and all(len(p.split(";")) == 4 for p in pairs.run_ids)
 
 
-def test_figure_and_html(report):
+def test_figure_and_html(report, report_all):
     root, _, written = report
     assert (root / "out" / "figure1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (root / "out" / "figure1.pdf").exists()
-    html = written["html"].read_text()
+    html = report_all[2]["html"].read_text()
     assert html.count("<table>") >= 8 and "AdrenalMNIST3D" in html
 
 
@@ -225,7 +236,7 @@ def test_a_run_outside_every_plan_is_shown_with_what_differs(tmp_path):
 
 
 def test_report_goes_beside_the_results_prints_its_markdown_and_names_the_given_folders(tmp_path, monkeypatch):
-    """Without --out: results -> reports (as before), NAME -> NAME-reports; --markdown prints report.md as
+    """Without --out: results -> reports, NAME -> NAME-reports; --markdown prints report.md as
     written; the fill-in commands carry --results-dir/--data-dir when they were given on the command line."""
     from medboost_cli.report import default_out_dir
 
@@ -236,7 +247,7 @@ def test_report_goes_beside_the_results_prints_its_markdown_and_names_the_given_
     assert default_out_dir(tmp_path / "exp1") == tmp_path / "exp1-reports"
     (tmp_path / "exp1" / "runs").mkdir(parents=True)  # no runs: every cell has a fill-in command
     given = run("report", "--results-dir", tmp_path / "exp1", "--data-dir", tmp_path / "data", "--markdown",
-                "--n-boot", "100")
+                "--n-boot", "100", "--all")
     assert given.returncode == 0, given.stderr
     md = (tmp_path / "exp1-reports" / "report.md").read_text()
     assert given.stdout == md
@@ -253,5 +264,5 @@ def test_a_study_over_2d_and_3d_tasks_shows_each_task_with_its_own_backbones(tmp
     fabricate(tmp_path / "results", "control", seeds=1)
     md = make_report(tmp_path / "results", tmp_path / "out", ["markdown"], n_boot=200)["markdown"].read_text()
     control = md.split("## Control")[1].split("\n## ")[0]
-    assert "| ViT-mini | BreastMNIST |" in control and "| ViT-3D | AdrenalMNIST3D |" in control
+    assert "| ViT-mini | BreastMNIST |" in control and "| ViT-3D (dim 192, depth 4) | AdrenalMNIST3D |" in control
     assert "| ViT-3D | BreastMNIST |" not in control and "| ViT-mini | AdrenalMNIST3D |" not in control

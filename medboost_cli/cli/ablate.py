@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from .. import launchers
+from . import choices
 from .app import (BatchSize, DataDir, Epochs, Layer, Llm, Lr, ResultsDir, Track, app, common_flags, console,
                   err_console, interruptible, log, results_dir_of, say)
 
@@ -35,8 +36,9 @@ Wait = typer.Option(False, "--wait", help="slurm: wait for the jobs and show how
 def ablate(
     study: str = typer.Argument(..., help="main2d, main3d, capacity, residual, control or layers (recipes/studies/)"),
     tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="only these tasks (repeatable)"),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="seeds 0..N-1 per configuration"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
+    seeds: str = typer.Option("3", "--seeds", help="seeds per configuration: N (seeds 0..N-1), a list (0,2,4) or a "
+                               "range (3-5)"),
+    preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs (and, for slurm, the sbatch script), "
                                  "train and submit nothing"),
     sets: list[str] = typer.Option([], "--set", help="override a recipe key in every run (repeatable)"),
@@ -74,9 +76,31 @@ def ablate(
                             bool(profile or wait or any(v is not None for v in flags.values())))
     options = launchers.cluster_options(profile, flags)
     common = [f"{key}={value}" for _, key, value in common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
-    plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=common + sets)
+    preset, chosen = choices.value(preset), seed_list(seeds)
+    plan = [run for run in expand(load_study(study, preset), tasks=tasks, seeds=max(chosen) + 1, preset=preset,
+                                  extra_sets=common + sets) if run.seed in chosen]
     with interruptible(go_on="run the same command again to continue (interrupted runs resume)"):
         launchers.launch(launcher, plan, data_dir_from(data_dir), results_dir_of(results_dir), jobs=jobs,
                          options=options, dry_run=dry_run, wait=wait,
                          reporter=None if quiet else RichReporter(err_console), say=say, log=log, show=console.print,
                          title=study, tracks=tuple(resolve_tracks(track)))
+
+
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: "N" is seeds 0..N-1; "0,2,4" and "3-5" (and "0,3-5") name the seeds; sorted, each once."""
+    from ..errors import ConfigError
+
+    text = str(text).strip()
+    try:
+        if text.isdigit():
+            seeds = list(range(int(text)))
+        else:
+            seeds = []
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                low, _, high = part.partition("-")
+                seeds += list(range(int(low), int(high or low) + 1))
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"--seeds {text}: give a count (3: seeds 0, 1, 2), a list (0,2,4) or a range (3-5)")
+    return sorted(set(seeds))

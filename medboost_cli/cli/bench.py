@@ -22,10 +22,10 @@ def bench(
                                                "none and rllm)"),
     variants: list[str] = typer.Option([], "--variant", help="PneumoLLM: variants to compare (repeatable; pneumollm, "
                                        "no-llm, simplified; default pneumollm and no-llm)"),
-    batch: Optional[int] = typer.Option(None, "--batch", help="batch size (default: the recipe's)"),
+    batch: Optional[int] = typer.Option(None, "--batch-size", "--batch", help="batch size, as for train (default: the recipe's)"),
     llm: Optional[str] = typer.Option(None, "--llm", help="F_L source; random:llama-7b = LLaMA-7B's shape, random weights"),
     backbone: Optional[choices.BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
+    preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),
     warmup: int = typer.Option(2, "--warmup", min=0, help="untimed steps first"),
     steps: int = typer.Option(5, "--steps", min=1, help="timed steps, each timed on its own (median and IQR)"),
     sets: list[str] = typer.Option([], "--set", help="override any recipe key (repeatable)"),
@@ -35,7 +35,7 @@ def bench(
     and FLOPs, side by side; each in its own process."""
     from ..bench import bench_names, bench_recipe, bench_table, run_bench
 
-    recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=choices.value(backbone), model=model)
+    recipe = bench_recipe(task, shape, llm, batch, sets, preset=choices.value(preset), backbone=choices.value(backbone), model=model)
     label = shape or task
     names = bench_names(recipe, [choices.value(b) for b in boosters], variants)
     rows = run_bench(recipe, names, warmup, steps, results_dir_of(results_dir), label, log=log)

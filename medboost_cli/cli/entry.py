@@ -53,7 +53,7 @@ def _fail(kind: str, message: str, code: int):
 def _usage_error(e: ClickException) -> str:
     """A command-line mistake (missing argument, bad value or choice, unknown option) as one line that names the
     command's --help, instead of typer's usage box."""
-    message = " ".join(line.strip() for line in e.format_message().splitlines() if line.strip())
+    message = choices.did_you_mean(" ".join(line.strip() for line in e.format_message().splitlines() if line.strip()))
     ctx = getattr(e, "ctx", None)
     return f"{message.rstrip('.')}; see `{ctx.command_path} --help`" if ctx is not None else message
 

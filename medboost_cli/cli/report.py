@@ -21,9 +21,14 @@ ReportOut = typer.Option(None, "--out", help="output folder (default: beside the
 @report_app.callback(invoke_without_command=True)
 def report(
     ctx: typer.Context,
-    markdown: bool = typer.Option(False, "--markdown", help="write report.md and print it (the default format)"),
-    latex: bool = typer.Option(False, "--latex", help="write report.tex (booktabs; compiles with pdflatex)"),
-    html: bool = typer.Option(False, "--html", help="write report.html"),
+    markdown: bool = typer.Option(False, "--markdown", help="write report.md and print it (also what happens without "
+                                  "any format option)"),
+    latex: bool = typer.Option(False, "--latex", help="write tables/NAME.tex (one booktabs fragment per table, to "
+                               "\\input) and report.tex, which inputs them all and compiles with pdflatex"),
+    html: bool = typer.Option(False, "--html", help="write report.html (with Figure 1 and its caption)"),
+    all_tables: bool = typer.Option(False, "--all", help="every table, also those without results (— cells), and "
+                                    "the train command of every missing run; without it: only tables with data, "
+                                    "and one `medboost ablate` line per table without"),
     out: Optional[Path] = ReportOut,
     seeds: int = typer.Option(3, "--seeds", min=1, help="seeds the fill-in commands ask for"),
     n_boot: int = typer.Option(2000, "--n-boot", min=100, help="bootstrap replicates per interval"),
@@ -40,12 +45,14 @@ def report(
     given = [(option, str(ctx.params[name])) for option, name in (("--results-dir", "results_dir"),
                                                                     ("--data-dir", "data_dir"))
              if _on_command_line(ctx, name)]
-    formats = [f for f, on in (("markdown", markdown), ("latex", latex), ("html", html)) if on] or ["markdown"]
-    written = make_report(folder, out, formats, seeds=seeds, n_boot=n_boot, command_options=tuple(p for pair in given for p in pair))
-    if "markdown" in written and markdown:
+    chosen = [f for f, on in (("markdown", markdown), ("latex", latex), ("html", html)) if on]
+    formats = chosen or ["markdown"]
+    written = make_report(folder, out, formats, seeds=seeds, n_boot=n_boot, all_tables=all_tables,
+                          command_options=tuple(p for pair in given for p in pair))
+    if "markdown" in written and (markdown or not chosen):  # no format given: Markdown, printed
         typer.echo(written["markdown"].read_text(), nl=False)  # as written, byte for byte: a pipe gets the file
     for fmt, path in written.items():
-        log(f"{fmt}: {path}")
+        log(f"{fmt}: {path}" + (f" (tables: {out / 'tables'})" if fmt == "latex" else ""))
     log(f"traces: {out / 'cells.csv'}, {out / 'pairs.csv'}")
 
 

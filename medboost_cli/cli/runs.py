@@ -8,37 +8,56 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from . import choices
 from .app import ResultsDir, app, console, results_dir_of
 
 RUN_COLUMNS = ["run_id", "status", "task", "backbone", "booster", "llm", "layer", "lm_norm", "seed", "epochs_done",
                "best_epoch", "val_auc", "test_acc", "test_auc", "precision", "train_seconds", "ended_at"]
+# The table on screen: what tells runs apart and how each went; --json has every RUN_COLUMNS key.
+SHOWN = ["run_id", "status", "task", "backbone", "booster", "seed", "epochs_done", "best_epoch", "val_auc",
+         "test_acc", "test_auc", "precision"]
+LEFT = {"run_id", "status", "task", "backbone", "booster", "precision"}
+
+
+INTEGERS = ("seed", "epochs_done", "best_epoch", "layer")
+
+
+def one_based(records: list[dict]) -> list[dict]:
+    """Counts as integers (a column with a missing value reads as floats) and ``best_epoch`` counted from 1, as the
+    epoch lines of a run print it (the results store it from 0)."""
+    out = []
+    for r in records:
+        r = {**r, **{k: int(r[k]) for k in INTEGERS if isinstance(r.get(k), (int, float))}}
+        if r.get("best_epoch") is not None:
+            r["best_epoch"] += 1
+        out.append(r)
+    return out
 
 
 @app.command()
 def runs(
     task: Optional[str] = typer.Option(None, "--task", help="only this task (short name or medmnist flag)"),
-    status: Optional[str] = typer.Option(None, "--status", help="only runs with this status: running, completed, "
-                                         "failed or interrupted"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object per run, for scripts"),
+    status: Optional[choices.RunStatus] = typer.Option(None, "--status", help="only runs with this status"),
+    as_json: bool = typer.Option(False, "--json", help="a JSON array with one object per run (keys: "
+                                 + ", ".join(RUN_COLUMNS) + "; best_epoch counted from 1), for scripts"),
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
-    """List the runs in the results folder, as a table or as JSON."""
+    """List the runs in the results folder, as a table or as JSON (best_epoch counted from 1 in both)."""
     import json
 
     from ..results import load_results
     from ..tasks import resolve_task
 
-    df = load_results(results_dir_of(results_dir), columns=RUN_COLUMNS, status=status)
+    df = load_results(results_dir_of(results_dir), columns=RUN_COLUMNS, status=choices.value(status))
     if task is not None:
         df = df[df["task"] == resolve_task(task).short]
-    records = json.loads(df.to_json(orient="records"))
+    records = one_based(json.loads(df.to_json(orient="records")))
     if as_json:
         typer.echo(json.dumps(records, indent=1))
         return
     table = Table(title=f"{len(records)} runs in {results_dir_of(results_dir)}")
-    shown = ["run_id", "status", "seed", "epochs_done", "val_auc", "test_acc", "test_auc", "precision"]
-    for col in shown:
-        table.add_column(col, justify="left" if col in ("run_id", "status", "precision") else "right")
+    for col in SHOWN:
+        table.add_column(col, justify="left" if col in LEFT else "right")
     for r in records:
-        table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else "" if r[c] is None else str(r[c]) for c in shown])
+        table.add_row(*[f"{r[c]:.4f}" if isinstance(r[c], float) else "" if r[c] is None else str(r[c]) for c in SHOWN])
     console.print(table)

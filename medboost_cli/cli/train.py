@@ -47,7 +47,7 @@ def train(
                                         "(PneumoLLM: its recipes/models/pneumollm.yaml and the pneumollm.* keys)"),
     backbone: Optional[choices.BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed, 0 <= seed < 2**32 (default: the recipe's, 0)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu: a laptop-sized configuration"),
+    preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
     sets: list[str] = typer.Option([], "--set", help="override any recipe key: --set train.lr=1e-3 (repeatable)"),
@@ -66,6 +66,8 @@ def train(
     folds: Optional[int] = typer.Option(None, "--folds", min=2, help="cohort files: K patient-level folds; trains "
                                         "every fold (one run each) unless --fold, then prints mean ± std"),
     fold: Optional[int] = typer.Option(None, "--fold", min=0, help="cohort files: train only this fold (0..K-1)"),
+    print_config: bool = typer.Option(False, "--print-config", help="print the resolved recipe (YAML, every key "
+                                      "after the preset, flags and --set) and its run id, and exit without training"),
     devices: Optional[int] = typer.Option(None, "--devices", min=1, help="train this one run data-parallel in N "
                                           "processes on this machine, one per GPU (or N CPU processes); torchrun "
                                           "starts them on several machines (README)"),
@@ -75,13 +77,13 @@ def train(
              ("--backbone", "backbone.name", choices.value(backbone)),
              ("--seed", "seed", seed), ("--folds", "data.folds", folds), ("--fold", "data.fold", fold)]
     flags += common_flags(epochs, lr, batch_size, llm, layer)
-    _train(task, flags, preset=preset, sets=sets, recipe_file=recipe_file, data_dir=data_dir,
+    _train(task, flags, preset=choices.value(preset), sets=sets, recipe_file=recipe_file, data_dir=data_dir,
            folder=results_dir_of(results_dir), track=track, resume=resume, force=force, quiet=quiet,
-           as_json=as_json, folds=folds, fold=fold, devices=devices)
+           as_json=as_json, folds=folds, fold=fold, devices=devices, print_config=print_config)
 
 
 def _train(task: str, flags: list, *, preset, sets, recipe_file, data_dir, folder: Path, track, resume: bool,
-           force: bool, quiet: bool, as_json: bool, folds, fold, devices) -> None:
+           force: bool, quiet: bool, as_json: bool, folds, fold, devices, print_config: bool = False) -> None:
     """`medboost train`, once its options are read: one run (or every fold), in one process or several."""
     from .. import distributed
     from ..data import data_dir_from
@@ -93,6 +95,8 @@ def _train(task: str, flags: list, *, preset, sets, recipe_file, data_dir, folde
     tracks = resolve_tracks(track)
     with interruptible(), distributed.session() as world:  # several processes: one reports an error, all stop
         recipe = load_recipe(task, preset=preset, flags=flags, sets=sets, recipe_file=recipe_file)
+        if print_config:
+            return _print_config(recipe)
         if devices and devices > 1 and world.size == 1:  # start the processes, which run this same command
             raise typer.Exit(distributed.launch_local(devices, sys.argv[1:]))
         if devices and world.size > 1 and devices != world.local_size:
@@ -155,7 +159,7 @@ def _train_folds(recipe, folder: Path, train_one, force: bool, as_json: bool) ->
 @app.command()
 def evaluate(
     run: str = typer.Argument(..., help="run id (or a unique prefix of one, or its .parquet file)"),
-    split: str = typer.Option("test", "--split", help="val or test"),
+    split: choices.Split = typer.Option("test", "--split", help="the split to score"),
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
@@ -163,8 +167,15 @@ def evaluate(
     from ..data import data_dir_from
     from ..engine import evaluate_run
 
-    if split not in ("val", "test"):
-        raise ConfigError(f"--split {split}: choose val or test")
+    split = choices.value(split)
     out = evaluate_run(run, results_dir_of(results_dir), data_dir_from(data_dir), split)
     say(f"{out['run_id']} on {split}, checkpoint of epoch {out['best_epoch'] + 1}")
     metrics_table("", [("now", out["acc"], out["auc"]), ("recorded", out["recorded_acc"], out["recorded_auc"])])
+
+
+def _print_config(recipe) -> None:
+    """The resolved recipe as YAML on stdout, with its run id as a comment first (``train --print-config``)."""
+    import yaml
+
+    typer.echo(f"# run id: {recipe.run_id()}")
+    typer.echo(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), nl=False)

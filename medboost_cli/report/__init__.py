@@ -3,19 +3,22 @@
 Every table comes from a study (recipes/studies/): its planned runs say which run ids fill which cell, so a
 cell can only contain runs of exactly that configuration (the run id carries the configuration's hash), and
 its ``tables:`` say what is shown, under which labels, beside which of the paper's numbers. A study is reported
-once per configuration that has results (the paper's recipes, or ``--preset cpu``); a study without any
-results is shown with "—" cells and the commands that would fill them. Completed runs that fit no cell (made
-with ``--epochs``, ``--set`` and such) get a table of their own, one row per configuration, labelled with the
-recipe keys that set them apart from the nearest planned cell or task recipe.
+once per configuration that has results (the paper's recipes, or ``--preset cpu``), and once per set of
+overrides its runs share (``ablate STUDY --epochs 1`` or ``--set``: the overrides are named in the caption). Only
+tables with data are shown; each table without any gets one line with the ``medboost ablate`` command that fills
+it (``all_tables`` shows every table, with "—" cells, and the train command of every missing run). Completed runs
+that fit no configuration get a table of their own, one row per configuration, labelled with the recipe keys that
+set them apart from the nearest planned cell or task recipe.
 
 Without ``--out`` the report goes beside the results folder (``default_out_dir``): ``results`` -> ``reports``.
 
-Cells read "mean ± std (n)" over seeds, in percent, with the paper's value in brackets. Each booster-vs-baseline
+Cells read "mean ± std (n)" over seeds ("mean (n=1)" for one seed), in percent, with the paper's value in
+brackets (LaTeX: in a column of its own, one booktabs fragment per table under tables/, see .latex). Each booster-vs-baseline
 pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Every
 number can be traced to its runs through cells.csv and pairs.csv, written beside the report.
 
 Modules: gather (cells, pairs and their statistics), tables (one renderer per table kind), render (markdown,
-LaTeX, HTML), figures (Figure 1).
+HTML), latex (fragments and the document that inputs them), figures (Figure 1).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from ..cohort import cv_groups
 from ..results import warn_line
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
-from .render import Meta, latex_escape, render_html, render_latex, render_markdown
+from .latex import latex_escape, render_latex, write_fragments
+from .render import Meta, render_html, render_markdown
 from .tables import build_tables, outside_summary, summary, table_cv, table_outside, table_pairs
 
 __all__ = ["default_out_dir", "make_report", "latex_escape"]
@@ -51,10 +55,12 @@ def default_out_dir(results_dir: Path) -> Path:
 
 
 def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], seeds: int = 3, n_boot: int = 2000,
-                log=print, warn=warn_line, command_options: tuple[str, ...] = ()) -> dict[str, Path]:
+                log=print, warn=warn_line, command_options: tuple[str, ...] = (), all_tables: bool = False
+                ) -> dict[str, Path]:
     """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir
     (None: ``default_out_dir``). ``command_options`` (e.g. ``("--results-dir", "runs")``) end every command the
-    report prints to fill its empty cells.
+    report prints to fill its empty cells. ``all_tables``: every table, also those without data, and the train
+    command of every missing run (else: only tables with data, and one fill-in line per table without).
 
     A file under runs/ that is not a sound row is left out, named through ``warn`` (one line each) and listed in
     the report itself, so that the report is made and says what it does not count."""
@@ -83,16 +89,30 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     tables += [table_cv(cv)] if cv else []
     out_dir.mkdir(parents=True, exist_ok=True)
     done = set(df["run_id"]) if not df.empty else set()
-    missing = [c.run_command(run) for c in configs for run in c.plan if run.run_id not in done]
+    missing = [c.run_command(run) for c in configs for run in c.plan if run.run_id not in done] if all_tables else []
+    shown = [t for t in tables if all_tables or t.has_data or t.fill is None]
     meta = Meta(n_runs=len(df), results=str(results_dir), selection=selection_metrics(df),
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped)
-    pd.DataFrame([tr for t in tables for tr in t.traces if t.key != "pairs"]).to_csv(out_dir / "cells.csv", index=False)
-    pd.DataFrame([tr for t in tables for tr in t.traces if t.key == "pairs"]).to_csv(out_dir / "pairs.csv", index=False)
+                missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped,
+                empty=[(t.title, t.fill) for t in tables if not (all_tables or t.has_data or t.fill is None)])
+    write_traces(tables, out_dir)
     sentences = summary(pairs) + outside_summary(outside)
     written = {}
     for fmt in formats:
         name, render = RENDERERS[fmt]
-        (out_dir / name).write_text(render(tables, sentences, meta))
+        (out_dir / name).write_text(render(shown, sentences, meta))
         written[fmt] = out_dir / name
+    if "latex" in formats:
+        write_fragments(shown, out_dir)
     return written
+
+
+TRACE_COLUMNS = ["table", "row", "column", "metric", "mean", "std", "n", "run_ids"]
+
+
+def write_traces(tables: list, out_dir: Path) -> None:
+    """cells.csv (every number of every table) and pairs.csv (every paired difference), each with its header
+    even when it has no row."""
+    for name, is_pairs in (("cells.csv", False), ("pairs.csv", True)):
+        rows = [tr for t in tables for tr in t.traces if (t.key == "pairs") == is_pairs]
+        pd.DataFrame(rows, columns=TRACE_COLUMNS).to_csv(out_dir / name, index=False)

@@ -1,63 +1,112 @@
-"""The report's figure: test AUC per dataset without and with the booster, ours beside the paper's (Figure 1)."""
+"""The report's figure (the paper's Figure 1): test AUC per dataset without and with the booster.
+
+Ours are points with the 95% confidence interval of the mean over seeds (Student's t); one seed is a point labelled
+n=1, without an interval (a single run has no spread). The paper's values are hollow markers, labelled as another
+protocol (selected on the test split) and, under a preset or overrides, another configuration. The y-axis spans
+the data: points, unlike bars, read correctly on an axis that does not start at zero.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from ..paper import TITLES
-from .gather import Config
+from .gather import Cell, Config
+
+ARMS = (("without", "#4c72b0", "o"), ("with", "#dd5b2c", "s"))
+TITLE = "Figure 1: test AUC without and with the R-LLM booster"
 
 
-def _groups(configs: list[Config]) -> list[tuple]:
-    """(label, our baseline cell, our booster cell, paper baseline, paper booster) per task and backbone of every
-    ``main`` table with results."""
-    groups = []
+def _interval(cell: Cell) -> tuple[float | None, float | None]:
+    """The 95% t-interval of the mean test AUC over the cell's seeds; (None, None) for one seed."""
+    if cell.n < 2:
+        return None, None
+    from scipy import stats
+
+    values = cell.values("auc")
+    half = stats.t.ppf(0.975, cell.n - 1) * values.std(ddof=1) / np.sqrt(cell.n)
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def figure_data(configs: list[Config]) -> list[dict]:
+    """One point per task x backbone x arm (without, with) x source (ours, paper) of every ``main`` table with
+    results: its group label, mean, interval (None for one seed or the paper's) and n."""
+    points = []
     for config in configs:
         for spec in (s for s in config.study.tables if s.kind == "main"):
-            base, boost = config.study.table_variants(spec)
+            variants = config.study.table_variants(spec)
             for (task, backbone, variant), cell in config.cells.items():
-                boosted = config.cell(task, backbone, boost)
-                if variant != base or not (cell.n or boosted.n):
+                cells = [config.cell(task, backbone, v) for v in variants]
+                if variant != variants[0] or not any(c.n for c in cells):
                     continue
-                ref = [spec.paper_value(task, v, "auc", backbone) for v in (base, boost)]
-                label = f"{TITLES.get(task, task)}\n{TITLES.get(backbone, backbone)}" + (
-                    f"\n{config.label}" if config.preset else "")
-                groups.append((label, cell, boosted, *ref))
-    return groups
+                parts = [TITLES.get(task, task), config.backbone_title(backbone)]
+                parts += [config.label] if config.preset or config.overrides else []
+                label = "\n".join(textwrap.fill(part, 22) for part in parts)  # tick labels that do not overlap
+                for (arm, _, _), v, c in zip(ARMS, variants, cells):
+                    if c.n:
+                        low, high = _interval(c)
+                        points.append(dict(group=label, arm=arm, source="ours", mean=c.mean("auc"), low=low,
+                                           high=high, n=c.n, other_config=bool(config.preset or config.overrides)))
+                    paper = spec.paper_value(task, v, "auc", backbone)
+                    if paper is not None:
+                        points.append(dict(group=label, arm=arm, source="paper", mean=paper, low=None, high=None,
+                                           n=None, other_config=bool(config.preset or config.overrides)))
+    return points
+
+
+def _draw(ax, points: list[dict], groups: list[str]) -> None:
+    x = {g: i for i, g in enumerate(groups)}
+    offsets = {("without", "ours"): -0.24, ("without", "paper"): -0.1, ("with", "ours"): 0.1,
+               ("with", "paper"): 0.24}
+    other = any(p["other_config"] for p in points)
+    for arm, color, marker in ARMS:
+        ours = [p for p in points if p["arm"] == arm and p["source"] == "ours"]
+        xs = np.array([x[p["group"]] + offsets[(arm, "ours")] for p in ours])
+        means = np.array([p["mean"] for p in ours])
+        err = np.array([[p["mean"] - p["low"], p["high"] - p["mean"]] if p["low"] is not None else [np.nan, np.nan]
+                        for p in ours]).T.reshape(2, -1)
+        ax.errorbar(xs, means, yerr=np.nan_to_num(err), fmt=marker, color=color, capsize=4, ms=7,
+                    label=f"{arm} R-LLM (ours, mean, 95% CI)")
+        for xi, p in zip(xs, ours):
+            if p["low"] is None:
+                ax.annotate(f"n={p['n']}", (xi, p["mean"]), xytext=(0, 8), textcoords="offset points",
+                            ha="center", fontsize=7, color=color)
+        paper = [p for p in points if p["arm"] == arm and p["source"] == "paper"]
+        what = "another protocol (test-split selection)" + (" and configuration" if other else "")
+        ax.scatter([x[p["group"]] + offsets[(arm, "paper")] for p in paper], [p["mean"] for p in paper],
+                   marker=marker, facecolors="none", edgecolors=color, linewidths=1.5, s=50,
+                   label=f"{arm} R-LLM (paper: {what})")
 
 
 def figure1(configs: list[Config], out_dir: Path) -> list[str]:
-    """Paper Figure 1: test AUC per dataset without and with R-LLM, our error bars beside the paper's values."""
-    groups = _groups(configs)
-    if not groups:
+    """Figure 1 as figure1.png and figure1.pdf in ``out_dir``; [] when no ``main`` table has results."""
+    points = figure_data(configs)
+    if not points:
         return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.2))
-    x = np.arange(len(groups))
-    for offset, idx, name, color in ((-0.2, 1, "without R-LLM (ours)", "#8da0cb"), (0.2, 2, "with R-LLM (ours)", "#fc8d62")):
-        means = [g[idx].mean("auc") if g[idx].n else np.nan for g in groups]
-        stds = [g[idx].std("auc") if g[idx].n else 0 for g in groups]
-        ax.bar(x + offset, means, 0.38, yerr=stds, capsize=3, label=name, color=color)
-    for offset, idx, name, marker in ((-0.2, 3, "without (paper)", "v"), (0.2, 4, "with (paper)", "^")):
-        ax.scatter(x + offset, [g[idx] if g[idx] is not None else np.nan for g in groups], marker=marker, color="k",
-                   zorder=3, label=name)
-    ax.set_xticks(x, [g[0] for g in groups], fontsize=8)
+    groups = list(dict.fromkeys(p["group"] for p in points))
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.0 * len(groups) + 3), 4.5))
+    _draw(ax, points, groups)
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylabel("test AUC (%)")
-    values = [v for g in groups for v in (g[1].mean("auc"), g[2].mean("auc"), g[3], g[4]) if v is not None]
-    ax.set_ylim(max(0, min(values) - 10), 100)
-    ax.set_title("Figure 1: AUC per dataset without and with the R-LLM booster")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
+    ax.grid(axis="y", alpha=0.3)
+    values = [v for p in points for v in (p["mean"], p["low"], p["high"]) if v is not None]
+    pad = max(2.0, 0.1 * (max(values) - min(values)))
+    ax.set_ylim(max(0.0, min(values) - pad), min(100.0, max(values) + pad))
+    ax.set_title(TITLE, fontsize=11)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"figure1.{ext}"
-        fig.savefig(path, dpi=150)
+        fig.savefig(path, dpi=150, bbox_inches="tight")  # title and legend inside the saved image
         paths.append(str(path))
     plt.close(fig)
     return paths

@@ -2,12 +2,15 @@
 
 A cell holds the completed runs of one configuration (all its seeds): planned runs and result rows meet on the
 run id without its seed (results.cell_id), which carries the configuration's hash, so a cell can only contain
-runs of exactly that configuration. A study is gathered once per configuration (preset) that has results.
+runs of exactly that configuration. A study is gathered once per configuration (preset) that has results, and once per set of recipe overrides that
+its completed runs share (``ablate STUDY --epochs 1`` or ``--set``): a study run with overrides is a configuration
+of that study, reported as such when it holds at least one variant and its reference (a pair to compare).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections import Counter
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedboostError
+from ..paper import TITLES
 from ..recipes import BOOSTER_MODES, load_recipe, saved_recipe
 from ..results import cell_id, load_results
 from ..stats import PairedDiff, paired_bootstrap
@@ -45,12 +49,37 @@ class Cell:
         return float(self.values(metric).std(ddof=1)) if self.n > 1 else 0.0
 
     def text(self, metric: str, paper_value: float | None = None) -> str:
-        ours = f"{self.mean(metric):.2f} ± {self.std(metric):.2f} ({self.n})" if self.n else "—"
-        return ours + (f" [{paper_value:.2f}]" if paper_value is not None else "")
+        return str(self.value(metric, paper_value))
+
+    def value(self, metric: str, paper_value: float | None = None) -> "Value":
+        if not self.n:
+            return Value(None, 0.0, 0, paper_value)
+        return Value(self.mean(metric), self.std(metric), self.n, paper_value)
 
     @property
     def run_ids(self) -> list[str]:
         return sorted(self.runs["run_id"]) if self.n else []
+
+
+@dataclass
+class Value:
+    """One table cell: our mean and std over n seeds (percent; None: no run) beside the paper's value. Text shows
+    "mean ± std (n)", "mean (n=1)" for one seed (a single run has no spread) and the paper's value in brackets;
+    the LaTeX renderer puts the paper's value in a column of its own and bolds the best of a ``group``."""
+
+    mean: float | None
+    std: float
+    n: int
+    paper: float | None = None
+    group: str | None = None  # cells compared with each other: the best of a group is bold in LaTeX and HTML
+
+    def ours(self) -> str:
+        if self.mean is None:
+            return "—"
+        return f"{self.mean:.2f} (n=1)" if self.n == 1 else f"{self.mean:.2f} ± {self.std:.2f} ({self.n})"
+
+    def __str__(self) -> str:
+        return self.ours() + (f" [{self.paper:.2f}]" if self.paper is not None else "")
 
 
 @dataclass
@@ -62,10 +91,12 @@ class Config:
     plan: list[PlannedRun]
     cells: dict[tuple[str, str, str], Cell]  # (task, backbone, variant) -> Cell
     options: tuple[str, ...] = ()  # appended to every fill-in command: --results-dir/--data-dir as given to report
+    overrides: tuple[str, ...] = ()  # recipe keys (key=value, as --set takes them) its runs share beyond the plan
 
     @property
     def label(self) -> str:
-        return f"--preset {self.preset}" if self.preset else "paper recipes"
+        base = f"--preset {self.preset}" if self.preset else "paper recipes"
+        return " ".join([base] + [f"--set {s}" for s in self.overrides])
 
     @property
     def has_results(self) -> bool:
@@ -82,10 +113,49 @@ class Config:
 
     def fill_command(self, tasks: list[str]) -> str:
         parts = [f"medboost ablate {self.study.name}"] + [f"--tasks {t}" for t in tasks]
-        return with_options(" ".join(parts + ([f"--preset {self.preset}"] if self.preset else [])), self.options)
+        parts += ([f"--preset {self.preset}"] if self.preset else []) + [f"--set {s}" for s in self.overrides]
+        return with_options(" ".join(parts), self.options)
 
     def run_command(self, run: PlannedRun) -> str:
         return with_options(run.command(), self.options)
+
+    def backbone_title(self, backbone: str) -> str:
+        """The backbone's display name, or, where this configuration resizes it (``--preset cpu`` sets dim and
+        depth), its family with the size it has: "ViViT (dim 192, depth 4)", not the paper's "ViViT-M"."""
+        return backbone_title(backbone, next((r.recipe.backbone for r in self.plan if r.backbone == backbone), None))
+
+    def has_pair(self) -> bool:
+        """Whether some variant and its reference both have runs on one task and backbone."""
+        keys = {(t, b) for t, b, _ in self.cells}
+        return any(self.cell(t, b, v).n and self.cell(t, b, r).n
+                   for t, b in keys for v, r in self.study.comparisons())
+
+
+def backbone_title(name: str, spec=None) -> str:
+    """``name``'s display name (paper.TITLES); with a recipe's backbone section that sets its width or depth, the
+    family's name (the title without its size suffix) and the size it is built with: its dim, depth and, for a
+    ViViT, the temporal depth it keeps from its registered size (ViViT-S and ViViT-M differ there)."""
+    title = TITLES.get(name, name)
+    if spec is None or (getattr(spec, "dim", None) is None and getattr(spec, "depth", None) is None):
+        return title
+    registered = _registered_size(name)
+    sizes = []
+    for key, words in (("dim", "dim"), ("depth", "depth"), ("temporal_depth", "temporal depth")):
+        value = getattr(spec, key, None)
+        value = getattr(registered, key, None) if value is None else value
+        sizes += [f"{words} {value}"] if value else []
+    family = title.rsplit("-", 1)[0] if re.fullmatch(r".+-[A-Z]", title) else title
+    return f"{family} ({', '.join(sizes)})"
+
+
+def _registered_size(name: str):
+    """The registered default size of a 3D backbone (dim, depth, temporal_depth), or None."""
+    try:
+        from ..models.backbones3d import SIZES_3D
+    except ImportError:
+        return None
+    return SIZES_3D.get(name)
+
 
 
 def with_options(command: str, options: tuple[str, ...]) -> str:
@@ -128,7 +198,53 @@ def gather(results_dir: Path, seeds: int = 3, options: tuple[str, ...] = (), war
             found.append(Config(study, preset, plan, cells, tuple(options)))
         with_results = [c for c in found if c.has_results]
         configs += with_results or found[:1]
-    return configs, df
+    return configs + override_configs(configs, df, seeds, tuple(options)), df
+
+
+def override_configs(configs: list[Config], df: pd.DataFrame, seeds: int, options: tuple[str, ...]) -> list[Config]:
+    """The studies run with recipe overrides (``ablate STUDY --epochs 1``, ``--set``): for each completed run that
+    fits no planned cell, the keys where it differs from a planned run of the same task, backbone and booster are
+    a candidate set of overrides; the study expanded with them (``expand(..., extra_sets=)``) is a configuration
+    when its run ids meet completed runs of at least one variant and its reference. The fewest overrides win: runs
+    that ``--preset cpu --set train.epochs=1`` explains are not shown again as the paper's recipes with the keys
+    of the CPU preset set one by one."""
+    if df.empty:
+        return []
+    planned = {run.cell for c in configs for run in c.plan}
+    rest = df[~df["cell"].isin(planned)].drop_duplicates("cell")
+    if rest.empty:
+        return []
+    candidates: dict[tuple, None] = {}
+    plans: dict[tuple, list] = {}  # (task, backbone, booster) -> [(planned run, its flat recipe)]
+    for run in _seed0_plans():
+        plans.setdefault((run.task, run.backbone, run.booster), []).append(run)
+    flat: dict[str, dict] = {}
+    for _, row in rest.iterrows():
+        if not isinstance(row["config_json"], str):
+            continue
+        ran = _recipe_keys(row["config_json"])
+        for run in plans.get((row["task"], row["backbone"], row["booster"]), []):
+            base = flat.setdefault(run.run_id, _flat(run.recipe.model_dump(mode="json")))
+            diffs = tuple(_differences(ran, base))
+            if diffs:
+                candidates[(run.study, run.preset, diffs)] = None
+    found, claimed = [], set()
+    for name, preset, diffs in sorted(candidates, key=lambda c: len(c[2])):  # the fewest overrides first
+        study = load_study(name, preset)
+        try:
+            plan = expand(study, seeds=seeds, preset=preset, extra_sets=list(diffs))
+        except MedboostError:  # an override this study's variants reject
+            continue
+        firsts = [r for r in plan if r.seed == 0]
+        if len({r.cell for r in firsts}) < len(firsts):  # overrides that make two variants one (a key they set)
+            continue
+        cells = {(r.task, r.backbone, r.variant): Cell(df[df["cell"] == r.cell]) for r in firsts}
+        config = Config(study, preset, plan, cells, options, diffs)
+        new = {(name, r.cell) for r in firsts if config.cells[(r.task, r.backbone, r.variant)].n} - claimed
+        if new and config.has_pair():  # runs a configuration with fewer overrides has not shown yet
+            found.append(config)
+            claimed |= new
+    return found
 
 
 def outside_cells(configs: list[Config], df: pd.DataFrame) -> list[tuple[str, Cell]]:

@@ -1,6 +1,8 @@
-"""The report's three formats (markdown, LaTeX, HTML), written from the same tables and the same introduction.
+"""The report's formats (markdown and HTML here, LaTeX in .latex), written from the same tables and introduction.
 
-Text uses `backticks` for code; each format turns them into its own markup (LaTeX drops them).
+Text uses `backticks` for code; each format turns them into its own markup (HTML: <code>, LaTeX drops them).
+By default only the tables with data are shown; each table without any gets one line with the command that fills
+it (``Meta.empty``); ``--all`` shows every table and the train command of every missing run (``Meta.missing``).
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tables import Table
+from .tables import Table, best_values
 
 NO_PAIRS = "No booster-vs-baseline pair has results yet."
 SKIPPED = "Files not counted"
-FIGURE_CAPTION = "Figure 1: test AUC per dataset without and with R-LLM (ours: mean ± std; paper: markers)."
+EMPTY = "Tables without results"
+FIGURE_CAPTION = ("Figure 1: test AUC per dataset without and with R-LLM. Ours: mean over seeds with its 95% "
+                  "confidence interval (n=1: the single run, no interval); the paper's values (hollow markers) come "
+                  "from its own configuration and protocol (selected on the test split).")
 
 
 @dataclass
@@ -28,6 +33,7 @@ class Meta:
     missing: list[str] = field(default_factory=list)  # commands that would fill the empty cells
     figures: list[str] = field(default_factory=list)  # paths of the figure files
     skipped: list[str] = field(default_factory=list)  # files under runs/ left out, each with why (results.load_results)
+    empty: list[tuple[str, str]] = field(default_factory=list)  # (title, fill command) of each table not shown
 
 
 def _metric_name(metric: str | None) -> str:
@@ -48,7 +54,7 @@ def selection_text(selection: dict[str | None, int]) -> str:
 def introduction(meta: Meta) -> str:
     return (f"{meta.n_runs} completed runs from `{meta.results}`, {meta.date}. Protocol: epoch selected on "
             f"{selection_text(meta.selection)}, test scored once; cells are test mean ± std over seeds (n), in "
-            "percent, with the paper's value in brackets. Every number traces to its runs in `cells.csv` and "
+            "percent (one seed: the run's value and n=1), with the paper's value in brackets. Every number traces to its runs in `cells.csv` and "
             "`pairs.csv`." + (f" {len(meta.skipped)} file(s) under runs/ are not sound result rows and are not "
                               f"counted (see \"{SKIPPED}\")." if meta.skipped else ""))
 
@@ -57,14 +63,22 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def empty_lines(meta: Meta) -> list[str]:
+    """One line per table without results: its title and the command that fills it."""
+    return [f"{title}: fill with: `{command}`" for title, command in meta.empty]
+
+
 def render_markdown(tables: list[Table], sentences: list[str], meta: Meta) -> str:
     out = ["# medboost report", "", introduction(meta), "", "## Summary", ""]
     out += [f"- {s}" for s in sentences] or [f"- {NO_PAIRS}"]
     for t in tables:
         out += ["", f"## {t.title}", "", "| " + " | ".join(map(_md_escape, t.header)) + " |",
                 "|" + "|".join("---" for _ in t.header) + "|"]
-        out += ["| " + " | ".join(map(_md_escape, r)) + " |" for r in t.rows]
+        out += ["| " + " | ".join(_md_escape(str(c)) for c in r) + " |" for r in t.rows]
         out += [""] + [f"{n}  " for n in t.notes] if t.notes else []
+    if meta.empty:
+        out += ["", f"## {EMPTY}", "", "Not shown (`medboost report --all` shows them):", ""]
+        out += [f"- {_md_escape(line)}" for line in empty_lines(meta)]
     if meta.missing:
         out += ["", "## Missing runs", "", "Commands that would fill every empty cell above:", "", "```bash"]
         out += meta.missing + ["```"]
@@ -75,67 +89,46 @@ def render_markdown(tables: list[Table], sentences: list[str], meta: Meta) -> st
     return "\n".join(out) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "✗": "w/o", "✓": "w/", "−": "$-$", "Δ": r"$\Delta$"}
-
-
-def latex_escape(text: str) -> str:
-    text = re.sub(r"`([^`]*)`", r"\1", text)
-    text = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-    for symbol, tex in _LATEX_SYMBOLS.items():
-        text = text.replace(symbol, tex)
-    return text.encode("ascii", "replace").decode()
-
-
-def render_latex(tables: list[Table], sentences: list[str], meta: Meta) -> str:
-    out = [r"\documentclass[10pt]{article}", r"\usepackage[margin=1.5cm,landscape]{geometry}",
-           r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\begin{document}",
-           r"\section*{medboost report}", latex_escape(introduction(meta)), r"\subsection*{Summary}",
-           r"\begin{itemize}"]
-    out += [r"\item " + latex_escape(s) for s in sentences] or [r"\item " + NO_PAIRS]
-    out.append(r"\end{itemize}")
-    for t in tables:
-        out += [r"\begin{table}[h]\centering\small", r"\caption{" + latex_escape(t.title) + "}",
-                r"\resizebox{\textwidth}{!}{%", r"\begin{tabular}{" + "l" * len(t.header) + "}", r"\toprule",
-                " & ".join(latex_escape(h) for h in t.header) + r" \\", r"\midrule"]
-        out += [" & ".join(latex_escape(c) for c in r) + r" \\" for r in t.rows]
-        out += [r"\bottomrule", r"\end{tabular}}"]
-        out += [r"\par\footnotesize " + latex_escape(n) for n in t.notes]
-        out += [r"\end{table}", r"\clearpage" if len(t.rows) > 14 else ""]
-    if meta.skipped:
-        out += [r"\subsection*{" + SKIPPED + "}", r"\begin{itemize}"]
-        out += [r"\item " + latex_escape(m) for m in meta.skipped] + [r"\end{itemize}"]
-    for f in meta.figures:
-        if f.endswith(".pdf"):
-            out += [r"\begin{figure}[h]\centering", r"\includegraphics[width=0.9\textwidth]{" + Path(f).name + "}",
-                    r"\caption{" + latex_escape(FIGURE_CAPTION) + "}", r"\end{figure}"]
-    out.append(r"\end{document}")
-    return "\n".join(out) + "\n"
-
-
 def _html_text(text: str) -> str:
+    """Escaped text with each `code` span as <code>."""
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text, quote=False))
 
 
+HTML_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em} table{border-collapse:collapse;margin:1em 0}"
+              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} td:first-child,th:first-child{text-align:left}"
+              "th{background:#f3f3f3} .note{font-size:90%;color:#444} code{background:#f3f3f3;padding:0 3px}"
+              ".wide{overflow-x:auto} figure{margin:1em 0} figcaption{font-size:90%;color:#444;max-width:60em}")
+
+
+def _html_table(t: Table) -> list[str]:
+    best = best_values(t)
+    out = [f"<h2>{_html_text(t.title)}</h2><div class='wide'><table><tr>"
+           + "".join(f"<th>{_html_text(h)}</th>" for h in t.header) + "</tr>"]
+    for r in t.rows:
+        cells = [f"<strong>{html.escape(str(c))}</strong>" if id(c) in best else html.escape(str(c)) for c in r]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return out + ["</table></div>"] + [f"<p class='note'>{_html_text(n)}</p>" for n in t.notes]
+
+
 def render_html(tables: list[Table], sentences: list[str], meta: Meta) -> str:
-    e = html.escape
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>medboost report</title><style>",
-           "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin:1em 0}",
-           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} td:first-child{text-align:left}",
-           ".note{font-size:90%;color:#444}</style></head><body>", "<h1>medboost report</h1>",
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>medboost report</title>",
+           f"<style>{HTML_STYLE}</style></head><body>", "<h1>medboost report</h1>",
            f"<p>{_html_text(introduction(meta))}</p>", "<h2>Summary</h2><ul>"]
-    out += [f"<li>{e(s)}</li>" for s in sentences] or [f"<li>{NO_PAIRS}</li>"]
+    out += [f"<li>{_html_text(s)}</li>" for s in sentences] or [f"<li>{NO_PAIRS}</li>"]
     out.append("</ul>")
     for t in tables:
-        out += [f"<h2>{e(t.title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr>"]
-        out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in t.rows]
-        out += ["</table>"] + [f"<p class='note'>{e(n)}</p>" for n in t.notes]
+        out += _html_table(t)
+    if meta.empty:
+        out += [f"<h2>{EMPTY}</h2><p>Not shown (<code>medboost report --all</code> shows them):</p><ul>"]
+        out += [f"<li>{_html_text(line)}</li>" for line in empty_lines(meta)] + ["</ul>"]
     if meta.missing:
         out += ["<h2>Missing runs</h2><details><summary>commands</summary><pre>",
-                e("\n".join(meta.missing)), "</pre></details>"]
+                html.escape("\n".join(meta.missing)), "</pre></details>"]
     if meta.skipped:
-        out += [f"<h2>{SKIPPED}</h2><ul>"] + [f"<li>{e(m)}</li>" for m in meta.skipped] + ["</ul>"]
-    out += [f"<img src='{e(Path(f).name)}' style='max-width:100%'>" for f in meta.figures if f.endswith(".png")]
+        out += [f"<h2>{SKIPPED}</h2><ul>"] + [f"<li>{_html_text(m)}</li>" for m in meta.skipped] + ["</ul>"]
+    figures = [f for f in meta.figures if f.endswith(".png")]
+    out += ["<h2>Figures</h2>"] if figures else []
+    out += [f"<figure><img src='{html.escape(Path(f).name)}' alt='{html.escape(Path(f).stem)}' style='max-width:100%'>"
+            f"<figcaption>{_html_text(FIGURE_CAPTION)}</figcaption></figure>" for f in figures]
     out.append("</body></html>")
     return "\n".join(out) + "\n"

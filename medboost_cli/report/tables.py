@@ -9,13 +9,14 @@ header, rows of text and notes; each number it shows keeps a trace (its runs) fo
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..paper import TITLES
 from ..stats import PairedDiff, describe
 from ..studies import TableSpec
-from .gather import Cell, Config, Pair
+from .gather import Cell, Config, Pair, Value
 
 # The comparison the summary sentences are about: the R-LLM booster against the bare backbone.
 HEADLINE = ("rllm", "none")
@@ -27,12 +28,38 @@ STATS_METHOD = ("for each pair of runs with the same seed, the difference in tes
 
 @dataclass
 class Table:
+    """A header, rows (text, or ``Value`` for our numbers beside the paper's), notes; ``fill`` is the command that
+    fills it (a study's table), ``name`` a file name for it (its key, with its configuration)."""
+
     key: str
     title: str
     header: list[str]
-    rows: list[list[str]]
+    rows: list[list[str | Value]]
     notes: list[str] = field(default_factory=list)
     traces: list[dict] = field(default_factory=list)  # one per number: table, row, column, metric, run ids
+    fill: str | None = None
+    name: str = ""
+
+    @property
+    def has_data(self) -> bool:
+        """Whether any of its numbers comes from a run (a table of "—" cells has none)."""
+        return bool(self.traces)
+
+
+def best_values(table: Table) -> set[int]:
+    """The ids of the cells that hold the best (highest) mean of their group, where a group compares two or more
+    means (a parameter count has no group: fewer is not better)."""
+    groups: dict[str, list[Value]] = {}
+    for row in table.rows:
+        for c in row:
+            if isinstance(c, Value) and c.group is not None and c.mean is not None:
+                groups.setdefault(c.group, []).append(c)
+    best = set()
+    for values in groups.values():
+        if len(values) > 1:
+            top = max(v.mean for v in values)
+            best |= {id(v) for v in values if v.mean == top}
+    return best
 
 
 def _title(name: str) -> str:
@@ -40,10 +67,12 @@ def _title(name: str) -> str:
 
 
 def _start(config: Config, spec: TableSpec, header: list[str]) -> Table:
-    names = "/".join(_title(b) for b in config.backbones())
+    names = "/".join(config.backbone_title(b) for b in config.backbones())
     number = f"Table {spec.paper_table}: " if spec.paper_table else ""
     title = f"{number}{spec.caption.format(backbones=names)} ({config.label})"
-    return Table(config.study.table_key(spec), title, header, [])
+    key = config.study.table_key(spec)
+    name = "-".join([key] + ([config.preset] if config.preset else []) + list(config.overrides))
+    return Table(key, title, header, [], fill=config.fill_command([]), name=re.sub(r"[^A-Za-z0-9_-]+", "-", name))
 
 
 def _trace(table: Table, row: str, column: str, metric: str, cell: Cell) -> None:
@@ -72,17 +101,19 @@ def table_main(config: Config, spec: TableSpec) -> Table:
     seen = []
     for backbone in backbones:
         for metric in spec.metrics:
-            row = ([_title(backbone)] if several else []) + [metric.upper()]
+            row = ([config.backbone_title(backbone)] if several else []) + [metric.upper()]
             for task in tasks:
                 for variant in config.study.table_variants(spec):
                     cell = config.cell(task, backbone, variant)
-                    row.append(cell.text(metric, spec.paper_value(task, variant, metric, backbone)))
+                    value = cell.value(metric, spec.paper_value(task, variant, metric, backbone))
+                    value.group = f"{backbone} {metric} {task}"  # without against with the booster
+                    row.append(value)
                     _trace(t, f"{backbone} {metric}", f"{task} {variant}", metric, cell)
                     seen.append((task, cell))
             t.rows.append(row)
     t.notes += _missing_note(config, seen)
-    if config.preset:
-        names = "/".join(_title(b) for b in backbones)
+    if config.preset or config.overrides:
+        names = "/".join(config.backbone_title(b) for b in backbones)
         t.notes.append(f"Our runs use {config.label} ({names}); the paper's values in brackets come from its own, "
                        f"larger configuration and are for orientation only.")
     return t
@@ -100,10 +131,11 @@ def table_prior(config: Config, spec: TableSpec) -> Table:
         for variant in config.study.table_variants(spec):
             label = config.study.label(variant)
             suffix = f"+{label}" if label else ""
-            row = [f"{_title(backbone)}{suffix} (ours)"]
+            row = [f"{config.backbone_title(backbone)}{suffix} (ours)"]
             for task in tasks:
                 cell = config.cell(task, backbone, variant)
-                row.append(cell.text(metric))
+                row.append(cell.value(metric))
+                row[-1].group = task
                 _trace(t, f"{backbone}{suffix}", task, metric, cell)
                 seen.append((task, cell))
             t.rows.append(row)
@@ -113,9 +145,19 @@ def table_prior(config: Config, spec: TableSpec) -> Table:
     return t
 
 
-def _params(cell: Cell, paper: float | None) -> str:
-    ours = f"{cell.runs['params_total'].iloc[0] / 1e6:.1f}" if cell.n else "—"
-    return ours + (f" [{paper:.1f}]" if paper else "")
+def _params(cell: Cell, paper: float | None) -> Value:
+    """The parameter count in millions: one number, no spread and no (n)."""
+    return _Params(cell.runs["params_total"].iloc[0] / 1e6 if cell.n else None, 0.0, 0, paper or None)
+
+
+class _Params(Value):
+    """A parameter count: "12.3 [45.6]", never bold (fewer is not better)."""
+
+    def ours(self) -> str:
+        return "—" if self.mean is None else f"{self.mean:.1f}"
+
+    def __str__(self) -> str:
+        return self.ours() + (f" [{self.paper:.1f}]" if self.paper else "")
 
 
 def table_ablation(config: Config, spec: TableSpec) -> Table:
@@ -128,14 +170,15 @@ def table_ablation(config: Config, spec: TableSpec) -> Table:
             for variant in config.study.table_variants(spec):
                 cell = config.cell(task, backbone, variant)
                 label = config.study.label(variant)
-                name = _title(backbone) + (f" + {label}" if label else "")
+                name = config.backbone_title(backbone) + (f" + {label}" if label else "")
                 row = [name, _title(task)]
                 for metric in spec.metrics:
                     paper = spec.paper_value(task, variant, metric, backbone)
                     if metric == "params":
                         row.append(_params(cell, paper))
                         continue
-                    row.append(cell.text(metric, paper))
+                    row.append(cell.value(metric, paper))
+                    row[-1].group = f"{task} {backbone} {metric}"
                     _trace(t, name, task, metric, cell)
                 seen.append((task, cell))
                 t.rows.append(row)
@@ -154,7 +197,8 @@ def table_layers(config: Config, spec: TableSpec) -> Table:
         for task in tasks:
             backbone = next(r.backbone for r in config.plan if r.task == task)
             cell = config.cell(task, backbone, variant)
-            row.append(cell.text(metric))
+            row.append(cell.value(metric))
+            row[-1].group = task
             _trace(t, variant, task, metric, cell)
             seen.append((task, cell))
         t.rows.append(row)
@@ -183,8 +227,8 @@ def table_outside(outside: list[tuple[str, Cell]]) -> Table:
                "Booster", "ACC", "AUC"], [])
     for label, cell in outside:
         first = cell.runs.iloc[0]
-        t.rows.append([label, _title(first["task"]), _title(first["backbone"]), first["booster"], cell.text("acc"),
-                       cell.text("auc")])
+        t.rows.append([label, _title(first["task"]), _title(first["backbone"]), first["booster"], cell.value("acc"),
+                       cell.value("auc")])
         for metric in ("acc", "auc"):
             _trace(t, label, f"{first['task']} {first['backbone']} {first['booster']}", metric, cell)
     return t
@@ -223,7 +267,7 @@ def table_pairs(pairs: list[Pair]) -> Table:
     t = Table("pairs", "Paired differences (variant minus reference), percentage points, 95% bootstrap CI",
               ["Study", "Config", "Dataset", "Backbone", "Comparison", "n", "ΔACC", "ΔAUC", "AUC verdict"], [])
     for p in pairs:
-        t.rows.append([p.config.study.name, p.config.label, _title(p.task), _title(p.backbone),
+        t.rows.append([p.config.study.name, p.config.label, _title(p.task), p.config.backbone_title(p.backbone),
                        f"{p.variant} − {p.reference}", str(p.auc.n_seeds), _diff(p.acc), _diff(p.auc), p.auc.verdict])
         for metric, d in (("acc", p.acc), ("auc", p.auc)):
             t.traces.append({"table": "pairs", "row": f"{p.config.study.name} {p.task} {p.backbone}",
@@ -243,7 +287,7 @@ def summary(pairs: list[Pair]) -> list[str]:
         if (p.variant, p.reference) != HEADLINE or key in seen:
             continue
         seen.add(key)
-        label = f"{_title(p.task)} ({_title(p.backbone)}, {p.config.label})"
+        label = f"{_title(p.task)} ({p.config.backbone_title(p.backbone)}, {p.config.label})"
         lines.append(describe(label, p.acc, p.auc))
     return lines
 
