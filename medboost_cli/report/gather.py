@@ -149,13 +149,11 @@ def backbone_title(name: str, spec=None) -> str:
 
 
 def _registered_size(name: str):
-    """The registered default size of a 3D backbone (dim, depth, temporal_depth), or None."""
-    try:
-        from ..models.backbones3d import SIZES_3D
-    except ImportError:
-        return None
-    return SIZES_3D.get(name)
+    """The registered spec of backbone ``name`` (a 3D family's holds dim, depth, temporal_depth), or None."""
+    from ..models.backbones import BACKBONES
 
+    family = BACKBONES.get(name)
+    return family.variants[name] if family is not None else None
 
 
 def with_options(command: str, options: tuple[str, ...]) -> str:
