@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import timm
 import torch
@@ -18,8 +18,10 @@ from timm.layers import PatchEmbed
 
 from ..errors import ConfigError
 from ..hub import cached_file, ensure_reachable
-from ..recipes import BackboneConfig
 from .backbones3d import BACKBONES_3D
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ..recipes import BackboneConfig
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from functools import partial
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,9 @@ from einops.layers.torch import Rearrange
 from timm.layers import DropPath
 
 from ..errors import ConfigError
-from ..recipes import BackboneConfig
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ..recipes import BackboneConfig
 
 
 @dataclass(frozen=True)
