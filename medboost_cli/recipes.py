@@ -218,6 +218,7 @@ class RecipeFields(_Strict):
 # Each registered family's own section (under its name), then train: the sections' order, which model_dump keeps.
 Recipe = create_model(
     "Recipe", __base__=RecipeFields, __module__=__name__,
+    __doc__="A run's recipe: the keys of RecipeFields, each model family's own section, and train.",
     **{f.name: (f.section, f.section()) for f in FAMILIES.values() if f.section is not None},
     train=(TrainConfig, TrainConfig()),
 )

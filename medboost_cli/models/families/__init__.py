@@ -2,8 +2,11 @@
 the default) and ``pneumollm``. The recipe schema takes its ``model:`` choices and its family sections from
 ``FAMILIES``; `medboost train --model`, studies, bench, Grad-CAM and the run id ask the entry, never the name.
 
-Adding a family: a module here that defines its builder and its ``ModelFamily`` entry, and one line in
-``FAMILIES`` below."""
+Adding a family NAME: its nn.Modules under ``models/`` (keyword arguments or a small dataclass of their own, no
+recipe import); a module here with its recipe section (a pydantic model, or none), its builder (recipe -> those
+arguments -> ``BuiltModel``, each part seeded from medboost_cli.seeding inside ``torch.random.fork_rng``) and its
+``ModelFamily`` entry; one line in ``FAMILIES`` below; its defaults in ``recipes/models/NAME.yaml`` and a
+``NAME-2d`` (or ``NAME-3d``) section in each preset."""
 
 from __future__ import annotations
 
