@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)/.),)
 export MEDBOOST_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fp32 test-bf16 bench clean
 
 # torch and torchvision first, pinned: on this kind of machine pip takes them from the local disk.
 $(VENV)/.installed: pyproject.toml
@@ -29,8 +29,19 @@ demo: setup
 	$(BIN)/medboost download breast
 	$(BIN)/medboost train breast --booster rllm --preset cpu
 
-test: setup
-	$(BIN)/python -m pytest -n 2 --durations=15
+# The suite with precision `auto` pinned to fp32, then its numerical core again with `auto` forced to bf16: what
+# a CPU with bf16 instructions runs, on every CPU (one without them emulates bf16, slowly: hence a reduced set).
+# Tests that compare numbers across processes or chunks pin their own precision.
+BF16_TESTS := tests/test_hardware.py tests/test_booster.py tests/test_fidelity.py tests/test_llm_layer.py \
+	tests/test_engine.py tests/test_distributed.py::test_one_step_on_two_shares_gives_the_whole_batchs_gradient
+
+test: test-fp32 test-bf16
+
+test-fp32: setup
+	MEDBOOST_AUTO_PRECISION=fp32 $(BIN)/python -m pytest -n 2 --durations=15
+
+test-bf16: setup
+	MEDBOOST_AUTO_PRECISION=bf16 $(BIN)/python -m pytest -n 2 --durations=5 $(BF16_TESTS)
 
 # Speed and memory figures (printed, not asserted in unit tests): the paper's 2D shape and one-layer loading.
 bench: setup

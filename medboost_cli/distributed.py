@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -49,6 +49,12 @@ from .errors import ConfigError, Interrupted, MedboostError, ResultsError, expla
 from .hardware import resolve_device
 
 _ERRORS = "medboost/errors"  # the key in the launcher's store under which failed processes post their line
+
+
+class BatchShare(NamedTuple):
+    rows: slice  # the rows of the batch this process trains on
+    weight: float  # the weight of their mean loss in this process's gradient
+    count: int  # the batch's samples they stand for (0 for the weight-0 stand-in row)
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,16 @@ class World:
         base, extra = divmod(n, self.size)
         lo = self.rank * base + min(self.rank, extra)
         return lo, lo + base + (self.rank < extra)
+
+    def batch_share(self, n: int) -> BatchShare:
+        """This process's rows of a batch of ``n`` and the weight of their mean loss: their share of the batch
+        times the number of processes, so that DDP's mean of the processes' gradients is the whole batch's mean
+        gradient, also for a short or uneven last batch. With fewer rows than processes, a process left without
+        one takes the first row at weight 0, which keeps it in step with the others' collectives."""
+        lo, hi = self.share(n)
+        if lo == hi:
+            return BatchShare(slice(0, 1), 0.0, 0)
+        return BatchShare(slice(lo, hi), (hi - lo) * self.size / n, hi - lo)
 
 
 def world() -> World:

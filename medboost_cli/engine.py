@@ -358,16 +358,13 @@ class Run:
         for i, first in enumerate(range(0, len(split), t.batch_size)):
             idx = order[first : first + t.batch_size]
             theta = transform.maps(len(idx), spatial, augment)  # the whole batch's, on every process
-            lo, hi = world.share(len(idx))
-            rows, weight = slice(lo, hi), (hi - lo) * world.size / len(idx)
-            if lo == hi:  # fewer samples than processes: one sample with weight 0 keeps this process in step
-                rows, weight = slice(0, 1), 0.0
+            rows, weight, count = world.batch_share(len(idx))
             loss = train_step(self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform,
                               None, self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
                               theta=None if theta is None else theta[rows], loss_scale=weight,
                               micro_batch=t.micro_batch)
             self.schedule.step()
-            loss_sum += loss * (hi - lo)
+            loss_sum += loss * count
             reporter.step(loss.item() if (i % 10 == 0 and self.device.type == "cpu") else None)  # no GPU sync
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

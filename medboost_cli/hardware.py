@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 from contextlib import nullcontext
@@ -39,6 +40,23 @@ def cpu_bf16_native() -> bool:
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def cpu_summary() -> str:
+    """One line on this CPU for logs and test headers: its model, cores, torch's vector capability and the bf16
+    instructions that decide precision ``auto``."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    x86 = platform.machine().lower() in X86_MACHINES
+    bf16 = (f"AVX512-BF16 {'yes' if torch.cpu._is_avx512_bf16_supported() else 'no'}, "
+            f"AMX {'yes' if torch.cpu._is_amx_tile_supported() else 'no'}") if x86 \
+        else f"bf16 {'yes' if cpu_bf16_native() else 'no'}"
+    return (f"{model}, {os.cpu_count()} cores, torch capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"{bf16}")
+
+
 def bf16_supported(device: torch.device) -> bool:
     """True where bf16 matrix work runs natively: CUDA compute capability 8.0 (Ampere) and later or ROCm, not the
     emulation torch also offers on older GPUs; a CPU with bf16 instructions (``cpu_bf16_native``)."""
@@ -50,11 +68,30 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+AUTO_PRECISION_ENV = "MEDBOOST_AUTO_PRECISION"
+AUTO_PRECISIONS = ("bf16", "fp32")
+
+
+def auto_is_bf16(device: torch.device) -> bool:
+    """What ``auto`` (``train.precision`` and ``booster.dtype``) resolves to on ``device``: bf16 where the device
+    runs it natively (``bf16_supported``), unless ``$MEDBOOST_AUTO_PRECISION`` says bf16 or fp32. The variable
+    makes one machine resolve ``auto`` as another kind would: a test suite that sees on an AVX2 CPU what a bf16
+    CPU sees, or a run repeated in the precision another machine chose. An explicit bf16 or fp32 in the recipe
+    is never overridden."""
+    forced = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+    if not forced:
+        return bf16_supported(device)
+    if forced not in AUTO_PRECISIONS:
+        raise ConfigError(f"{AUTO_PRECISION_ENV}={forced!r} is not a precision; set it to "
+                          f"{' or '.join(AUTO_PRECISIONS)}, or unset it to let the device decide")
+    return forced == "bf16"
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for train.precision (auto, bf16, fp32); None means plain fp32."""
     if precision == "fp32":
         return None
-    if precision == "bf16" or bf16_supported(device):
+    if precision == "bf16" or auto_is_bf16(device):
         return torch.bfloat16
     return None
 

@@ -3,6 +3,12 @@
 The tests never use the network, and behave the same whether or not the machine has one: the Hugging Face
 libraries are told they are offline (also in the subprocesses the tests start, which inherit the environment),
 and in the test processes any connection or name lookup beyond this machine fails at once (see _no_network).
+
+Precision: ``make test`` runs the suite with precision ``auto`` pinned to fp32 ($MEDBOOST_AUTO_PRECISION), then a
+numerical core of it with ``auto`` forced to bf16, so every CPU sees both. Tests that compare runs made the same
+way (resume, launchers, allocators, repeated seeds) expect identical numbers in whichever precision: the same
+kernels on the same batches. Tests that compare two computations of one quantity (a batch over processes or in
+chunks against one pass) pin fp32, or bound bf16's rounding explicitly.
 """
 
 from __future__ import annotations
@@ -29,6 +35,16 @@ TINY_SETS = [
     "data.verify=false", "backbone.dim=32", "backbone.depth=1", "backbone.heads=2", "train.epochs=2",
     "train.batch_size=16", "train.eval_batch_size=64", "train.warmup_epochs=0",
 ]
+
+
+def pytest_report_header(config):
+    """The CPU and the precision ``auto`` resolves to, at the top of every run, so a failure reads against them."""
+    from medboost_cli.hardware import AUTO_PRECISION_ENV, auto_is_bf16, cpu_summary
+
+    forced = os.environ.get(AUTO_PRECISION_ENV)
+    auto = "bf16" if auto_is_bf16(torch.device("cpu")) else "fp32"
+    return [f"cpu: {cpu_summary()}",
+            f"precision auto -> {auto} ({f'{AUTO_PRECISION_ENV}={forced}' if forced else 'decided by the CPU'})"]
 
 
 def pytest_collection_modifyitems(items):

@@ -14,10 +14,11 @@ import pytest
 
 from medboost_cli import allocator
 from medboost_cli.allocator import restart_environment, started_as_medboost
-from medboost_cli.cli import _allocator_choice
+from medboost_cli.cli import allocator_choice
 from medboost_cli.errors import ConfigError
 
 from .conftest import TINY_SETS, write_medmnist
+from .test_cli import SOURCE_ROOT
 
 MAPS = """\
 55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 1311 /usr/bin/python3.11
@@ -132,20 +133,30 @@ def test_only_medboost_itself_starts_again(orig_argv, expected):
     (["runs"], "jemalloc", None),
     (["--version"], None, None),
     ([], None, None),
+    (["--allocator", "mimalloc", "train"], None, None),  # not a choice: the app's own parse says so
+    (["--allocator", "bench"], None, None),             # "bench" is the option's (bad) value, not the command
 ])
 def test_the_command_line_choice(monkeypatch, words, env, expected):
     if env is None:
         monkeypatch.delenv("MEDBOOST_ALLOCATOR", raising=False)
     else:
         monkeypatch.setenv("MEDBOOST_ALLOCATOR", env)
-    assert _allocator_choice(words) == expected
+    assert allocator_choice(words) == expected
+
+
+def test_reading_the_choice_prints_nothing_and_runs_no_callback(capsys):
+    """The entry reads the options with the app's parser before the app runs: --version and --help act only
+    once, in the app."""
+    for words in (["--version"], ["--help"], ["train", "--help"], ["--allocator", "system", "--version", "bench"]):
+        allocator_choice(words)
+    assert capsys.readouterr() == ("", "")
 
 
 def medboost(*args, env: dict[str, str]) -> subprocess.CompletedProcess:
     """The console script, as a user starts it (its restart is an execve of this very process)."""
     script = Path(sys.executable).with_name("medboost")
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
+                          timeout=300, env={**env, "PYTHONPATH": str(SOURCE_ROOT)})
 
 
 def test_a_bad_choice_is_one_line_and_exit_2():

@@ -172,6 +172,10 @@ CASES: dict[str, tuple[str, Callable[[Path], Path], str]] = {
     "negative-eps": ("hf", config_with(rms_norm_eps=-1e-6), "bad 'rms_norm_eps': -1e-06"),
     "zero-rope-theta": ("hf", config_with(rope_theta=0), "bad 'rope_theta': 0"),
     "model-type-a-list": ("hf", config_with(model_type=["llama"]), "model_type ['llama'] is not supported"),
+    "model-type-unregistered": ("hf", config_with(model_type="gpt2"), "model_type 'gpt2' is not supported; medboost "
+                                "reads the LM families llama (llama, mistral, qwen2), bert (bert), phi (phi)"),
+    "phi-qk-layernorm": ("hf", config_with(model_type="phi", hidden_act="gelu_new", qk_layernorm=True),
+                         "qk_layernorm=true is not supported"),
     # the shard index
     "index-not-json": ("sharded", lambda lm: _write(lm / INDEX, "weight_map"), "cannot be read as JSON"),
     "weight-map-a-list": ("sharded", lambda lm: edit_json(lm / INDEX, lambda i: {**i, "weight_map": []}),

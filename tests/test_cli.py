@@ -27,7 +27,7 @@ from medboost_cli import cli
 
 from .conftest import TINY_SETS, write_medmnist
 
-SOURCE_ROOT = Path(cli.__file__).resolve().parents[1]  # the child processes import this medboost_cli
+SOURCE_ROOT = Path(cli.__file__).resolve().parents[2]  # the child processes import this medboost_cli (cli/__init__.py)
 
 
 @dataclass

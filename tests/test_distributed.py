@@ -7,6 +7,12 @@ or torchrun. Failures are injected with a ``sitecustomize`` module on the childr
 so the code under test has no test hooks. The recipe has no BatchNorm (``backbone.stem=patch``) and no dropout,
 the two things that legitimately differ between process counts, and an uneven global batch (46 samples in
 batches of 15: shares of 8 and 7, and a last batch of one sample, which leaves the second process none).
+
+Precision: what is exact by construction (the shares, the weights, one step's averaged gradient) is checked in
+this process, in fp32 and in bf16 asked for explicitly. Whole trainings on 2 processes and on 1 are compared in
+fp32, pinned in the recipe (``train.precision`` and ``booster.dtype``): in bf16 the processes' matmuls over
+shares of a batch round differently from one matmul over the batch, and a few epochs grow that into differences
+of 3.5e-3 in a test probability (AMD EPYC with AVX512-BF16, 2026-12-06), which no tight bound survives.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import torch
 from medboost_cli import distributed
 from medboost_cli.data import BatchTransform
 from medboost_cli.distributed import World
-from medboost_cli.engine import evaluate_run, train
+from medboost_cli.engine import evaluate_run, make_transforms, train, train_step
 from medboost_cli.errors import ConfigError
+from medboost_cli.hardware import autocast_dtype
 from medboost_cli.models import build_model
 from medboost_cli.recipes import load_recipe
 from medboost_cli.results import COLUMNS, load_results, new_row, read_row
@@ -39,11 +46,12 @@ from .test_cli import SOURCE_ROOT, assert_one_line_error
 
 SETS = ["data.verify=false", "backbone.dim=32", "backbone.depth=1", "backbone.heads=2", "backbone.stem=patch",
         "backbone.drop_path=0", "train.epochs=2", "train.batch_size=15", "train.eval_batch_size=5",
-        "train.warmup_epochs=0"]
+        "train.warmup_epochs=0", "train.precision=fp32", "booster.dtype=fp32"]
 SIZES = (46, 16, 23)  # train, val, test
 STEPS_PER_EPOCH = 4  # ceil(46 / 15)
-# The largest difference in a test probability between 2 processes and 1, measured here: 2.4e-7 to 6.9e-7 (float32
-# rounding: the processes' gradients are averaged, not summed in one pass). The bound leaves room for other CPUs.
+# The largest difference in a test probability between 2 processes and 1, in fp32 (float32 rounding: the processes'
+# gradients are averaged, not summed in one pass): 2.4e-7 to 6.9e-7 on an AMD EPYC with AVX2 only, 3.3e-7 on an AMD
+# EPYC with AVX512-BF16 (2026-12-06). A CPU with AMX runs fp32 in the same AVX-512 kernels. The bound is 15x those.
 TOLERANCE = 1e-5
 TIMEOUT = 600  # seconds per launch: a start-up imports torch in every process, slow on a loaded machine
 
@@ -136,6 +144,49 @@ def test_shares_cover_every_row_once_in_order():
             assert [lo for lo, _ in shares] == [0] + [hi for _, hi in shares[:-1]] and shares[-1][1] == n
             lengths = [hi - lo for lo, hi in shares]
             assert max(lengths) - min(lengths) <= 1 and lengths == sorted(lengths, reverse=True)
+
+
+def test_a_batchs_shares_weigh_their_rows_so_the_mean_is_the_whole_batch():
+    for n in (1, 2, 7, 15):
+        for size in (1, 2, 3):
+            shares = [World(rank, size).batch_share(n) for rank in range(size)]
+            assert sum(s.count for s in shares) == n
+            assert sum(s.weight for s in shares) == pytest.approx(size)  # DDP divides the sum by size
+            for s in shares:
+                assert s.weight == (s.count * size / n if s.count else 0.0)
+                assert s.rows.stop - s.rows.start == max(s.count, 1)  # a process without rows takes one at weight 0
+
+
+@pytest.mark.parametrize("n", [15, 1])
+# Relative gradient error measured on an AMD EPYC with AVX512-BF16 (2026-12-06): 4.9e-8 in fp32, 2.1e-3 in bf16; shares
+# weighted 1.0 each, as a process that ignored the uneven split would, miss by 1.9e-2: both bounds catch that.
+@pytest.mark.parametrize("precision, bound", [("fp32", 1e-5), ("bf16", 1e-2)])
+def test_one_step_on_two_shares_gives_the_whole_batchs_gradient(precision, bound, n):
+    """One training step as 2 processes take it (each its rows of the batch, at its weight) and as one: the mean of
+    the two gradients, which is what DDP's all-reduce makes of them, is the whole batch's gradient, to fp32
+    rounding in fp32 and to bf16's in bf16 (asked for explicitly, so every CPU checks both; bf16 is emulated, and
+    slow, where the CPU lacks it: a 1-block model). Batch 15 gives shares of 8 and 7; batch 1 leaves the second
+    process a weight-0 row."""
+    r = load_recipe("breast", preset="cpu", flags=[("--booster", "booster.mode", "rllm")],
+                    sets=SETS + [f"train.precision={precision}", f"booster.dtype={precision}"])
+    model = build_model(r, r.task_info).model.train()
+    transform, amp = make_transforms(r, model.backbone)[0], autocast_dtype(precision, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 2, (n, 1), generator=g)
+    theta = transform.maps(n, 2, torch.Generator().manual_seed(1))
+    sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)  # leaves weights as they are
+
+    def gradient(rows: slice, weight: float) -> torch.Tensor:
+        train_step(model, sgd, images[rows], labels[rows], transform, None, amp, r.task_info.task_type,
+                   theta=theta[rows], loss_scale=weight)
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+    whole = gradient(slice(0, n), 1.0)
+    shares = [World(rank, 2).batch_share(n) for rank in range(2)]
+    mean = sum(gradient(s.rows, s.weight) for s in shares) / 2
+    assert float(whole.norm()) > 0
+    assert float((mean - whole).norm() / whole.norm()) < bound
 
 
 def test_world_comes_from_the_launcher_environment(monkeypatch):

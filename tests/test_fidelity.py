@@ -93,7 +93,7 @@ def test_the_final_norm_choices_differ_and_enter_the_layer_hash(tiny_llama, layo
 
 def test_pretrained_norm_reads_one_more_tensor(tiny_llama, monkeypatch):
     """Memory-lean: the layer's tensors plus model.norm.weight, nothing else."""
-    import medboost_cli.models.llm_loading as loading
+    import medboost_cli.models.checkpoint_hf as loading
 
     folder = tiny_llama[0]
     read: list[str] = []
@@ -138,7 +138,8 @@ def test_random_init_gives_the_final_norm_the_lms_own_init(tiny_llama):
 def test_bert_layers_take_no_final_norm():
     assert load_llm_layer("minilm", -1, norm="auto").norm == "none"
     for choice in ("unit", "pretrained"):
-        with pytest.raises(MedboostError, match=rf"booster.lm_norm={choice} is for LLaMA-family layers.*auto or none"):
+        message = rf"booster.lm_norm={choice} is for LMs with a final norm \(llama, phi\); a BERT layer .*auto or none"
+        with pytest.raises(MedboostError, match=message):
             load_llm_layer("minilm", -1, norm=choice)
 
 

@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from medboost_cli import hardware
+from medboost_cli.errors import ConfigError
 from medboost_cli.hardware import autocast_dtype, bf16_supported, peak_rss_mb
+from medboost_cli.models import llm_dtype
+from medboost_cli.recipes import load_recipe
 
 CPU = torch.device("cpu")
 
@@ -37,6 +40,7 @@ def fake_cpu(monkeypatch, machine: str, avx512_bf16: bool = False, amx: bool = F
     ("arm64", {}, False),  # an Arm CPU without the BF16 extension (Apple M1)
 ])
 def test_auto_is_bf16_only_where_the_cpu_has_bf16_instructions(monkeypatch, machine, flags, native):
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)  # the device decides
     fake_cpu(monkeypatch, machine, **flags)
     assert bf16_supported(CPU) is native
     assert autocast_dtype("auto", CPU) == (torch.bfloat16 if native else None)
@@ -44,10 +48,43 @@ def test_auto_is_bf16_only_where_the_cpu_has_bf16_instructions(monkeypatch, mach
     assert autocast_dtype("fp32", CPU) is None
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_the_environment_says_what_auto_resolves_to_on_any_cpu(monkeypatch, native):
+    """$MEDBOOST_AUTO_PRECISION makes ``auto`` (autocast and F_L's storage) bf16 or fp32 whatever the CPU has, so a
+    test suite sees on one kind of CPU what another sees; a precision the recipe names is never overridden."""
+    fake_cpu(monkeypatch, "x86_64", avx512_bf16=native)
+    recipe = load_recipe("breast", preset="cpu")
+    assert recipe.train.precision == "auto" and recipe.booster.dtype == "auto"
+    for forced, dtype in (("bf16", torch.bfloat16), ("fp32", None), (" BF16 ", torch.bfloat16)):
+        monkeypatch.setenv(hardware.AUTO_PRECISION_ENV, forced)
+        assert autocast_dtype("auto", CPU) == dtype
+        assert llm_dtype(recipe, CPU) == (dtype or torch.float32)
+        assert autocast_dtype("bf16", CPU) == torch.bfloat16 and autocast_dtype("fp32", CPU) is None
+    monkeypatch.setenv(hardware.AUTO_PRECISION_ENV, "")
+    assert autocast_dtype("auto", CPU) == (torch.bfloat16 if native else None)  # empty: the device decides
+    monkeypatch.setenv(hardware.AUTO_PRECISION_ENV, "fp16")
+    with pytest.raises(ConfigError, match="MEDBOOST_AUTO_PRECISION='fp16' is not a precision; set it to bf16 or fp32"):
+        autocast_dtype("auto", CPU)
+
+
+@pytest.mark.parametrize("machine, flags, shown", [
+    ("x86_64", {}, "AVX512-BF16 no, AMX no"),
+    ("x86_64", {"avx512_bf16": True}, "AVX512-BF16 yes, AMX no"),
+    ("x86_64", {"avx512_bf16": True, "amx": True}, "AVX512-BF16 yes, AMX yes"),
+    ("aarch64", {"mkldnn_bf16": True}, "bf16 yes"),
+])
+def test_the_cpu_line_names_the_instructions_that_decide_auto(monkeypatch, machine, flags, shown):
+    fake_cpu(monkeypatch, machine, **flags)
+    line = hardware.cpu_summary()
+    assert line.endswith(shown) and f"{os.cpu_count()} cores" in line
+    assert f"torch capability {torch.backends.cpu.get_cpu_capability()}" in line
+
+
 @pytest.mark.parametrize("capability_8, native", [(True, True), (False, False)])
 def test_auto_on_cuda_needs_native_bf16_not_emulation(monkeypatch, capability_8, native):
     """torch.cuda.is_bf16_supported() is true by default on pre-Ampere GPUs too, which emulate bf16; precision
     auto asks without emulation, on the device it will run on."""
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)  # the device decides
     asked = []
 
     def is_bf16_supported(including_emulation: bool = True) -> bool:

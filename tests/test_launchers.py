@@ -1,4 +1,5 @@
-"""Launchers (local pool, submitit), run locks and concurrent writers: studies trained at scale stay idempotent.
+"""Launchers (the registry, local pool, in-process), run locks and concurrent writers: studies trained at scale stay
+idempotent (the cluster launchers: test_launchers_cluster.py).
 
 The studies here are tiny (one 1-block ViT on 48 fabricated images, 1-2 epochs): a study file written into a copy
 of recipes/ ($MEDBOOST_RECIPES), with only the baseline variant, so its runs differ by seed alone.
@@ -25,8 +26,7 @@ import pytest
 
 from medboost_cli import locks
 from medboost_cli.errors import MedboostError
-from medboost_cli.launchers import (ClusterOptions, Job, SubmititRun, cpu_threads, jobs_for, make_executor, run_pool,
-                                    submit, wait_for)
+from medboost_cli.launchers import cpu_threads, jobs_for, run_pool
 from medboost_cli.recipes import recipes_dir
 from medboost_cli.results import ResultsDir, load_results, new_row, write_row
 from medboost_cli.studies import expand, load_study
@@ -118,7 +118,7 @@ def test_a_rerun_after_a_mix_of_outcomes_trains_only_what_is_missing(study, monk
     assert [status.get(r.run_id) for r in runs] == ["completed", "completed", "completed", None, "completed"]
     assert ResultsDir(results).row(completed.run_id).read_bytes() == before
     assert "resuming" in ResultsDir(results).log(interrupted.run_id).read_text()
-    assert "resuming" in out.stderr  # --jobs 1 shows the run's log lines on the terminal, as ablate always did
+    assert "resuming" in out.stderr  # --jobs 1 shows the run's log lines on the terminal
 
 
 def dead_pid() -> int:
@@ -263,81 +263,6 @@ def test_the_sequential_launcher_stops_at_the_first_failure_with_one_line(study)
     assert "0 trained, 0 skipped (completed), 1 failed, 0 interrupted, 1 not started" in out.stdout
 
 
-def test_submitit_local_runs_the_study_and_collects_the_outcomes(study):
-    out = ablate(study, "--launcher", "submitit-local", "--time", "20", seeds=2)
-    assert out.returncode == 0, out.stderr
-    assert count(out.stdout, "submitted") == 2 and count(out.stdout, "trained") == 2
-    assert "2 trained, 0 skipped" in out.stdout
-    assert set(rows(study).status) == {"completed"} and len(rows(study)) == 2
-
-
-def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(study, monkeypatch):
-    """The chain a Slurm preemption or time limit sets off (SIGUSR2 while training): the run stops at once with
-    its last epoch saved and an "interrupted" row, submitit's handler is then called (here a stand-in for it, which
-    would checkpoint and requeue), and the submission ``checkpoint`` returns resumes from last.pt to the metrics
-    of an uninterrupted run."""
-    from medboost_cli import progress
-
-    (recipe_run,) = plan(study, 1, "train.epochs=2")
-    job = Job.of(recipe_run, study / "d", study / "r")
-    handed_over = []
-
-    def submitit_handler(signum, frame):
-        handed_over.append(signum)
-        raise SystemExit(-1)  # submitit exits after requeueing
-
-    real_epoch = progress.RichReporter.epoch
-
-    def preempt_after_first_epoch(self, record):
-        real_epoch(self, record)
-        if record["epoch"] == 0:
-            os.kill(os.getpid(), signal.SIGUSR2)
-
-    previous = signal.signal(signal.SIGUSR2, submitit_handler)
-    try:
-        monkeypatch.setattr(progress.RichReporter, "epoch", preempt_after_first_epoch)
-        with pytest.raises(SystemExit):
-            SubmititRun(job)()
-        monkeypatch.setattr(progress.RichReporter, "epoch", real_epoch)
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
-    assert handed_over == [signal.SIGUSR2]
-    row = load_results(study / "r", columns=["status", "error", "epochs_done"]).iloc[0]
-    assert row.status == "interrupted" and "SIGUSR2" in row.error and row.epochs_done == 1
-    assert ResultsDir(study / "r").last(job.run_id).exists()
-
-    delayed = SubmititRun(job).checkpoint()
-    assert delayed.kwargs == {"resume": True}
-    outcome = delayed.result()
-    assert outcome.status == "trained"
-    assert "resuming" in ResultsDir(study / "r").log(job.run_id).read_text()
-    full = SubmititRun(Job.of(recipe_run, study / "d", study / "full"))()
-    a = load_results(study / "r").iloc[0]
-    b = load_results(study / "full").iloc[0]
-    assert outcome.test_auc == full.test_auc and a.best_epoch == b.best_epoch and a.val_auc == b.val_auc
-    assert np.array_equal(np.stack(a.test_scores), np.stack(b.test_scores))
-
-
-def test_a_real_preemption_of_a_submitit_local_job_requeues_it_and_it_resumes(study):
-    """SIGUSR2 to the training process, as Slurm sends before a time limit or a preemption: submitit requeues
-    the job and the run resumes from last.pt (the in-process test above checks the resumed metrics)."""
-    (planned,) = plan(study, 1, "train.epochs=60")
-    job = Job.of(planned, study / "d", study / "r", threads=1)
-    executor = make_executor("submitit-local", study / "r", ClusterOptions(time=20), None)
-    ((handle, _),) = submit([job], executor)
-    layout = ResultsDir(study / "r")
-    deadline = time.time() + 300
-    while not layout.last(job.run_id).exists() and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(locks.read_holder(layout.lock(job.run_id)).pid, signal.SIGUSR2)
-    (outcome,) = wait_for([(handle, job)], lambda _: None, poll_s=0.2)
-    assert outcome.status == "trained", outcome
-    log = layout.log(job.run_id).read_text()
-    assert "interrupted by SIGUSR2" in log and "resuming" in log and log.count(" on ") >= 2
-    assert "Requeued job" in handle.stdout()
-    assert load_results(study / "r", columns=["status", "epochs_done"]).iloc[0].tolist() == ["completed", 60]
-
-
 # Ctrl-C as a terminal delivers it: a child of a pytest-xdist worker may inherit SIGINT as ignored, and Python
 # then installs no KeyboardInterrupt handler of its own.
 INTERRUPT = textwrap.dedent("""
@@ -368,43 +293,6 @@ def test_ctrl_c_on_a_pool_interrupts_every_running_run_once(study):
     assert not list((study / "r" / "locks").iterdir())
 
 
-def test_slurm_dry_run_prints_the_sbatch_script_and_the_runs(study):
-    profile = study / "lab.yaml"
-    profile.write_text("partition: cpu\naccount: lab42\ncpus-per-run: 8\nsetup: [source /opt/venv/bin/activate]\n"
-                       "sbatch: {constraint: a100}\n")
-    out = ablate(study, "--launcher", "slurm", "--profile", profile, "--partition", "gpu", "--gpus-per-run", "1",
-                 "--time", "1-02:00:00", "--mem", "32G", "--jobs", "3", "--dry-run")
-    assert out.returncode == 0, out.stderr
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab42", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G", "#SBATCH --time=1560", "#SBATCH --array=0-3%3",
-                 "#SBATCH --signal=USR2@120", "#SBATCH --constraint=a100", "source /opt/venv/bin/activate"):
-        assert line in out.stdout, line
-    assert out.stdout.count("todo  medboost train breast") == 4
-    assert not (study / "r").exists()  # nothing submitted, nothing written
-
-
-@pytest.mark.parametrize("content, args, fragments", [
-    ("gpus: 1\n", [], ["lab.yaml: bad profile key 'gpus'", "keys: partition"]),
-    ("time: soon\n", [], ["lab.yaml: bad profile key 'time'", "'soon' is not a Slurm time"]),
-    ("mem: lots\n", [], ["bad profile key 'mem'"]),
-    ("- a list\n", [], ["lab.yaml"]),
-    ("partition: gpu\n", ["--cpus-per-run", "0"], ["--cpus-per-run"]),
-    ("partition: gpu\n", ["--time", "1:2:3:4"], ["--time '1:2:3:4'"]),
-])
-def test_bad_profiles_and_options_are_one_line(study, content, args, fragments):
-    profile = study / "lab.yaml"
-    profile.write_text(content)
-    out = ablate(study, "--launcher", "slurm", "--profile", profile, *args, "--dry-run")
-    assert_one_line_error(out, *fragments, code=2)
-
-
-def test_cluster_options_need_a_cluster_launcher(study):
-    assert_one_line_error(ablate(study, "--partition", "gpu"), "apply to --launcher slurm", code=2)
-    assert_one_line_error(ablate(study, "--launcher", "slurm", "--profile", study / "none.yaml", "--dry-run"),
-                          "profile", "none.yaml not found", code=2)
-    assert_one_line_error(ablate(study, "--launcher", "pbs"), "--launcher pbs: choose local, slurm", code=2)
-
-
 NO_CUDA_AT_IMPORT = textwrap.dedent("""
     import torch
     calls = []
@@ -422,29 +310,6 @@ def test_the_forkserver_imports_touch_no_cuda():
                          env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "False"]
-
-
-def test_slurm_submits_one_array_of_the_runs_still_to_train(study, monkeypatch):
-    """Through a stand-in sbatch (and srun, which submitit looks for): the runs not completed go out as one job
-    array, each array task with the pickled run it trains."""
-    bin_dir = study / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {study / 'submitted.sh'}\necho Submitted batch job 4242\n")
-    for tool in ("srun", "sbatch"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    out = ablate(study, "--launcher", "slurm", "--partition", "gpu", "--time", "90")
-    assert out.returncode == 0, out.stderr
-    assert count(out.stdout, "submitted") == 4 and "as job 4242_3" in out.stdout
-    script = (study / "submitted.sh").read_text()
-    assert "#SBATCH --array=0-3%4" in script and "#SBATCH --partition=gpu" in script and "--time=90" in script
-    pickles = list((study / "r" / "submitit").rglob("4242_*_submitted.pkl"))
-    assert len(pickles) == 4
-    import cloudpickle
-
-    delayed = cloudpickle.loads(pickles[0].read_bytes())
-    assert isinstance(delayed.function, SubmititRun) and delayed.function.job.run_id in out.stdout
 
 
 @pytest.mark.slow
@@ -480,3 +345,46 @@ def test_the_pool_and_submitit_train_a_study_on_real_breastmnist_alike(study):
         for run_id in base.index:
             np.testing.assert_array_equal(np.asarray(list(other.test_scores[run_id])),
                                           np.asarray(list(base.test_scores[run_id])))
+
+
+def test_a_launcher_is_one_registered_entry(study, monkeypatch):
+    """A new launcher is a ``Launcher`` subclass and one entry in ``LAUNCHERS``: ablate runs it, --dry-run prints
+    its preview, its ``takes_cluster_options`` decides whether it accepts --partition, and an unknown name lists it."""
+    from medboost_cli import launchers
+    from medboost_cli.launchers.base import Launcher
+    from medboost_cli.launchers.jobs import run_job
+
+    class Reversed(Launcher):
+        name = "reversed"
+        summary = "the runs in reverse order, in this process"
+
+        def preview(self, launch):
+            yield f"# {len(launch.todo)} runs, last first"
+
+        def run(self, launch):
+            for job in reversed(launch.todo):
+                launch.started.append(job)
+                launch.ended(run_job(job))
+
+    monkeypatch.setitem(launchers.LAUNCHERS, "reversed", Reversed())
+    dry = ablate(study, "--launcher", "reversed", "--dry-run", seeds=2)
+    assert dry.returncode == 0 and "# 2 runs, last first" in dry.stdout, dry.stderr
+    assert_one_line_error(ablate(study, "--launcher", "reversed", "--partition", "gpu", seeds=2),
+                          "apply to --launcher slurm or submitit-local", code=2)
+    out = ablate(study, "--launcher", "reversed", seeds=2)
+    assert out.returncode == 0, out.stderr
+    trained = [line.split()[1].rstrip(":") for line in out.stdout.splitlines() if line.startswith("trained ")]
+    assert trained == [r.run_id for r in reversed(plan(study, 2))] and "2 trained, 0 skipped" in out.stdout
+    assert_one_line_error(ablate(study, "--launcher", "pbs"), "choose local, slurm, submitit-local, reversed", code=2)
+
+
+def test_local_trains_in_this_process_for_one_job_and_in_a_pool_for_more():
+    from medboost_cli.launchers import LAUNCHERS, Launch
+    from medboost_cli.launchers.in_process import InProcess
+    from medboost_cli.launchers.local_pool import LocalPool
+
+    local = LAUNCHERS["local"]
+    chosen = {jobs: type(local.chosen(Launch([], None, [], Path("d"), Path("r"), jobs, None, False)))
+              for jobs in (None, 1, 2, 8)}
+    assert chosen == {None: InProcess, 1: InProcess, 2: LocalPool, 8: LocalPool}
+    assert [name for name, entry in LAUNCHERS.items() if entry.takes_cluster_options] == ["slurm", "submitit-local"]

@@ -68,7 +68,7 @@ def test_negative_layer_counts_from_the_end(tiny_llama):
 
 def test_only_the_layers_shards_are_opened(tiny_llama, monkeypatch):
     folder, _ = tiny_llama
-    import medboost_cli.models.llm_loading as loading
+    import medboost_cli.models.checkpoint_hf as loading
 
     opened = []
     real = loading.read_safetensors
@@ -163,8 +163,9 @@ def test_bf16_storage_keeps_fp32_residual_stream(tiny_llama):
 
 
 def test_unsupported_model_type_is_clear(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi", "hidden_size": 8, "num_attention_heads": 2}))
-    with pytest.raises(MedboostError, match="model_type 'phi' is not supported"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "hidden_size": 8, "num_attention_heads": 2}))
+    with pytest.raises(MedboostError, match=r"model_type 'gpt2' is not supported; medboost reads the LM families "
+                                            r"llama \(llama, mistral, qwen2\), bert \(bert\), phi \(phi\)$"):
         load_llm_layer(str(tmp_path), 0)
 
 
@@ -326,3 +327,15 @@ def test_truncated_safetensors_shard_is_a_clear_error(tiny_llama, tmp_path):
     (folder / "model.safetensors").write_bytes(raw[:5])
     with pytest.raises(MedboostError, match=r"not a readable safetensors file"):
         load_llm_layer(str(folder), 2)
+
+
+def test_an_unregistered_family_is_one_error_line_not_a_bert_layer():
+    """Every family-specific step asks the registry: a family it does not hold is refused, never run as another."""
+    from medboost_cli.errors import ConfigError
+    from medboost_cli.models.llm import resolve_lm_norm
+
+    t5 = LayerSpec("t5", 32, 64, 4, 4, 8, 1e-6, n_layers=2)
+    for step in (lambda: build_block(t5), lambda: layer_flops(t5, 7), lambda: t5.n_params,
+                 lambda: resolve_lm_norm("auto", t5)):
+        with pytest.raises(ConfigError, match=r"^LM family 't5' is not registered; registered: llama, bert, phi$"):
+            step()

@@ -61,3 +61,20 @@ def test_demo_downloads_before_training(tmp_path):
     download = next(i for i, c in enumerate(commands) if c.endswith("medboost download breast"))
     train = next(i for i, c in enumerate(commands) if "medboost train breast" in c)
     assert download < train
+
+
+def test_the_tests_run_in_fp32_then_their_numerical_core_in_bf16(tmp_path):
+    """`make test` runs the whole suite with precision auto pinned to fp32 and then a set of it forced to bf16, so
+    every CPU checks both; every test file of the bf16 set exists."""
+    repo = _checkout(tmp_path, shared=False)
+    commands = [c for c in _make(repo, "-n", "test", cwd=repo).splitlines() if "-m pytest" in c]
+    assert len(commands) == 2
+    fp32, bf16 = commands
+    assert fp32.startswith("MEDBOOST_AUTO_PRECISION=fp32 ") and "tests/" not in fp32  # the whole suite
+    assert bf16.startswith("MEDBOOST_AUTO_PRECISION=bf16 ")
+    selected = [arg for arg in bf16.split() if arg.startswith("tests/")]
+    assert len(selected) >= 5
+    for arg in selected:
+        path, _, name = arg.partition("::")
+        assert (ROOT / path).is_file(), path
+        assert not name or f"def {name}(" in (ROOT / path).read_text(), arg

@@ -114,7 +114,7 @@ def test_llama_stack_with_rope_and_emitter_is_transformers_own(tiny_llama, tmp_p
 
 
 def test_loaded_layers_are_read_once_each_and_random_layers_differ(tiny_llama, monkeypatch):
-    import medboost_cli.models.llm_loading as loading
+    import medboost_cli.models.checkpoint_hf as loading
 
     folder, _ = tiny_llama
     read = []
@@ -266,7 +266,7 @@ def test_source_tokens_are_the_cls_of_every_kth_block():
     (["pneumollm.rope=true"], "pneumollm.rope=true applies RoPE.*set pneumollm.rope=false"),
     (["booster.freeze=false"], "booster.freeze=false: PneumoLLM keeps its LM frozen"),
     (["pneumollm.llm_layers=9"], "pneumollm.llm_layers=9: the LM has only 6 layers"),
-    (["pneumollm.final_norm=unit"], "pneumollm.final_norm=unit is for LLaMA-family LMs"),
+    (["pneumollm.final_norm=unit"], "pneumollm.final_norm=unit is for LMs with a final norm"),
 ])
 def test_inconsistent_switches_are_clear_errors(sets, message):
     with pytest.raises(MedboostError, match=message):

@@ -61,7 +61,8 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..seeding import Init, init_seed
 from .backbones import TimmViT
-from .llm import LayerSpec, rope_tables
+from .llm import LayerSpec, resolve_lm_norm, rope_tables
+from .lm import lm_family
 from .llm_loading import LoadedStack, llm_spec, load_llm_layers, weights_sha256
 
 
@@ -258,13 +259,9 @@ def lm_layer_indices(n_layers: int, choice: int | None) -> list[int]:
 
 
 def resolve_final_norm(choice: str, spec: LayerSpec) -> str:
-    """``pneumollm.final_norm``: auto is the LM's own final norm (pretrained) for LLaMA-family layers, none for BERT."""
-    if choice == "auto":
-        return "pretrained" if spec.arch == "llama" else "none"
-    if spec.arch == "bert" and choice != "none":
-        raise ConfigError(f"pneumollm.final_norm={choice} is for LLaMA-family LMs; a BERT model has no final norm: "
-                          f"use auto or none")
-    return choice
+    """``pneumollm.final_norm``: auto is the LM family's choice (LLaMA, Phi: its own final norm, pretrained; BERT:
+    none); a norm the family does not take is an error."""
+    return resolve_lm_norm(choice, spec, "pneumollm.final_norm", lm_family(spec.arch).pneumollm_norm)
 
 
 def build_pneumollm(backbone: TimmViT, n_classes: int, cfg: PneumoLLMOptions, *, llm: str, with_lm: bool = True,
@@ -282,9 +279,9 @@ def build_pneumollm(backbone: TimmViT, n_classes: int, cfg: PneumoLLMOptions, *,
     stack = None
     spec = llm_spec(llm)
     if with_lm:
-        if cfg.rope and spec.arch != "llama":
-            raise ConfigError(f"pneumollm.rope=true applies RoPE, which {llm} (a BERT model) does not "
-                              f"use: set pneumollm.rope=false")
+        if cfg.rope and not lm_family(spec.arch).rotary:
+            raise ConfigError(f"pneumollm.rope=true applies RoPE, which medboost does not apply to "
+                              f"{llm} (an LM of the {spec.arch} family): set pneumollm.rope=false")
         stack = load_llm_layers(llm, lm_layer_indices(spec.n_layers, llm_layers), init=llm_init, dtype=lm_dtype,
                                 seed=seed, norm=resolve_final_norm(final_norm, spec), hf_rope_order=cfg.rope)
     model = PneumoLLM(backbone, stack, spec.hidden, n_classes, cfg, seed=seed)

@@ -1,10 +1,13 @@
-"""Model files as untrusted input: every check of an LM folder's files (and of a torch checkpoint) in one place.
+"""Model files as untrusted input: the checks of an LM folder's files (and of a torch checkpoint), and the typed
+fields the LM families' config schemas are built from.
 
 A checkpoint folder comes from anywhere (a hub mirror, a colleague, a half-finished download), so each file is read
 with limits and checked before anything is allocated, indexed or built from it:
 
 * JSON files (config.json, params.json, the shard index) are size-capped, must be JSON objects, and their fields
-  are typed and range-checked (pydantic): positive sizes, heads dividing the width, finite positive epsilons;
+  are typed and range-checked (pydantic): positive sizes, heads dividing the width, finite positive epsilons
+  (config.json: ``HFConfig`` here, or an LM family's subclass of it in ``models/lm/``; params.json:
+  ``lm/llama_meta.py``);
 * a safetensors header's length is checked against a cap and the file's size BEFORE it is read (a length field of
   2^40 would otherwise ask for a terabyte), and every tensor entry must have a known dtype, a shape of
   non-negative ints and byte offsets inside the data section that match shape x dtype size, so no tensor can be
@@ -22,13 +25,12 @@ import os
 import reprlib
 import struct
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ModelFileError
-from .llm import LayerSpec
 
 MAX_JSON_BYTES = 64 * 2**20  # a 405B model's config and shard index are well under 1 MB
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own cap on a header (MAX_HEADER_SIZE)
@@ -45,18 +47,18 @@ _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 40
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     """A value found in a file, shortened for a one-line message (it may be a megabyte of anything)."""
     return _REPR.repr(value)
 
 
-def _explain(error: ValidationError, where: str) -> str:
+def explain(error: ValidationError, where: str) -> str:
     """The first pydantic error as one line: which key, the value found, what was expected."""
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "missing":
         return f"{where}: lacks '{key}'; {_FIX}"
-    return f"{where}: bad {repr(key) if key else 'entry'}: {_short(first.get('input'))} ({first['msg']}); {_FIX}"
+    return f"{where}: bad {repr(key) if key else 'entry'}: {short(first.get('input'))} ({first['msg']}); {_FIX}"
 
 
 # ------------------------------------------------------------------------------------------------------ JSON
@@ -86,14 +88,15 @@ Count = Annotated[int, Field(strict=True, gt=0, le=2**14)]  # heads, layers
 Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]  # epsilons, std, rope theta
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)  # configs carry many keys a single layer does not use
 
 
-class HFConfig(_Lenient):
-    """The keys of a transformers config.json that shape one layer."""
+class HFConfig(Lenient):
+    """The keys of a transformers config.json that shape one layer. An LM family whose config has keys of its own
+    checks them with a subclass (``LMFamily.hf_config``)."""
 
-    model_type: Literal["llama", "mistral", "qwen2", "bert"]
+    model_type: Annotated[str, Field(strict=True)]
     hidden_size: Size
     intermediate_size: Size
     num_attention_heads: Count
@@ -108,71 +111,18 @@ class HFConfig(_Lenient):
     rope_theta: Positive | None = None  # not applied (F_L is position-free), but a damaged value is still refused
 
 
-class MetaParams(_Lenient):
-    """Meta's params.json."""
-
-    dim: Size
-    n_heads: Count
-    n_layers: Count
-    n_kv_heads: Count | None = None
-    multiple_of: Size = 256
-    ffn_dim_multiplier: Positive | None = None
-    norm_eps: Positive = 1e-6
-    rope_theta: Positive | None = None
+HF_HEAD_NAMES = ("hidden_size", "num_attention_heads", "num_key_value_heads")
 
 
-SUPPORTED_MODEL_TYPES = HFConfig.model_fields["model_type"].annotation.__args__
-_HF_NAMES = ("hidden_size", "num_attention_heads", "num_key_value_heads")
-
-
-def hf_layer_spec(cfg: dict, where: str) -> LayerSpec:
-    """A transformers config.json (already a dict) -> the shape of one of its layers."""
-    model_type = cfg.get("model_type", "")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelFileError(f"{where}: model_type {_short(model_type)} is not supported; medboost reads "
-                             f"{', '.join(SUPPORTED_MODEL_TYPES)} layers")
+def validated(schema: type[BaseModel], value: dict, where: str):
+    """``value`` checked by the pydantic ``schema``; the first problem is one ModelFileError line."""
     try:
-        c = HFConfig.model_validate(cfg)
+        return schema.model_validate(value)
     except ValidationError as e:
-        raise ModelFileError(_explain(e, where)) from None
-    if c.model_type == "bert":
-        _check_heads(c.hidden_size, c.num_attention_heads, c.num_attention_heads, where, _HF_NAMES)
-        spec = LayerSpec(arch="bert", hidden=c.hidden_size, intermediate=c.intermediate_size,
-                         heads=c.num_attention_heads, kv_heads=c.num_attention_heads,
-                         head_dim=c.hidden_size // c.num_attention_heads, eps=c.layer_norm_eps,
-                         n_layers=c.num_hidden_layers, qkv_bias=True, init_std=c.initializer_range)
-    else:
-        if c.hidden_act != "silu":
-            raise ModelFileError(f"{where}: hidden_act {_short(c.hidden_act)} is not supported (LLaMA uses silu)")
-        kv_heads = c.num_key_value_heads or c.num_attention_heads
-        _check_heads(c.hidden_size, c.num_attention_heads, kv_heads, where, _HF_NAMES)
-        spec = LayerSpec(arch="llama", hidden=c.hidden_size, intermediate=c.intermediate_size,
-                         heads=c.num_attention_heads, kv_heads=kv_heads,
-                         head_dim=c.head_dim or c.hidden_size // c.num_attention_heads, eps=c.rms_norm_eps,
-                         n_layers=c.num_hidden_layers,
-                         qkv_bias=c.attention_bias if c.attention_bias is not None else c.model_type == "qwen2",
-                         init_std=c.initializer_range)
-    return _check_size(spec, where)
+        raise ModelFileError(explain(e, where)) from None
 
 
-def meta_layer_spec(params: dict, where: str) -> LayerSpec:
-    """Meta's params.json (already a dict) -> the layer shape; the MLP width follows llama's rule."""
-    try:
-        p = MetaParams.model_validate(params)
-    except ValidationError as e:
-        raise ModelFileError(_explain(e, where)) from None
-    kv_heads = p.n_kv_heads or p.n_heads
-    _check_heads(p.dim, p.n_heads, kv_heads, where, ("dim", "n_heads", "n_kv_heads"))
-    hidden = int(2 * (4 * p.dim) / 3)
-    if p.ffn_dim_multiplier:
-        hidden = int(p.ffn_dim_multiplier * hidden)
-    hidden = p.multiple_of * ((hidden + p.multiple_of - 1) // p.multiple_of)
-    spec = LayerSpec(arch="llama", hidden=p.dim, intermediate=hidden, heads=p.n_heads, kv_heads=kv_heads,
-                     head_dim=p.dim // p.n_heads, eps=p.norm_eps, n_layers=p.n_layers)
-    return _check_size(spec, where)
-
-
-def _check_heads(hidden: int, heads: int, kv_heads: int, where: str, names: tuple[str, str, str]) -> None:
+def check_heads(hidden: int, heads: int, kv_heads: int, where: str, names: tuple[str, str, str]) -> None:
     """Heads split the width evenly (also where head_dim is given: every LLaMA-family model's do, e.g. Mistral-NeMo's
     5120 = 32 x 160 with head_dim 128), and query heads share key/value heads evenly."""
     if hidden % heads:
@@ -181,11 +131,11 @@ def _check_heads(hidden: int, heads: int, kv_heads: int, where: str, names: tupl
         raise ModelFileError(f"{where}: {names[2]}={kv_heads} does not divide {names[1]}={heads}; {_FIX}")
 
 
-def _check_size(spec: LayerSpec, where: str) -> LayerSpec:
-    if spec.n_params > MAX_LAYER_PARAMS:
-        raise ModelFileError(f"{where}: describes a layer of {spec.n_params:,} parameters, over the "
+def check_layer_size(n_params: int, where: str) -> None:
+    """A config describing a layer too large to be real is refused before anything is allocated for it."""
+    if n_params > MAX_LAYER_PARAMS:
+        raise ModelFileError(f"{where}: describes a layer of {n_params:,} parameters, over the "
                              f"{MAX_LAYER_PARAMS:,} medboost accepts (the largest LLaMA layer has 3.2G); {_FIX}")
-    return spec
 
 
 def weight_map(index: dict, where: str) -> dict[str, str]:
@@ -193,12 +143,12 @@ def weight_map(index: dict, where: str) -> dict[str, str]:
     (a name like ../x would read outside the checkpoint)."""
     found = index.get("weight_map")
     if not isinstance(found, dict):
-        raise ModelFileError(f"{where}: 'weight_map' is {_short(found)}, not a mapping of tensor names to files; "
+        raise ModelFileError(f"{where}: 'weight_map' is {short(found)}, not a mapping of tensor names to files; "
                              f"{_FIX}")
     for key, file in found.items():
         if not isinstance(file, str) or Path(file).name != file or file in (".", "..") \
                 or not file.endswith((".safetensors", ".bin")):
-            raise ModelFileError(f"{where}: tensor {key} maps to {_short(file)}, not a .safetensors or .bin file "
+            raise ModelFileError(f"{where}: tensor {key} maps to {short(file)}, not a .safetensors or .bin file "
                                  f"name in the same folder; {_FIX}")
     return found
 
@@ -247,10 +197,10 @@ def _check_tensor_entry(path: Path, key: str, entry: Any, data_bytes: int) -> No
     try:
         e = _TensorEntry.model_validate(entry)
     except ValidationError as err:
-        raise ModelFileError(_explain(err, where)) from None
+        raise ModelFileError(explain(err, where)) from None
     dtype = SAFETENSORS_DTYPES.get(e.dtype)
     if dtype is None:
-        raise ModelFileError(f"{where}: dtype {_short(e.dtype)} is not one of {', '.join(SAFETENSORS_DTYPES)}; {_FIX}")
+        raise ModelFileError(f"{where}: dtype {short(e.dtype)} is not one of {', '.join(SAFETENSORS_DTYPES)}; {_FIX}")
     begin, end = e.data_offsets
     if begin > end:
         raise ModelFileError(f"{where}: data_offsets [{begin}, {end}] run backwards; {_FIX}")
@@ -259,7 +209,7 @@ def _check_tensor_entry(path: Path, key: str, entry: Any, data_bytes: int) -> No
                              f"data section); the file is corrupt or truncated: {_FIX}")
     nbytes = math.prod(e.shape) * dtype.itemsize  # bounded: compared with end - begin, itself within the file
     if nbytes != end - begin:
-        raise ModelFileError(f"{where}: shape {_short(e.shape)} of {e.dtype} needs {nbytes} bytes but its "
+        raise ModelFileError(f"{where}: shape {short(e.shape)} of {e.dtype} needs {nbytes} bytes but its "
                              f"data_offsets span {end - begin}; {_FIX}")
 
 
@@ -282,7 +232,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     state = load_torch_dict(path, mmap=True)
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise ModelFileError(f"{path}: entry {_short(key)} is a {type(value).__name__}, not a named tensor; "
+            raise ModelFileError(f"{path}: entry {short(key)} is a {type(value).__name__}, not a named tensor; "
                                  f"this is not a state dict: {_FIX}")
     return state
 

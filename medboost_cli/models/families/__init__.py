@@ -16,7 +16,7 @@ import torch
 
 from ...errors import ConfigError
 from ..built import BuiltModel
-from .base import BenchSpec, ModelFamily, lm_dtype
+from .base import BenchSpec, ModelFamily, llm_dtype
 from .pneumollm import PNEUMOLLM, PneumoLLMConfig
 from .rllm import RLLM
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ...recipes import Recipe
     from ...tasks import Task
 
-__all__ = ["DEFAULT_FAMILY", "FAMILIES", "BenchSpec", "ModelFamily", "PneumoLLMConfig", "build_model", "lm_dtype",
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "BenchSpec", "ModelFamily", "PneumoLLMConfig", "build_model", "llm_dtype",
            "model_family"]
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (RLLM, PNEUMOLLM)}

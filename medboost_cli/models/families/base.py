@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from pydantic import BaseModel
 
-from ...hardware import bf16_supported
+from ...hardware import auto_is_bf16
 
 if TYPE_CHECKING:
     from ...recipes import Recipe
@@ -74,11 +74,11 @@ class ModelFamily:
         return f"model={self.name} takes {' or '.join(f'{d}D' for d in self.dims)} images; {task} is {dims}D"
 
 
-def lm_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+def llm_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
     """A frozen LM is stored in bf16 where the device runs bf16 natively; a trained one always in fp32."""
     if not recipe.booster.freeze:
         return torch.float32
     choice = recipe.booster.dtype
-    if choice == "bf16" or (choice == "auto" and bf16_supported(device)):
+    if choice == "bf16" or (choice == "auto" and auto_is_bf16(device)):
         return torch.bfloat16
     return torch.float32

@@ -14,7 +14,7 @@ from ...seeding import Init, init_seed
 from ..backbones import TimmViT, build_backbone
 from ..built import BuiltModel
 from ..pneumollm import PneumoLLMOptions, build_pneumollm
-from .base import BenchSpec, FrozenPath, ModelFamily, lm_dtype
+from .base import BenchSpec, FrozenPath, ModelFamily, llm_dtype
 
 if TYPE_CHECKING:
     from ...recipes import Recipe
@@ -71,7 +71,7 @@ def build(recipe: Recipe, task: Task, device: torch.device) -> BuiltModel:
     cfg, booster = recipe.pneumollm, recipe.booster
     if not booster.freeze:
         raise ConfigError("booster.freeze=false: PneumoLLM keeps its LM frozen (only its adapters train); unset it")
-    dtype = lm_dtype(recipe, device)
+    dtype = llm_dtype(recipe, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed(recipe.seed, Init.BACKBONE))
         backbone = build_backbone(recipe.backbone, 2)

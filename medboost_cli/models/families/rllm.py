@@ -15,7 +15,7 @@ from ..booster import Booster, resolve_proj_init
 from ..built import BuiltModel
 from ..classifier import Classifier
 from ..llm_loading import llm_spec, load_llm_layer
-from .base import BenchSpec, FrozenPath, ModelFamily, lm_dtype
+from .base import BenchSpec, FrozenPath, ModelFamily, llm_dtype
 
 if TYPE_CHECKING:
     from ...recipes import Recipe
@@ -35,7 +35,7 @@ def build(recipe: Recipe, task: Task, device: torch.device) -> BuiltModel:
         backbone = build_backbone(backbone_cfg, task.dims)
         loaded = None
         if cfg.mode not in NO_LM_MODES:  # building the layer may draw from the global RNG: seeded afresh below
-            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=lm_dtype(recipe, device), seed=seed,
+            loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed,
                                     norm=cfg.lm_norm)
         torch.manual_seed(init_seed(seed, Init.BOOSTER))
         proj_init = resolve_proj_init(cfg.proj_init, task.dims)

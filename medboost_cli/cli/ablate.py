@@ -1,0 +1,82 @@
+"""``medboost ablate``: a study's runs, trained by a registered launcher (``launchers.LAUNCHERS``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import launchers
+from .app import (BatchSize, DataDir, Epochs, Layer, Llm, Lr, ResultsDir, Track, app, common_flags, console,
+                  err_console, interruptible, log, results_dir_of, say)
+
+CLUSTER = "Cluster (--launcher " + " or ".join(name for name, entry in launchers.LAUNCHERS.items()
+                                               if entry.takes_cluster_options) + "; also from --profile)"
+
+Launcher = typer.Option("local", "--launcher", help=launchers.help_text())
+Jobs = typer.Option(None, "--jobs", min=1, help="runs at once. local: worker processes, one GPU each (default 1: one "
+                    "run after the other in this process); slurm: array jobs running at once (default: Slurm's limit)")
+Profile = typer.Option(None, "--profile", help="YAML file with the options below", rich_help_panel=CLUSTER)
+Partition = typer.Option(None, "--partition", rich_help_panel=CLUSTER)
+GpusPerRun = typer.Option(None, "--gpus-per-run", rich_help_panel=CLUSTER)
+CpusPerRun = typer.Option(None, "--cpus-per-run", rich_help_panel=CLUSTER, help="cores per job, also the run's torch "
+                          "threads")
+Mem = typer.Option(None, "--mem", help="memory per job, e.g. 32G", rich_help_panel=CLUSTER)
+Time = typer.Option(None, "--time", help="time limit per job: minutes, H:MM:SS or D-HH:MM:SS (default 24 h); a longer "
+                    "run is requeued and resumes", rich_help_panel=CLUSTER)
+Account = typer.Option(None, "--account", rich_help_panel=CLUSTER)
+Qos = typer.Option(None, "--qos", rich_help_panel=CLUSTER)
+Wait = typer.Option(False, "--wait", help="slurm: wait for the jobs and show how each run ended",
+                    rich_help_panel=CLUSTER)
+
+
+@app.command()
+def ablate(
+    study: str = typer.Argument(..., help="main2d, main3d, capacity, residual, control or layers (recipes/studies/)"),
+    tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="only these tasks (repeatable)"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeds 0..N-1 per configuration"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the runs (and, for slurm, the sbatch script), "
+                                 "train and submit nothing"),
+    sets: list[str] = typer.Option([], "--set", help="override a recipe key in every run (repeatable)"),
+    data_dir: Optional[Path] = DataDir,
+    results_dir: Optional[Path] = ResultsDir,
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    track: list[str] = Track,
+    epochs: Optional[int] = Epochs,
+    lr: Optional[float] = Lr,
+    batch_size: Optional[int] = BatchSize,
+    llm: Optional[str] = Llm,
+    layer: Optional[int] = Layer,
+    launcher: str = Launcher,
+    jobs: Optional[int] = Jobs,
+    profile: Optional[Path] = Profile,
+    partition: Optional[str] = Partition,
+    gpus_per_run: Optional[int] = GpusPerRun,
+    cpus_per_run: Optional[int] = CpusPerRun,
+    mem: Optional[str] = Mem,
+    time: Optional[str] = Time,
+    account: Optional[str] = Account,
+    qos: Optional[str] = Qos,
+    wait: bool = Wait,
+) -> None:
+    """Expand a study into runs and train those not already completed in the results (reruns skip them), here
+    or on a cluster."""
+    from ..data import data_dir_from
+    from ..progress import RichReporter
+    from ..studies import expand, load_study
+    from ..trackers import resolve_tracks
+
+    flags = dict(partition=partition, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, mem=mem, time=time,
+                 account=account, qos=qos)
+    launchers.check_options(launchers.launcher_named(launcher),
+                            bool(profile or wait or any(v is not None for v in flags.values())))
+    options = launchers.cluster_options(profile, flags)
+    common = [f"{key}={value}" for _, key, value in common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
+    plan = expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=common + sets)
+    with interruptible(go_on="run the same command again to continue (interrupted runs resume)"):
+        launchers.launch(launcher, plan, data_dir_from(data_dir), results_dir_of(results_dir), jobs=jobs,
+                         options=options, dry_run=dry_run, wait=wait,
+                         reporter=None if quiet else RichReporter(err_console), say=say, log=log, show=console.print,
+                         title=study, tracks=tuple(resolve_tracks(track)))

@@ -1,0 +1,42 @@
+"""``medboost bench``: each booster mode's (PneumoLLM: each variant's) step time, throughput, memory and FLOPs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import choices
+from .app import ResultsDir, app, console, log, results_dir_of
+
+
+
+@app.command()
+def bench(
+    task: Optional[str] = typer.Argument(None, help="a task's recipe to measure (or use --shape)"),
+    shape: Optional[str] = typer.Option(None, "--shape", help="the paper's shapes: 2d-224 (ViT-S/16) or 3d-28"),
+    model: Optional[str] = typer.Option(None, "--model", help="rllm (default) or pneumollm (at --shape 2d-224: CLIP "
+                                        "ViT-L/14 + every LLaMA-7B layer, random weights)"),
+    boosters: list[choices.BoosterMode] = typer.Option([], "--booster", help="R-LLM: modes to compare (repeatable; default "
+                                               "none and rllm)"),
+    variants: list[str] = typer.Option([], "--variant", help="PneumoLLM: variants to compare (repeatable; pneumollm, "
+                                       "no-llm, simplified; default pneumollm and no-llm)"),
+    batch: Optional[int] = typer.Option(None, "--batch", help="batch size (default: the recipe's)"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="F_L source; random:llama-7b = LLaMA-7B's shape, random weights"),
+    backbone: Optional[choices.BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="e.g. cpu"),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="untimed steps first"),
+    steps: int = typer.Option(5, "--steps", min=1, help="timed steps, each timed on its own (median and IQR)"),
+    sets: list[str] = typer.Option([], "--set", help="override any recipe key (repeatable)"),
+    results_dir: Optional[Path] = ResultsDir,
+) -> None:
+    """Measure each booster mode's (PneumoLLM: each variant's) train step and eval throughput, memory, parameters
+    and FLOPs, side by side; each in its own process."""
+    from ..bench import bench_names, bench_recipe, bench_table, run_bench
+
+    recipe = bench_recipe(task, shape, llm, batch, sets, preset=preset, backbone=choices.value(backbone), model=model)
+    label = shape or task
+    names = bench_names(recipe, [choices.value(b) for b in boosters], variants)
+    rows = run_bench(recipe, names, warmup, steps, results_dir_of(results_dir), label, log=log)
+    console.print(bench_table(rows, label))
