@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)/.),)
 export MEDBOOST_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: setup demo test test-fp32 test-bf16 bench clean
+.PHONY: setup demo test test-fp32 test-bf16 bench docs clean
 
 # torch and torchvision first, pinned: on this kind of machine pip takes them from the local disk.
 $(VENV)/.installed: pyproject.toml
@@ -50,5 +50,11 @@ bench: setup
 	$(BIN)/python benchmarks/load_memory_stack.py
 	$(BIN)/python benchmarks/bootstrap_auc.py
 
+# The documentation site: installs the docs extra into the venv, then builds it into site/ with --strict (a broken
+# link, a page missing from the navigation or a figure without its record fails the build).
+docs: setup
+	$(BIN)/pip install -q -e ".[docs]"
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf results .pytest_cache
+	rm -rf results .pytest_cache site

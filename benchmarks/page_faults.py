@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from medboost_cli.bench import StepBench
+from medboost_cli.bench_step import StepBench
 from profile_step import step_arguments, step_recipe  # this folder's: the same options
 
 

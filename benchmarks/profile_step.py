@@ -1,10 +1,10 @@
 """Where an R-LLM training step's time goes on this machine, against its FLOP floor.
 
-Two views of the same step (``engine.train_step`` on a synthetic uint8 batch, as `medboost bench` runs it):
+Two views of the same step (``steps.train_step`` on a synthetic uint8 batch, as `medboost bench` runs it):
 
-1. by part (``bench.step_breakdown``): resize/augment, backbone + head, the frozen layer F_L, F_E/F_D + loss,
-   the optimizer, each timed on its own (median over --steps) with its FLOPs counted, and its floor: the FLOPs at
-   the matmul rate measured first, in the precision the model runs in;
+1. by part (``step_breakdown`` of breakdown.py, beside this script): resize/augment, backbone + head, the frozen
+   layer F_L, F_E/F_D + loss, the optimizer, each timed on its own (median over --steps) with its FLOPs counted,
+   and its floor: the FLOPs at the matmul rate measured first, in the precision the model runs in;
 2. by operator (torch.profiler over --steps steps): the operators with the most self time, and the groups that are
    not matrix work (casts and copies, optimizer kernels, elementwise, attention, layer norms).
 
@@ -24,9 +24,12 @@ import torch
 from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 
-from medboost_cli.bench import (StepBench, _dtype_name, bench_recipe, breakdown_table, matmul_tflops,
-                                step_breakdown)
+from medboost_cli.bench import bench_recipe
+from medboost_cli.bench_step import StepBench
+from medboost_cli.bench_timing import dtype_name, matmul_tflops
 from medboost_cli.hardware import autocast_dtype, device_name, resolve_device, set_threads
+
+from breakdown import breakdown_table, step_breakdown  # this folder's
 
 # Operator groups for the second view: the first pattern an operator's name contains decides its group.
 GROUPS = [
@@ -107,7 +110,7 @@ def main() -> int:
     matmul = matmul_tflops(device, dtype)
     label = args.shape or args.task
     console.print(f"{label}, batch {args.batch}, {device_name(device)}, {torch.get_num_threads()} threads; "
-                  f"{_dtype_name(dtype)} matmul {matmul:.3f} TFLOP/s")
+                  f"{dtype_name(dtype)} matmul {matmul:.3f} TFLOP/s")
     built = StepBench.of(recipe)  # one model and batch for both views
     rows = step_breakdown(recipe, args.warmup, args.steps, matmul, bench=built)
     console.print(breakdown_table(rows, f"{label} batch {args.batch}: the step by part (each timed alone, median of "

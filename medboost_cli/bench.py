@@ -2,7 +2,7 @@
 
 Each mode is measured in a fresh process (``bench_in_worker``), so that its memory is its own and not what an
 earlier mode left in the allocator: the worker's peak resident set (and on CUDA torch's peak allocation). In it the
-real training step (``engine.train_step``: batched resize/augment on the device, autocast, backward, AdamW) runs on
+real training step (``steps.train_step``: batched resize/augment on the device, autocast, backward, AdamW) runs on
 a synthetic uint8 batch; after warm-up steps, each timed step is timed on its own, and the row holds the median and
 IQR of those timings (``torch.utils.benchmark.Measurement``), and images/s from the median. FLOPs are counted by
 ``torch.utils.flop_counter`` on the executed ops (frozen weights get no weight gradient, so none is counted). Two
@@ -18,14 +18,11 @@ adapters) at the d + m tokens it sees."""
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing
 import os
 import signal
 import sys
 import traceback
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,111 +31,25 @@ from typing import Any
 import psutil
 import torch
 from rich.table import Table
-from torch.utils import flop_counter
 
 from . import errors
 from .allocator import INSTALL, LIBRARIES, find, in_use
-from .engine import loss_fn, make_optimizer, make_transforms, prepare_runner, train_step
+from .bench_step import StepBench
+from .bench_timing import count_flops, matmul_tflops, measure
+from .bench_timing import dtype_name as _dtype_name, ms_fields as _ms
 from .errors import EXIT_INTERNAL, ConfigError, MedboostError
 from .hardware import autocast, autocast_dtype, device_name, peak_rss_mb, resolve_device, set_threads
-from .models import FAMILIES, build_model, count_parameters
+from .models import FAMILIES, count_parameters
 from .models.families import DEFAULT_FAMILY
 from .recipes import Recipe, load_recipe
 from .results import git_commit, package_versions, write_bench_row
 
-
-@contextmanager
-def _quiet(logger: str):
-    """Only errors from ``logger`` in this block."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-# torch.utils.benchmark imports torch.utils.cpp_extension, which warns on import where it finds nvcc but no CUDA
-# runtime ("No CUDA runtime is found, using CUDA_HOME=..."): noise here, where nothing builds an extension, and
-# printed by every process (each mode's worker is one).
-with _quiet("torch.utils.cpp_extension"):
-    from torch.utils import benchmark
 
 # Shapes of the paper's two settings, for `medboost bench --shape`.
 SHAPES = {
     "2d-224": {"task": "breast", "sets": ["backbone.pretrained=false"], "llm": "random:llama-7b"},
     "3d-28": {"task": "adrenal3d", "sets": [], "llm": "random:llama-7b"},
 }
-
-
-def _register_cpu_sdpa_flops() -> None:
-    """flop_counter knows the CUDA attention kernels but not the CPU flash kernel that SDPA uses on CPU."""
-    aten = torch.ops.aten
-    try:
-        @flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
-        def _fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-        @flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
-        def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-            return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-    except (AttributeError, RuntimeError, ValueError):  # already known to torch, or no such kernel
-        pass
-
-
-_register_cpu_sdpa_flops()
-
-
-def count_flops(fn) -> int:
-    with flop_counter.FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def seconds_per_call(fn, steps: int) -> float:
-    """Mean seconds per call of ``fn`` over ``steps`` calls, after torch.utils.benchmark.Timer's two untimed calls
-    (its clock waits for the accelerator; all of torch's threads are used, not the Timer's default of one)."""
-    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.timeit(steps).mean
-
-
-def measure(fn, warmup: int, steps: int, label: str) -> benchmark.Measurement:
-    """``steps`` timings of one call each, after ``warmup`` untimed calls, as a torch.utils.benchmark Measurement:
-    its median and IQR (linear-interpolated quartiles), over ``steps`` measurements.
-
-    A fixed count, not ``Timer.blocked_autorange``, which picks its own number of timings from a minimum run time,
-    nor ``Timer.timeit``, which gives one timing for all its calls (after two untimed ones of its own): a train step
-    at the paper's shape takes seconds on a CPU, so ``--steps`` says how many there are. The clock is
-    torch.utils.benchmark's, which waits for the accelerator before each reading."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = benchmark.timer()
-        fn()
-        times.append(benchmark.timer() - start)
-    spec = benchmark.TaskSpec(stmt=label, setup="", num_threads=torch.get_num_threads())
-    return benchmark.Measurement(number_per_run=1, raw_times=times, task_spec=spec)
-
-
-def _ms(m: benchmark.Measurement, name: str) -> dict[str, Any]:
-    """The row's fields for a timing: ``NAME_ms_median``, ``NAME_ms_iqr``, ``NAME_ms_n`` and every step's time."""
-    return {f"{name}_ms_median": m.median * 1e3, f"{name}_ms_iqr": m.iqr * 1e3, f"{name}_ms_n": len(m.times),
-            f"{name}_ms_samples": [t * 1e3 for t in m.times]}
-
-
-MATMUL_SHAPES = {"cpu": (2048, 4096, 4096), "cuda": (8192, 8192, 8192)}
-
-
-def matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bfloat16, shape: tuple[int, int, int] | None = None,
-                  steps: int = 5, trials: int = 3) -> float:
-    """The matmul rate in ``dtype`` on this device, the best of ``trials`` timings (``MATMUL_SHAPES`` by default).
-    The best, not the mean, so that a noisy moment does not lower the bar the model is held to."""
-    m, k, n = shape or MATMUL_SHAPES.get(device.type, MATMUL_SHAPES["cuda"])
-    a = torch.randn(m, k, device=device, dtype=dtype)
-    b = torch.randn(k, n, device=device, dtype=dtype)
-    return max(2 * m * k * n / seconds_per_call(lambda: a @ b, steps) / 1e12 for _ in range(trials))
 
 
 def bench_recipe(task: str | None, shape: str | None, llm: str | None, batch: int, sets: list[str],
@@ -160,21 +71,15 @@ def bench_names(recipe: Recipe, boosters: list[str], variants: list[str]) -> lis
     spec = recipe.family.bench
     if spec.variants is None:
         if variants:
-            raise ConfigError(f"--variant is for --model {' / '.join(_by_variant())} (model={recipe.model} here); "
+            by_variant = [f.name for f in FAMILIES.values() if f.bench.variants is not None]
+            raise ConfigError(f"--variant is for --model {' / '.join(by_variant)} (model={recipe.model} here); "
                               f"compare --booster modes")
         return boosters or list(spec.default)
     if boosters:
-        raise ConfigError(f"--booster compares {' / '.join(_by_booster())} booster modes; with --model {recipe.model} "
+        by_booster = [f.title for f in FAMILIES.values() if f.bench.variants is None]
+        raise ConfigError(f"--booster compares {' / '.join(by_booster)} booster modes; with --model {recipe.model} "
                           f"compare --variant {' / '.join(spec.variants)}")
     return variants or list(spec.default)
-
-
-def _by_variant() -> list[str]:
-    return [f.name for f in FAMILIES.values() if f.bench.variants is not None]
-
-
-def _by_booster() -> list[str]:
-    return [f.title for f in FAMILIES.values() if f.bench.variants is None]
 
 
 def bench_cases(recipe: Recipe, names: list[str]) -> list[tuple[str, Recipe]]:
@@ -204,50 +109,6 @@ def frozen_path(recipe: Recipe, built) -> tuple[torch.nn.Module, int, int] | Non
     says: R-LLM's F_L at the backbone's tokens, PneumoLLM's stack of LM layers (with their adapters) at its d + m
     tokens."""
     return recipe.family.frozen_path(built)
-
-
-@dataclass
-class StepBench:
-    """What measuring a recipe's training step needs, built as the training loop builds it: the model (``runner``
-    is what the loop calls: compiled, channels-last), its transforms and AdamW, and a synthetic uint8 batch of the
-    recipe's size with random labels (fixed seeds), with the generator its augmentation draws from."""
-
-    recipe: Recipe
-    device: torch.device
-    amp: torch.dtype | None
-    built: Any
-    runner: torch.nn.Module
-    train_tf: Any
-    eval_tf: Any
-    optimizer: torch.optim.Optimizer
-    images: torch.Tensor
-    labels: torch.Tensor
-    gen: torch.Generator
-
-    @classmethod
-    def of(cls, recipe: Recipe) -> "StepBench":
-        device = resolve_device(recipe.train.device)
-        task = recipe.task_info
-        built = build_model(recipe, task, device)
-        runner = prepare_runner(built.model, recipe)
-        train_tf, eval_tf = make_transforms(recipe, built.model.backbone)
-        g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (recipe.train.batch_size, task.n_channels) + (recipe.data.size,) * task.dims,
-                               generator=g, dtype=torch.uint8).to(device)
-        labels = torch.randint(0, 2, (recipe.train.batch_size, task.n_classes if task.multilabel else 1),
-                               generator=g).to(device)
-        return cls(recipe, device, autocast_dtype(recipe.train.precision, device), built, runner, train_tf, eval_tf,
-                   make_optimizer(built.model, recipe), images, labels, torch.Generator().manual_seed(1))
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.built.model
-
-    def step(self, module: torch.nn.Module | None = None) -> None:
-        """One training step as the training loop takes it (label smoothing, gradient clipping, AdamW)."""
-        t = self.recipe.train
-        train_step(module or self.runner, self.optimizer, self.images, self.labels, self.train_tf, self.gen, self.amp,
-                   self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip, micro_batch=t.micro_batch)
 
 
 def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:
@@ -480,92 +341,4 @@ def bench_table(rows: list[dict[str, Any]], label: str) -> Table:
                       f"{r['worker_peak_rss_mb']:.0f}", *gpu, f"{r['step_tflops']:.3f}",
                       f"{r['train_ms_median'] * r['step_fraction_of_matmul']:.1f}",
                       f"{100 * r['step_fraction_of_matmul']:.0f}%", *layer)
-    return table
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
-
-
-# ----------------------------------------------------------------------------------- where a step's time goes
-
-
-def step_breakdown(recipe: Recipe, warmup: int, steps: int, matmul: float,
-                   bench: StepBench | None = None) -> list[dict[str, Any]]:
-    """The R-LLM train step of ``recipe`` split into its parts, each timed on its own (median over ``steps``) and its
-    FLOPs counted, in this process: the batched resize/augment, the backbone and head (forward and backward, with
-    the booster switched to identity), the frozen layer (forward and the gradient to its input, at the token
-    shape it sees), F_E/F_D and the loss (what the full forward/backward takes beyond those two), and the
-    optimizer (clipping, AdamW). ``floor_ms`` is a part's FLOPs at the ``matmul`` rate (TFLOP/s, the model's
-    precision); the last row is the whole step as ``train_step`` runs it, and the one before what the parts
-    leave of it (zero_grad, the step's own overhead, timing noise). ``bench``: the recipe's model and batch, when
-    the caller has built them already."""
-    if not (recipe.family.boosted and recipe.family.loads_lm(recipe)):
-        raise ConfigError("the step breakdown is of an R-LLM step with a frozen layer (booster rllm, out or hybrid)")
-    if recipe.train.micro_batch and recipe.train.micro_batch < recipe.train.batch_size:
-        raise ConfigError("the step breakdown times each part on the whole batch at once: drop train.micro_batch, "
-                          "or give its size as --batch")
-    bench = bench or StepBench.of(recipe)
-    device, amp, model, runner, optimizer = bench.device, bench.amp, bench.model, bench.runner, bench.optimizer
-    task, b = recipe.task_info, recipe.train.batch_size
-    x = bench.train_tf(bench.images, bench.gen)
-    labels = bench.labels
-    clip = recipe.train.grad_clip
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    lm, n_tokens, hidden = frozen_path(recipe, bench.built)
-    r = torch.randn(b, n_tokens, hidden, device=device, dtype=amp or torch.float32, requires_grad=True)
-    model.train()
-
-    def forward_backward(module=runner):
-        with autocast(device, amp):
-            logits = module(x)
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(logits, labels, task.task_type, recipe.train.label_smoothing).backward()
-
-    def without_booster():
-        mode, model.booster.mode = model.booster.mode, "none"
-        try:
-            forward_backward()
-        finally:
-            model.booster.mode = mode
-
-    def layer():
-        with autocast(device, amp):
-            out = lm(r)
-        out.float().sum().backward()
-
-    forward_backward()  # gradients exist, as at the optimizer's step in training
-
-    def optimize():
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-
-    parts = [("resize/augment", lambda: bench.train_tf(bench.images, bench.gen)),
-             ("backbone + head fwd/bwd", without_booster), ("F_L fwd + input grad", layer),
-             ("fwd/bwd (whole model)", forward_backward), ("optimizer", optimize), ("step", bench.step)]
-    timed = {name: measure(fn, warmup, steps, name).median * 1e3 for name, fn in parts}
-    flops = {name: count_flops(fn) for name, fn in parts}
-    whole = ("fwd/bwd (whole model)", "backbone + head fwd/bwd", "F_L fwd + input grad")
-    timed["F_E/F_D + loss"] = timed[whole[0]] - timed[whole[1]] - timed[whole[2]]
-    flops["F_E/F_D + loss"] = flops[whole[0]] - flops[whole[1]] - flops[whole[2]]
-    order = ["resize/augment", "backbone + head fwd/bwd", "F_L fwd + input grad", "F_E/F_D + loss", "optimizer"]
-    timed["other"] = timed["step"] - sum(timed[k] for k in order)
-    flops["other"] = flops["step"] - sum(flops[k] for k in order)
-    rows = []
-    for name in order + ["other", "step"]:
-        floor = flops[name] / (matmul * 1e12) * 1e3
-        rows.append({"part": name, "ms": timed[name], "gflop": flops[name] / 1e9, "floor_ms": floor,
-                     "fraction_of_floor": floor / timed[name] if timed[name] > 0 and flops[name] else None})
-    return rows
-
-
-def breakdown_table(rows: list[dict[str, Any]], title: str) -> Table:
-    step = rows[-1]["ms"]
-    table = Table(title=title)
-    for col in ("part", "ms/step", "share", "GFLOP/step", "floor ms", "% of floor"):
-        table.add_column(col, justify="left" if col == "part" else "right")
-    for r in rows:
-        table.add_row(r["part"], f"{r['ms']:.1f}", f"{100 * r['ms'] / step:.0f}%", f"{r['gflop']:.2f}",
-                      f"{r['floor_ms']:.1f}", f"{100 * r['fraction_of_floor']:.0f}%" if r["fraction_of_floor"] else "-")
     return table

@@ -1,19 +1,12 @@
-"""MedMNIST data: download with MD5 checks, load npz arrays into memory, batch transforms on the device.
+"""MedMNIST data in memory: the npz arrays of a task's three splits (or a cohort file's fold), each checked, as uint8
+tensors (N, C, H, W) or (N, C, D, H, W) that move to the training device whole.
 
-Images stay uint8 tensors in memory (N, C, H, W) or (N, C, D, H, W); each batch is converted to float,
-resized to the backbone's input size, augmented and normalised in a handful of batched tensor operations
-on the training device. No per-image Python work, no PIL, no JPEG folders.
+Finding, hashing and downloading the files is download.py's; the batch transforms on the device (resize, augment,
+normalise) are transforms.py's. No per-image Python work, no PIL, no JPEG folders.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import math
-import os
-import re
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -21,127 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from rich.console import Console
 
+from .download import data_dir_from, download, md5sum, open_data_file
 from .errors import DataError, MedboostError
-from .progress import download_bar
 from .tasks import SHORT_NAMES, Task
+from .transforms import BatchTransform
+
+__all__ = [  # with the names it takes from download.py and transforms.py, which its importers use from here
+    "SPLITS", "BatchTransform", "Dataset", "Split", "data_dir_from", "dataset_path", "download", "load_dataset",
+    "md5sum",
+]
 
 SPLITS = ("train", "val", "test")
-
-
-def data_dir_from(arg: str | os.PathLike | None) -> Path:
-    """The data folder: the argument, else $MEDBOOST_DATA, else ~/.medmnist (medmnist's own default)."""
-    if arg:
-        return Path(arg).expanduser()
-    if os.environ.get("MEDBOOST_DATA"):
-        return Path(os.environ["MEDBOOST_DATA"]).expanduser()
-    return Path("~/.medmnist").expanduser()
-
-
-def md5sum(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.md5()
-    with _open(path) as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------- download
-
-
-def download(task: Task, size: int, data_dir: Path, timeout: float = 30.0, log=print, console: Console | None = None,
-             mirror: str | None = None) -> Path:
-    """Fetch ``task``'s npz file at ``size`` from medmnist's URL (or ``mirror``) into ``data_dir``; verify its MD5.
-
-    A file already present is kept when its MD5 matches and fetched again otherwise. The download goes to a
-    ``.part`` file that replaces the target only after its MD5 matched, so a failure never leaves a bad file. A
-    download cut short keeps its ``.part``, and the next call continues it with an HTTP Range request (from the
-    start when the server ignores Range); a ``.part`` whose MD5 then fails is deleted. ``console``: where to draw a
-    progress bar (None: no bar). ``mirror``: a URL prefix to fetch ``{mirror}/{file name}`` from instead.
-    """
-    name, expected = task.filename(size), task.md5(size)
-    url = f"{mirror.rstrip('/')}/{name}" if mirror else task.url(size)
-    target = data_dir / name
-    if target.exists():
-        got = md5sum(target)
-        if got == expected:
-            log(f"{target}: present, MD5 ok")
-            return target
-        log(f"{target}: MD5 {got} does not match medmnist's {expected}; downloading it again")
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create data folder {data_dir}: {e.strerror}; choose another with --data-dir") from e
-    part = _part(target)
-    _fetch(url, target, timeout, console, log)
-    got = md5sum(part)
-    if got != expected:
-        part.unlink(missing_ok=True)
-        raise DataError(f"downloaded {name} from {url} but its MD5 {got} is not medmnist's {expected}; try again")
-    os.replace(part, target)
-    log(f"{target}: downloaded, MD5 ok")
-    return target
-
-
-_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError)
-
-
-def _part(target: Path) -> Path:
-    """Where the download of ``target`` collects its bytes until their MD5 matched."""
-    return target.with_name(target.name + ".part")
-
-
-def _fetch(url: str, target: Path, timeout: float, console: Console | None, log) -> None:
-    """Bring ``target``'s ``.part`` to the whole file at ``url``, continuing what it holds when the server allows."""
-    part = _part(target)
-    have = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    failed = f"could not download {target.name} from {url}"
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # nothing after byte `have`: the part is the whole file, or garbage the MD5 finds
-            log(f"{part}: the server has nothing after its {have} bytes; checking it")
-            return
-        raise DataError(f"{failed} (HTTP {e.code} {e.reason}); download it by hand and put it at {target}") from None
-    except _NETWORK_ERRORS as e:
-        reason = getattr(e, "reason", None) or e
-        raise DataError(f"{failed} ({reason}); download it by hand and put it at {target}") from None
-    with response:
-        resumed = bool(have) and response.status == 206 and _range_start(response) == have
-        if have and resumed:
-            log(f"{part}: resuming after {have} bytes")
-        elif have:
-            log(f"{part}: the server ignored the request to resume after {have} bytes; downloading from the start")
-        length = response.headers.get("Content-Length")
-        done = have if resumed else 0
-        total = done + int(length) if length and length.isdigit() else None
-        with open(part, "ab" if resumed else "wb") as out, download_bar(console, target.name, total, done) as advance:
-            try:
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    done += len(block)
-                    advance(len(block))
-            except _NETWORK_ERRORS as e:
-                raise _cut_short(part, f"{failed}: interrupted after {done} bytes ({getattr(e, 'reason', None) or e})")
-    if total is not None and done < total:  # http.client ends a body cut short without an error
-        raise _cut_short(part, f"{failed}: the connection closed after {done} of {total} bytes")
-
-
-def _cut_short(part: Path, what: str) -> DataError:
-    """The error for a download that stopped part-way: the bytes that arrived stay in ``part`` for the next try."""
-    if part.stat().st_size == 0:
-        part.unlink()
-        return DataError(f"{what}; try again")
-    return DataError(f"{what}; {part} keeps what arrived: run the same command again to resume")
-
-
-def _range_start(response) -> int | None:
-    """The first byte a 206 response holds, from ``Content-Range: bytes START-END/TOTAL``."""
-    found = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    return int(found.group(1)) if found else None
 
 
 # -------------------------------------------------------------------------------------------------- load
@@ -254,25 +138,10 @@ def _checked_dataset(arrays: dict[str, np.ndarray], task: Task, size: int, path:
     return Dataset(task, size, path, verify, splits)
 
 
-def _open(path: Path):
-    """``open(path, "rb")`` with the OS's refusals (a folder, no permission, an I/O error) as DataError."""
-    try:
-        return open(path, "rb")
-    except IsADirectoryError:
-        raise DataError(f"{path} is a folder, not a .npz file; move it away and put medmnist's {path.name} there "
-                        f"(`medboost download` fetches it)") from None
-    except PermissionError as e:
-        raise DataError(f"{path}: cannot read it ({e.strerror}); give your user read permission (chmod u+r) or copy "
-                        f"the file into a folder of yours and point --data-dir there") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read it ({e.strerror or e}); check the disk or copy the file elsewhere and "
-                        f"point --data-dir there") from None
-
-
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     keys = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
     try:
-        with _open(path) as f, np.load(f, allow_pickle=False) as npz:
+        with open_data_file(path) as f, np.load(f, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]
             if missing:
                 raise DataError(f"{path}: not a MedMNIST file, missing arrays {', '.join(missing)}")
@@ -375,78 +244,3 @@ def _check_auc_selectable(labels: torch.Tensor, task: Task, path: Path) -> None:
     raise DataError(f"{path}: in the val split {problem}, so val AUC is undefined and cannot choose the best epoch; "
                     f"val needs {need} (move some samples from train), or select by accuracy or loss with "
                     f"--set train.select_metric=acc (or loss)")
-
-
-# ---------------------------------------------------------------------------------------------- batches
-
-
-@dataclass(frozen=True)
-class BatchTransform:
-    """uint8 batch -> normalised float batch at the model's input size, with optional random affine augmentation.
-
-    Augmentation draws one affine map per sample (flips, zoom, shift, in-plane rotation for 2D) and applies
-    them all with a single ``affine_grid`` + ``grid_sample`` that also resizes to ``out_size``. Without
-    augmentation the batch is resized with ``F.interpolate`` (same bilinear/trilinear sampling).
-    """
-
-    out_size: int
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    hflip: float = 0.0
-    vflip: float = 0.0
-    dflip: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)
-    translate: float = 0.0
-    rotate: float = 0.0
-    padding: str = "border"
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                 theta: torch.Tensor | None = None) -> torch.Tensor:
-        """``generator`` draws one map per sample of ``x``; ``theta`` gives them instead (``maps``' rows for these
-        samples), so that processes that each hold some rows of a batch apply the maps one process would."""
-        spatial = x.ndim - 2
-        x = x.float().div_(255.0)
-        if theta is None and generator is not None:
-            theta = self.maps(x.shape[0], spatial, generator)
-        if theta is not None:
-            theta = theta.to(x.device, non_blocking=True)
-            size = (x.shape[0], x.shape[1]) + (self.out_size,) * spatial
-            grid = F.affine_grid(theta, list(size), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
-        elif x.shape[2:] != (self.out_size,) * spatial:
-            x = F.interpolate(x, size=(self.out_size,) * spatial, mode="bilinear" if spatial == 2 else "trilinear")
-        if x.shape[1] != self.in_chans:
-            if x.shape[1] != 1:
-                raise DataError(f"images have {x.shape[1]} channels but the backbone takes {self.in_chans}")
-            x = x.expand(-1, self.in_chans, *x.shape[2:])
-        shape = (1, -1) + (1,) * spatial
-        mean = torch.tensor(self.mean, device=x.device).view(shape)
-        std = torch.tensor(self.std, device=x.device).view(shape)
-        return (x - mean) / std
-
-    @property
-    def augments(self) -> bool:
-        return bool(self.hflip or self.vflip or self.dflip or self.translate or self.rotate or self.scale != (1.0, 1.0))
-
-    def maps(self, n: int, spatial: int, generator: torch.Generator) -> torch.Tensor | None:
-        """The affine maps of a batch of ``n`` samples (``sample_affine``), or None when nothing augments."""
-        return self.sample_affine(n, spatial, generator) if self.augments else None
-
-    def sample_affine(self, n: int, spatial: int, g: torch.Generator) -> torch.Tensor:
-        """(n, spatial, spatial+1) maps from output to input coordinates (x, y[, z] = W, H[, D] axes)."""
-
-        def flips(p: float) -> torch.Tensor:
-            return torch.where(torch.rand(n, generator=g) < p, -1.0, 1.0)
-
-        lo, hi = self.scale
-        zoom = lo + (hi - lo) * torch.rand(n, generator=g)  # fraction of the field of view kept
-        signs = [flips(self.hflip), flips(self.vflip)] + ([flips(self.dflip)] if spatial == 3 else [])
-        linear = torch.diag_embed(torch.stack(signs, dim=1) * zoom[:, None])
-        if spatial == 2 and self.rotate:
-            angle = math.radians(self.rotate) * (2 * torch.rand(n, generator=g) - 1)
-            cos, sin = angle.cos(), angle.sin()
-            rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
-            linear = rotation @ linear
-        shift = 2 * self.translate * (2 * torch.rand(n, spatial, generator=g) - 1)  # normalised coords span 2
-        return torch.cat([linear, shift[:, :, None]], dim=2)

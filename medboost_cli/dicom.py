@@ -16,19 +16,7 @@ crop to the lungs' bounding rectangle from a segmentation mask, a resize to ``si
    taller than wide, so it is squeezed) or ``"pad"`` (black borders to a square first, shapes kept);
    antialiased bilinear in float, then rounded to uint8.
 
-The cohort file (``COHORT_FORMAT``) is an ``np.savez_compressed`` archive (no pickles), NOT split into
-train/val/test (``folds.py`` splits it by patient at training time):
-
-=============  ===============  ===================================================================
-key            dtype, shape     content
-=============  ===============  ===================================================================
-images         uint8 (N, S, S)  air dark, MedMNIST's 2D grayscale layout
-labels         int64 (N, 1)     class index from labels.csv
-patient_ids    str (N,)         from labels.csv; folds never split a patient
-files          str (N,)         path relative to FOLDER, as in labels.csv
-crop_boxes     int32 (N, 4)     (top, bottom, left, right) of the region used, in the file's pixels
-meta           str ()           JSON: format, version, size, aspect, margin, masks, skipped files
-=============  ===============  ===================================================================
+The cohort file's layout is in ``cohort_file.py``.
 
 Files are read one at a time into a preallocated uint8 array (S*S bytes per listed file); a bad file (not DICOM,
 no pixel data, a transfer syntax no installed decoder reads, colour, multi-frame, no mask) is skipped with one
@@ -39,19 +27,15 @@ interrupted run leaves no partial file.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .cohort_file import COHORT_FORMAT, COHORT_VERSION, write_cohort
 from .errors import ConfigError, DataError
-from .fileio import atomic_write
 
-COHORT_FORMAT = "medboost-cohort"
-COHORT_VERSION = 1
-COHORT_KEYS = ("images", "labels", "patient_ids", "files", "crop_boxes", "meta")
 LABEL_COLUMNS = ("file", "patient_id", "label")
 ASPECTS = ("stretch", "pad")
 MASK_SUFFIXES = (".png", ".npy")
@@ -335,16 +319,7 @@ def prepare_dicom(folder: Path, labels_csv: Path, out: Path, size: int = 224, ma
     ``log`` gets one line per skipped file; ``progress(done, total)`` is called after each file."""
     folder, out = Path(folder), Path(out)
     masks = Path(masks) if masks is not None else None
-    if not folder.is_dir():
-        raise DataError(f"DICOM folder not found: {folder}")
-    if masks is not None and not masks.is_dir():
-        raise DataError(f"mask folder not found: {masks}")
-    if size < 8:
-        raise ConfigError(f"--size {size}: choose at least 8 (224 for the paper's backbones)")
-    if aspect not in ASPECTS:
-        raise ConfigError(f"--aspect {aspect}: choose {' or '.join(ASPECTS)}")
-    if not 0 <= margin <= 1:
-        raise ConfigError(f"--margin {margin}: a fraction of the mask's box, between 0 and 1")
+    _check_options(folder, masks, size, aspect, margin)
     entries = read_labels(labels_csv, folder)
     _pydicom()  # fail before any work when pydicom is missing
 
@@ -379,63 +354,20 @@ def prepare_dicom(folder: Path, labels_csv: Path, out: Path, size: int = 224, ma
             "masks": str(masks) if masks is not None else None, "margin": margin if masks is not None else None,
             "source": str(folder), "labels_csv": str(labels_csv), "skipped": summary.skipped,
             "minmax": summary.minmax}
-    arrays = {"images": images[:len(kept)], "labels": labels,
-              "patient_ids": np.array([e.patient_id for e in kept], dtype=str),
-              "files": np.array([e.file for e in kept], dtype=str), "crop_boxes": boxes[:len(kept)],
-              "meta": np.array(json.dumps(meta))}
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
-            np.savez_compressed(f, **arrays)
-
-    try:
-        atomic_write(out, write)
-    except OSError as e:
-        raise DataError(f"cannot write {out}: {e.strerror or e}; check the folder and free space") from e
+    write_cohort(out, {"images": images[:len(kept)], "labels": labels,
+                       "patient_ids": np.array([e.patient_id for e in kept], dtype=str),
+                       "files": np.array([e.file for e in kept], dtype=str), "crop_boxes": boxes[:len(kept)]}, meta)
     return summary
 
 
-@dataclass
-class Cohort:
-    images: np.ndarray  # uint8 (N, S, S)
-    labels: np.ndarray  # int64 (N, 1)
-    patient_ids: np.ndarray  # str (N,)
-    files: np.ndarray  # str (N,)
-    crop_boxes: np.ndarray  # int32 (N, 4)
-    meta: dict
-    path: Path
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def load_cohort(path: Path) -> Cohort:
-    """Read and check a file written by ``prepare_dicom``; DataError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"cohort file not found: {path}; make it with `medboost prepare dicom`")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in COHORT_KEYS if k not in npz.files]
-            if missing:
-                raise DataError(f"{path}: not a cohort file from `medboost prepare dicom`, missing arrays "
-                                f"{', '.join(missing)}")
-            arrays = {k: npz[k] for k in COHORT_KEYS}
-        meta = json.loads(str(arrays.pop("meta")))
-    except DataError:
-        raise
-    except Exception as e:  # zipfile, zlib, numpy and json errors for a damaged file
-        raise DataError(f"{path}: cannot be read as a cohort file ({type(e).__name__}: {_first_line(e)}); "
-                        f"make it again with `medboost prepare dicom`") from e
-    if not isinstance(meta, dict) or meta.get("format") != COHORT_FORMAT:
-        raise DataError(f"{path}: its meta does not say format '{COHORT_FORMAT}'; not written by medboost")
-    n = len(arrays["images"])
-    images, labels = arrays["images"], arrays["labels"]
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise DataError(f"{path}: images have shape {images.shape} and dtype {images.dtype}; expected uint8 (N, S, S)")
-    if labels.shape != (n, 1) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: labels have shape {labels.shape} and dtype {labels.dtype}; expected integers (N, 1)")
-    for key in ("patient_ids", "files", "crop_boxes"):
-        if len(arrays[key]) != n:
-            raise DataError(f"{path}: {key} has {len(arrays[key])} entries for {n} images")
-    return Cohort(meta=meta, path=path, **arrays)
+def _check_options(folder: Path, masks: Path | None, size: int, aspect: str, margin: float) -> None:
+    if not folder.is_dir():
+        raise DataError(f"DICOM folder not found: {folder}")
+    if masks is not None and not masks.is_dir():
+        raise DataError(f"mask folder not found: {masks}")
+    if size < 8:
+        raise ConfigError(f"--size {size}: choose at least 8 (224 for the paper's backbones)")
+    if aspect not in ASPECTS:
+        raise ConfigError(f"--aspect {aspect}: choose {' or '.join(ASPECTS)}")
+    if not 0 <= margin <= 1:
+        raise ConfigError(f"--margin {margin}: a fraction of the mask's box, between 0 and 1")

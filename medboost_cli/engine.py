@@ -1,4 +1,4 @@
-"""Training and evaluation.
+"""Training: a run's parts (``Run``) and the loop that trains it (``train``).
 
 Protocol: train on ``train``, score ``val`` after every epoch, keep the checkpoint with the best validation
 metric (AUC by default; the earliest epoch wins a tie), then score ``test`` once, with that checkpoint. The
@@ -8,8 +8,9 @@ Reproducibility: data order, augmentation and dropout are drawn from generators 
 a run resumed from its last epoch checkpoint replays exactly what an uninterrupted run would have done. Several
 processes (``distributed``) split each global batch and draw order and augmentation for all of it, so a run can
 be resumed on another number of processes; only the dropout masks depend on it.
-Checkpoints hold the trainable weights, the optimiser and schedule, and the hash of the frozen LM layer
-(never the layer itself).
+Checkpoints (checkpoints.py) hold the trainable weights, the optimiser and schedule, and the hash of the frozen LM
+layer (never the layer itself). One step of training or scoring is steps.py's; scoring a saved run again is
+evaluation.py's.
 """
 
 from __future__ import annotations
@@ -18,39 +19,35 @@ import json
 import math
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import distributed, metrics
-from .data import BatchTransform, Split, load_dataset
-from .errors import Interrupted, ModelFileError, ResultsError
-from .fileio import atomic_write
-from .hardware import (
-    autocast,
-    autocast_dtype,
-    device_name,
-    peak_memory_mb,
-    reset_peak_memory,
-    resolve_device,
-    set_threads,
-)
+from .checkpoints import (CHECKPOINT_FORMAT, TrainState, load_checkpoint, load_trainable_state, save_checkpoint,
+                          trainable_state)
+from .checkpoints import now as _now
+from .data import BatchTransform, load_dataset
 from .distributed import World
+from .errors import Interrupted, ModelFileError, ResultsError
+from .evaluation import evaluate_run, load_run
+from .hardware import autocast_dtype, device_name, peak_memory_mb, reset_peak_memory, set_threads
 from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
-from .models.untrusted import load_torch_dict
-from .recipes import Recipe, saved_recipe
-from .results import ResultsDir, find_run, git_commit, new_row, package_versions, read_row, write_row
+from .recipes import Recipe
+from .results import ResultsDir, git_commit, new_row, package_versions, read_row, write_row
 from .seeding import EpochStream, dropout_seed, epoch_generator
+from .steps import loss_fn, make_transforms, predict, train_step
 
-CHECKPOINT_FORMAT = 1
+__all__ = [  # the names of this module, with the pieces it takes from steps, checkpoints and evaluation
+    "CHECKPOINT_FORMAT", "Reporter", "Run", "SilentReporter", "TrainState", "evaluate_run", "load_checkpoint",
+    "load_run", "load_trainable_state", "loss_fn", "make_optimizer", "make_schedule", "make_transforms", "predict",
+    "prepare_runner", "save_checkpoint", "train", "train_step", "trainable_state",
+]
 
 
 class Reporter(Protocol):
@@ -85,21 +82,6 @@ class SilentReporter:
 # ------------------------------------------------------------------------------------------------ pieces
 
 
-def make_transforms(recipe: Recipe, backbone: nn.Module) -> tuple[BatchTransform, BatchTransform]:
-    d = recipe.data
-    common = dict(out_size=backbone.input_size, in_chans=backbone.in_chans, mean=backbone.mean, std=backbone.std)
-    train = BatchTransform(**common, hflip=d.hflip, vflip=d.vflip, dflip=d.dflip, scale=tuple(d.scale),
-                           translate=d.translate, rotate=d.rotate, padding=d.padding)
-    return train, BatchTransform(**common)
-
-
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, task_type: str, label_smoothing: float = 0.0) -> torch.Tensor:
-    logits = logits.float()
-    if task_type == metrics.MULTILABEL:
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
-    return F.cross_entropy(logits, labels[:, 0], label_smoothing=label_smoothing)
-
-
 def prepare_runner(model: nn.Module, recipe: Recipe, wrap=lambda module: module) -> nn.Module:
     """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default,
     see the README's performance section), then ``wrap`` (DDP for several processes); it shares its parameters
@@ -113,13 +95,15 @@ FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) run
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters only; no weight decay on biases, norms, position embeddings and tokens."""
+    """AdamW over trainable parameters only; no weight decay on 1-D parameters (biases, norm weights) and on those
+    a part of the model (backbone, booster, head) names in its ``no_weight_decay()``: a ViT's position table and
+    CLS token, say (each backbone family's module says which)."""
+    skip = {f"{part}.{name}" for part, module in model.named_children()
+            if callable(getattr(module, "no_weight_decay", None)) for name in module.no_weight_decay()}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim < 2 or any(k in name for k in ("pos_embed", "cls_token", "reg_token", "norm"))
-        (no_decay if skip else decay).append(p)
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or name in skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": recipe.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # torch's fused kernel (one pass over all parameters of a group) where it has one for every parameter's device,
     # instead of the default on CPU, a Python loop of several kernels per parameter tensor
@@ -144,98 +128,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_ep
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Everything in the state dict except frozen parameters."""
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
-
-
-def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    result = model.load_state_dict(state, strict=False)
-    missing = set(result.missing_keys) - frozen
-    if missing or result.unexpected_keys:
-        raise ModelFileError(
-            f"{where}: checkpoint does not fit the model (missing {sorted(missing)[:3]}, "
-            f"unexpected {sorted(result.unexpected_keys)[:3]}); was the recipe changed?"
-        )
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, split: Split, transform: BatchTransform, batch_size: int, amp: torch.dtype | None,
-    task_type: str, world: World = World(),
-) -> tuple[np.ndarray, float]:
-    """Probabilities for every sample of ``split`` and the mean loss. With several processes (``world``), each
-    scores its contiguous share of the samples and all of them get every score, in order: each sample once."""
-    model.eval()
-    device = next(model.parameters()).device
-    lo, hi = world.share(len(split))
-    scores, loss_sum = [], torch.zeros((), device=device)
-    for start in range(lo, hi, batch_size):
-        x = transform(split.images[start : min(start + batch_size, hi)])
-        y = split.labels[start : min(start + batch_size, hi)]
-        with autocast(device, amp):
-            logits = model(x)
-        loss_sum += loss_fn(logits, y, task_type) * len(y)
-        scores.append(metrics.probabilities(logits, task_type))
-    if world.size == 1:
-        return torch.cat(scores).cpu().numpy(), float(loss_sum) / max(1, len(split))
-    shares = distributed.gather((torch.cat(scores).cpu().numpy() if scores else None, float(loss_sum)))
-    return np.concatenate([s for s, _ in shares if s is not None]), sum(l for _, l in shares) / max(1, len(split))
-
-
 def _steps_per_epoch(n_train: int, batch_size: int) -> int:
     return math.ceil(n_train / batch_size)  # the last batch may be short; it still takes a step
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # ------------------------------------------------------------------------------------------ training state
-
-
-@dataclass
-class TrainState:
-    """What a run has done so far. Saved in ``last.pt`` beside the trainable weights, optimiser and schedule,
-    so that ``--resume`` continues exactly where the run stopped."""
-
-    epoch: int = -1  # the last finished epoch (0-based); -1 before the first
-    history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
-    best_epoch: int | None = None
-    best_value: float = -math.inf  # the selection metric of best_epoch, larger is better
-    train_seconds: float = 0.0
-    started_at: str = field(default_factory=_now)
-
-    def add(self, record: dict[str, Any], select_metric: str) -> bool:
-        """Append a finished epoch's record; True when it is the new best (the earliest epoch wins a tie)."""
-        self.history.append(record)
-        self.epoch = record["epoch"]
-        self.train_seconds += record["seconds"]
-        value = record[f"val_{select_metric}"]
-        value = -math.inf if math.isnan(value) else -value if select_metric == "loss" else value
-        if self.best_epoch is None or value > self.best_value:
-            self.best_epoch, self.best_value = self.epoch, value
-            return True
-        return False
-
-    def best_record(self) -> dict[str, Any]:
-        return next((h for h in self.history if h["epoch"] == self.best_epoch), {})
-
-    def patience_spent(self, patience: int | None) -> bool:
-        return bool(patience) and self.best_epoch is not None and self.epoch - self.best_epoch >= patience
-
-
-def save_checkpoint(path: Path, **content: Any) -> None:
-    atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **content}, tmp))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    ckpt = load_torch_dict(path, "the checkpoint is damaged: rerun without --resume")  # weights_only, and a dict
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
-    return ckpt
 
 
 # ------------------------------------------------------------------------------------------------- a run
@@ -470,73 +367,4 @@ def _signals_interrupt():
     return distributed.on_sigterm(distributed.interrupt)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-               transform: BatchTransform, augment: torch.Generator | None, amp: torch.dtype | None, task_type: str,
-               label_smoothing: float = 0.0, grad_clip: float | None = None, *, theta: torch.Tensor | None = None,
-               loss_scale: float = 1.0, micro_batch: int | None = None) -> torch.Tensor:
-    """One optimisation step on a uint8 batch already on the device; returns the (detached) mean loss, no host
-    sync. ``theta``: the batch's affine maps, drawn beforehand (else from ``augment``); ``loss_scale``: the
-    weight of this batch's mean loss in the gradient (a process's share of a global batch).
-
-    ``micro_batch``: forward and backward at most this many samples at a time, each chunk's mean loss weighted by
-    its share of the batch, then one clip and one optimizer step: the batch's gradient with one chunk's activations
-    in memory. The maps are drawn for the whole batch first, as without chunks; under DDP the gradients are
-    averaged once, after the last chunk. Equal to rounding, except that dropout and drop-path draw their masks
-    chunk by chunk and a conv stem's BatchNorm normalises each chunk by its own statistics (as each process does
-    under DDP on CPU)."""
-    n = len(images)
-    if theta is None and augment is not None:
-        theta = transform.maps(n, images.ndim - 2, augment)  # the maps transform(images, augment) would draw
-    optimizer.zero_grad(set_to_none=True)
-    loss = torch.zeros((), device=images.device)
-    chunk = micro_batch or n
-    for lo in range(0, n, chunk):  # one chunk (weight 1.0, exact) without micro_batch
-        hi = min(lo + chunk, n)
-        # DDP: no all-reduce until the last chunk's backward
-        with (nullcontext() if hi == n or not hasattr(model, "no_sync") else model.no_sync()):
-            x = transform(images[lo:hi], None, theta=None if theta is None else theta[lo:hi])
-            with autocast(images.device, amp):
-                logits = model(x)
-            part = loss_fn(logits, labels[lo:hi], task_type, label_smoothing) * ((hi - lo) / n)
-            (part * loss_scale).backward()
-        loss += part.detach()
-    if grad_clip:
-        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-    optimizer.step()
-    return loss.detach()
-
 # ---------------------------------------------------------------------------------------------- evaluate
-
-
-def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, BuiltModel]:
-    """A completed run's row, recipe and model with its best checkpoint loaded (frozen layer hash checked)."""
-    row = find_run(Path(results_dir), run)
-    if row["status"] != "completed":
-        raise ResultsError(f"run {row['run_id']} has status '{row['status']}', not completed; finish it with --resume")
-    recipe = saved_recipe(row["config_json"])
-    best = ResultsDir(results_dir).best(row["run_id"])
-    if not best.exists():
-        raise ModelFileError(f"{best}: the run's best checkpoint is missing; retrain the run")
-    set_threads(recipe.train.threads)
-    built = build_model(recipe, recipe.task_info, resolve_device(recipe.train.device))
-    ckpt = load_checkpoint(best)
-    check_frozen_hash(built, ckpt["frozen_sha256"], str(best))
-    load_trainable_state(built.model, ckpt["trainable"], best)
-    built.model.eval()
-    return row, recipe, built
-
-
-def evaluate_run(run: str, results_dir: Path, data_dir: Path, split: str = "test") -> dict[str, Any]:
-    """Re-score a saved run on ``split`` from its best checkpoint; returns the new and the recorded metrics."""
-    row, recipe, built = load_run(run, results_dir)
-    device = next(built.model.parameters()).device
-    amp = autocast_dtype(recipe.train.precision, device)
-    task = recipe.task_info
-    data = load_dataset(task, recipe.data.size, Path(data_dir), verify=recipe.data.verify).to(device)
-    _, eval_tf = make_transforms(recipe, built.model.backbone)
-    target: Split = data.splits[split]
-    scores, loss = predict(built.model, target, eval_tf, recipe.train.eval_batch_size, amp, task.task_type)
-    result = metrics.evaluate(target.labels.cpu().numpy(), scores, task.task_type)
-    return {"run_id": row["run_id"], "split": split, "acc": result["acc"], "auc": result["auc"], "loss": loss,
-            "recorded_acc": row[f"{split}_acc"], "recorded_auc": row[f"{split}_auc"], "best_epoch": row["best_epoch"],
-            "scores": scores, "labels": target.labels.cpu().numpy()}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .dicom import load_cohort
+from .cohort_file import load_cohort
 from .errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")

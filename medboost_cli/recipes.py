@@ -10,18 +10,19 @@ once, on the merged result; an error names the layer that introduced the bad key
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from .compat import HashOmitted, Legacy, fill_legacy, hash_view, omitted_while
 from .errors import ConfigError, ResultsError
 from .models.families import DEFAULT_FAMILY, FAMILIES, ModelFamily, PneumoLLMConfig, model_family
-from .results import make_run_id
+from .recipe_errors import explain as _explain, source_of as _source_of
+from .recipe_yaml import merge, parse_set, read_yaml, recipes_dir, task_recipe_path  # merge: for studies.py too
+from .recipe_yaml import merged as _merged, nest as _nest, recipe_layers as _recipe_layers
+from .run_ids import config_digest, make_run_id
 from .tasks import Task, resolve_task
 
 BoosterMode = Literal["none", "rllm", "out", "hybrid", "mlp"]
@@ -32,6 +33,12 @@ ModelFamilyName = Literal[MODEL_FAMILIES]  # type: ignore[valid-type]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# The data.* keys of cohort runs only: MedMNIST runs (their own train/val/test splits) hash without them.
+COHORT_ONLY = HashOmitted(lambda value, recipe: recipe.task_info.cohort is None)
+# ViViT's norm placement and position table as runs saved before these keys had them (other backbones: unused).
+VIVIT_LEGACY = {"applies": lambda backbone: str(backbone.get("name", "")).startswith("vivit")}
 
 
 class DataConfig(_Strict):
@@ -45,16 +52,16 @@ class DataConfig(_Strict):
     rotate: float = Field(0.0, ge=0, le=180, description="in-plane rotation range in degrees (2D only)")
     padding: Literal["zeros", "border", "reflection"] = Field(
         "border", description="fill outside the image; border matches the eval resize at the rim")
-    folds: int | None = Field(None, ge=2, description="cohort files only: k patient-level folds (null: MedMNIST's "
+    folds: Annotated[int | None, COHORT_ONLY] = Field(None, ge=2, description="cohort files only: k patient-level folds (null: MedMNIST's "
                               "own train/val/test splits)")
-    fold: int = Field(0, ge=0, description="cohort files only: which fold (0..folds-1) is the test split")
-    fold_seed: int = Field(0, ge=0, lt=2**32, description="cohort files only: the folds' shuffle; apart from the "
+    fold: Annotated[int, COHORT_ONLY] = Field(0, ge=0, description="cohort files only: which fold (0..folds-1) is the test split")
+    fold_seed: Annotated[int, COHORT_ONLY] = Field(0, ge=0, lt=2**32, description="cohort files only: the folds' shuffle; apart from the "
                            "training seed, so that every training seed sees the same folds")
-    val_fraction: float = Field(0.2, gt=0, le=0.5, description="cohort files only: the share of a fold's training "
+    val_fraction: Annotated[float, COHORT_ONLY] = Field(0.2, gt=0, le=0.5, description="cohort files only: the share of a fold's training "
                                 "patients held out to select the epoch")
 
 
-FOLD_KEYS = ("folds", "fold", "fold_seed", "val_fraction")  # the data.* keys of cohort runs only
+FOLD_KEYS = tuple(k for k, f in DataConfig.model_fields.items() if COHORT_ONLY in f.metadata)  # cohort runs only
 
 
 class BackboneConfig(_Strict):
@@ -64,7 +71,10 @@ class BackboneConfig(_Strict):
     img_size: int | None = Field(None, description="input size; default: the backbone's own")
     in_chans: int = 3
     patch_size: int | None = None
-    stem: Literal["patch", "conv"] = Field("patch", description="patch: one strided conv (ViT); conv: stride-2 3x3 stack")
+    stem: Literal["patch", "conv"] = Field(
+        "patch", description="patch: the input downsampled at once (ViT: one patch conv; ResNet: timm's 7x7 stride-2 "
+        "conv and max-pool, for 224x224); conv: 3x3 convs (ViT: a stride-2 stack; ResNet: MedMNIST's 28x28 form, one "
+        "stride-1 conv, no max-pool)")
     dim: int | None = None
     depth: int | None = None
     temporal_depth: int | None = None
@@ -75,11 +85,11 @@ class BackboneConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     booster_site: Literal["tokens", "temporal", "spatial"] | None = Field(
         None, description="where the booster wraps the tokens; default: the backbone's own (ViViT: temporal)")
-    vivit_norms: Literal["stacks", "head"] | None = Field(
+    vivit_norms: Annotated[Literal["stacks", "head"] | None, Legacy("head", **VIVIT_LEGACY)] = Field(
         None, description="ViViT only. stacks (default, the released code's): the spatial and the temporal transformer "
         "each end in a LayerNorm, so the booster sees normalised tokens, and the head is a bare Linear; head: no "
         "norm at the end of either transformer, one LayerNorm in the head after the booster")
-    vivit_pos: Literal["joint", "factorised"] | None = Field(
+    vivit_pos: Annotated[Literal["joint", "factorised"] | None, Legacy("factorised", **VIVIT_LEGACY)] = Field(
         None, description="ViViT only. joint (default, the released code's): one learned (1, f, n, dim) table, an "
         "entry per tubelet; factorised: a spatial (1, 1, n+1, dim) plus a temporal (1, f, 1, dim) table")
 
@@ -107,13 +117,13 @@ class BoosterConfig(_Strict):
         "entries permuted (same value distribution, no learned structure)",
     )
     dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="storage dtype of a frozen F_L")
-    lm_norm: Literal["auto", "unit", "pretrained", "none"] = Field(
+    lm_norm: Annotated[Literal["auto", "unit", "pretrained", "none"], Legacy("none")] = Field(
         "auto",
         description="the norm after F_L's layer. unit: the LM's final RMSNorm with weight 1 (the released code's); "
         "pretrained: with the LM's own final norm weights; none: the bare layer. auto: unit for LLaMA-family "
         "layers, none for BERT layers (which end in LayerNorm)",
     )
-    proj_init: Literal["auto", "trunc_normal", "default"] = Field(
+    proj_init: Annotated[Literal["auto", "trunc_normal", "default"], Legacy("default")] = Field(
         "auto",
         description="F_E/F_D init. trunc_normal: std 0.02 (the released 2D code's); default: nn.Linear's (the "
         "released 3D code's). auto: trunc_normal for 2D tasks, default for 3D",
@@ -135,7 +145,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's (the cores)")
-    micro_batch: int | None = Field(None, ge=1, description="gradient accumulation: forward/backward at most this many "
+    micro_batch: Annotated[int | None, omitted_while(None)] = Field(None, ge=1, description="gradient accumulation: forward/backward at most this many "
                                     "samples at a time, one optimizer step per batch (the batch's gradient in less "
                                     "memory; see the README's performance section)")
     compile: bool = Field(False, description="torch.compile the model (see the README's performance section)")
@@ -191,25 +201,20 @@ class RecipeFields(_Strict):
         return self.booster.llm if self.family.names_lm(self) else None
 
     def config_hash(self) -> str:
-        """Hash of everything that defines the experiment (not where or on what it runs, not the seed). R-LLM
-        runs hash without the model keys, as before they existed; PneumoLLM runs only with the booster keys they
-        read (the LM's source, init and dtype). A cohort run hashes its file's name and content instead of its path
-        (the same file elsewhere is the same experiment), with its fold keys; MedMNIST runs without them, as before
-        they existed."""
+        """Hash of everything that defines the experiment (not where or on what it runs, not the seed), less the
+        keys marked ``HashOmitted`` while their condition holds (compat.hash_view). R-LLM runs hash without the
+        model keys; PneumoLLM runs only with the booster keys they read (the LM's source, init and dtype). A cohort
+        run hashes its file's name and content instead of its path (the same file elsewhere is the same
+        experiment)."""
         cfg = self.model_dump(mode="json")
         cfg.pop("seed")
         cohort = self.task_info.cohort
         if cohort is not None:
             cfg["task"] = cohort.identity
-        else:
-            for key in FOLD_KEYS:
-                cfg["data"].pop(key)
         for key in ("device", "threads"):
             cfg["train"].pop(key)
-        if cfg["train"]["micro_batch"] is None:  # hashes as before the key existed
-            del cfg["train"]["micro_batch"]
         _family_keys(cfg, self.family)
-        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+        return config_digest(hash_view(self, cfg))
 
     def run_id(self) -> str:
         return make_run_id(self.task_info.short, self.backbone.name, self.arm, self.config_hash(), self.seed)
@@ -236,27 +241,17 @@ def _family_keys(cfg: dict, family: ModelFamily) -> None:
         cfg["booster"] = {k: cfg["booster"][k] for k in family.booster_keys}
 
 
-# Keys added after the first results schema, and the values that give what runs saved without them computed.
-LEGACY_VALUES = {"booster": {"lm_norm": "none", "proj_init": "default"}}
-LEGACY_VIVIT_VALUES = {"backbone": {"vivit_norms": "head", "vivit_pos": "factorised"}}
-
-
 def saved_recipe(config_json: str) -> Recipe:
     """The recipe of a results row (``config_json``). A row saved before a key existed lacks it; it gets the
-    value that reproduces what that run computed, not today's default."""
+    value that reproduces what that run computed, not today's default (the key's ``Legacy`` marker)."""
     try:
         data = json.loads(config_json)
     except (TypeError, ValueError) as e:
         raise ResultsError(f"config_json: not JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("backbone", {}), dict):
         raise ResultsError(f"config_json: not a recipe (a JSON object with its sections), got {config_json[:60]!r}")
-    legacy = LEGACY_VALUES | (LEGACY_VIVIT_VALUES if str(data.get("backbone", {}).get("name", "")).startswith("vivit")
-                              else {})
-    for section, values in legacy.items():
-        for key, value in values.items():
-            data.setdefault(section, {}).setdefault(key, value)
     try:
-        return Recipe.model_validate(data)
+        return Recipe.model_validate(fill_legacy(Recipe, data))
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
@@ -267,88 +262,6 @@ def saved_recipe(config_json: str) -> Recipe:
 
 
 # ------------------------------------------------------------------------------------------------ loading
-
-
-def recipes_dir() -> Path:
-    """$MEDBOOST_RECIPES, else the copy an installed wheel carries (medboost_cli/recipe_files: pyproject.toml
-    packages the top-level recipes/ under that name), else recipes/ beside the package (a checkout, an editable
-    install). The installed copy comes first so that an unrelated ``recipes`` folder in site-packages is never read."""
-    if os.environ.get("MEDBOOST_RECIPES"):
-        return Path(os.environ["MEDBOOST_RECIPES"])
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "recipe_files", package.parent / "recipes"):
-        if candidate.is_dir():
-            return candidate
-    raise ConfigError(f"recipes folder not found (neither {package / 'recipe_files'} nor {package.parent / 'recipes'});"
-                      f" reinstall medboost or set $MEDBOOST_RECIPES to the project's recipes/ folder")
-
-
-def read_yaml(path: Path, kind: str = "recipe") -> dict[str, Any]:
-    """A recipe, preset or study (``kind``) file as a mapping; any way it is not one is a ConfigError naming
-    the file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as e:
-        raise ConfigError(f"{kind} file not found: {path}") from e
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a {kind} file; give a .yaml file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); a {kind} is a YAML text "
-                          f"file") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except RecursionError:  # the YAML parser recurses once per nesting level
-        raise ConfigError(f"{path}: nested too deeply to be a {kind}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a {kind} must be a mapping of keys to values, got {type(data).__name__}")
-    odd = [key for key in data if not isinstance(key, str)]
-    if odd:
-        raise ConfigError(f"{path}: key {odd[0]!r} is not a name; {kind} keys are words, such as 'tasks' or "
-                          f"'train'")
-    return data
-
-
-# Recipes extend a base (task -> base/2d.yaml); a longer chain than this is a mistake, not a design.
-MAX_EXTENDS = 16
-
-
-def _recipe_layers(path: Path) -> list[tuple[str, dict]]:
-    """The file and the files it ``extends``, base first. Files are told apart by their resolved path, so that a
-    loop through ``..`` or a symlink is caught like a file extending itself."""
-    layers: list[tuple[str, dict]] = []
-    chain: list[Path] = []
-    while True:
-        if path.resolve() in [p.resolve() for p in chain]:
-            loop = " -> ".join(str(p.resolve()) for p in chain + [path])
-            raise ConfigError(f"{chain[0]}: 'extends' loops back to {path.resolve()} ({loop}); remove one of "
-                              f"these 'extends'")
-        if len(chain) == MAX_EXTENDS:
-            raise ConfigError(f"{chain[0]}: more than {MAX_EXTENDS} files chained by 'extends' (the last: {path}); "
-                              f"a recipe extends a base, which may extend one more")
-        chain.append(path)
-        data = read_yaml(path)
-        parent = data.pop("extends", None)
-        layers.insert(0, (str(path), data))
-        if parent is None:
-            return layers
-        if not isinstance(parent, str) or not parent.strip():
-            raise ConfigError(f"{path}: 'extends' must name a recipe file, e.g. extends: base/2d.yaml; got {parent!r}")
-        beside = path.parent / parent
-        path = beside if beside.exists() else recipes_dir() / parent
-        if not path.exists():
-            raise ConfigError(f"{chain[-1]}: extends '{parent}', which is neither beside it ({beside}) nor in "
-                              f"{recipes_dir()}")
-
-
-def task_recipe_path(task: Task) -> Path:
-    if task.cohort is not None:  # never recipes/STEM.yaml: a cohort named breast.npz is not BreastMNIST
-        return recipes_dir() / "cohort.yaml"
-    specific = recipes_dir() / f"{task.short}.yaml"
-    return specific if specific.exists() else recipes_dir() / "base" / f"{task.dims}d.yaml"
 
 
 def preset_layer(name: str, dims: int, family: str | None = None) -> tuple[str, dict]:
@@ -365,34 +278,6 @@ def preset_layer(name: str, dims: int, family: str | None = None) -> tuple[str, 
         raise ConfigError(f"{path}: section '{section}' must be a mapping of recipe keys, got "
                           f"{type(data[section]).__name__}")
     return f"{path} [{section}]", data[section] or {}
-
-
-def parse_set(items: list[str]) -> list[tuple[str, dict]]:
-    """``--set train.lr=1e-3`` -> a layer {"train": {"lr": 0.001}}; values are parsed as YAML scalars/lists."""
-    layers = []
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set train.lr=1e-3")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        layers.append((f"--set {item}", _nest(key.strip().split("."), value)))
-    return layers
-
-
-def _nest(keys: list[str], value: Any) -> dict:
-    for key in reversed(keys):
-        value = {key: value}
-    return value
-
-
-def merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def load_recipe(
@@ -433,19 +318,12 @@ def load_recipe(
     return validate_layers(layers + late)
 
 
-def _merged(layers: list[tuple[str, dict]]) -> dict:
-    merged: dict = {}
-    for _, layer in layers:
-        merged = merge(merged, layer)
-    return merged
-
-
 def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
     merged = _merged(layers)
     try:
         recipe = Recipe.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(_explain(e, layers)) from None
+        raise ConfigError(_explain(e, layers, Recipe)) from None
     resolve_task(recipe.task)  # a task named inside a recipe file must exist too
     if recipe.task_info.flag != layers[0][1]["task"] and layers[0][0] == "task":
         raise ConfigError(
@@ -488,44 +366,3 @@ def _check_data_keys(recipe: Recipe, layers: list[tuple[str, dict]]) -> None:
                 f"{_source_of(('data', key), layers)}: data.{key}={value} applies to {used_in}D tasks only and "
                 f"{recipe.task} is {dims}D; unset it"
             )
-
-
-def _source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:
-    for source, layer in reversed(layers):
-        node: Any = layer
-        for key in loc:
-            if not isinstance(node, dict) or key not in node:
-                break
-            node = node[key]
-        else:
-            return source
-    return "recipe"
-
-
-def _explain(error: ValidationError, layers: list[tuple[str, dict]]) -> str:
-    first = error.errors()[0]
-    loc = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
-    key = ".".join(loc)
-    source = _source_of(loc, layers)
-    value = first.get("input")
-    if first["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        valid = ", ".join(parent.model_fields) if parent else ""
-        return f"{source}: unknown key '{key}' (value {value!r}); valid keys here: {valid}"
-    if first["type"] == "missing" and isinstance(first["loc"][-1], int):  # a list one item too short
-        return f"{source}: bad value for '{key}': {value!r} (too short: item {first['loc'][-1] + 1} is missing)"
-    if first["type"] == "missing":
-        return f"{source}: required key '{key}' is missing"
-    if first["type"] == "value_error" and isinstance(value, dict):  # a section's own check: its message says it all
-        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
-    return f"{source}: bad value for '{key}': {value!r} ({first['msg'].removeprefix('Value error, ')})"
-
-
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Recipe
-    for key in loc:
-        field = model.model_fields.get(key)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model

@@ -141,7 +141,9 @@ def cohort_task(path: Path) -> Task:
 
 @lru_cache(maxsize=8)
 def _cohort_task(path: str, n_bytes: int, mtime_ns: int) -> Task:
-    from .dicom import load_cohort  # numpy and the file checks, only for cohort tasks
+    from .cohort_file import (
+        load_cohort,  # numpy and the file checks, only for cohort tasks
+    )
 
     cohort = load_cohort(Path(path))
     with open(path, "rb") as f:

@@ -8,7 +8,14 @@ import torch.nn as nn
 from einops import rearrange
 
 from medboost_cli.errors import MedboostError
-from medboost_cli.models.backbones3d import BACKBONES_3D, SIZES_3D, ViT3D, ViViT
+from medboost_cli.models.backbones import BACKBONES
+from medboost_cli.models.backbones.vit3d import SIZES as VIT3D_SIZES
+from medboost_cli.models.backbones.vit3d import ViT3D
+from medboost_cli.models.backbones.vivit import SIZES as VIVIT_SIZES
+from medboost_cli.models.backbones.vivit import ViViT
+
+SIZES_3D = {**VIT3D_SIZES, **VIVIT_SIZES}
+BACKBONES_3D = {name: BACKBONES[name].build_named for name in SIZES_3D}
 from medboost_cli.recipes import BackboneConfig
 
 # What the released R-LLM code's models count (with their classification head); ours must be within 0.5%, the
@@ -20,7 +27,7 @@ SMALL = dict(dim=32, depth=1, heads=2, dim_head=16)
 
 def build(name: str, seed: int = 0, **overrides) -> nn.Module:
     torch.manual_seed(seed)
-    if SIZES_3D[name].kind == "vivit" and "depth" in overrides:
+    if name in VIVIT_SIZES and "depth" in overrides:
         overrides.setdefault("temporal_depth", overrides["depth"])
     return BACKBONES_3D[name](BackboneConfig(name=name, **overrides)).eval()
 
@@ -69,7 +76,7 @@ def expected_params(name: str, norms: str = "stacks", pos: str = "joint", size: 
     embed = 2 * patch_dim + (patch_dim * d + d) + layer_norm  # LayerNorm -> Linear -> LayerNorm
     block = layer_norm + 3 * inner * d + (inner * d + d) + layer_norm + (d * mlp + mlp) + (mlp * d + d)
     head = classes * d + classes
-    if s.kind == "vit3d":  # CLS, a (1, N+1, dim) table, the blocks, the head's LayerNorm
+    if name in VIT3D_SIZES:  # CLS, a (1, N+1, dim) table, the blocks, the head's LayerNorm
         return embed + d + (g**3 + 1) * d + s.depth * block + layer_norm + head
     f, n = g, g * g
     table = f * n * d if pos == "joint" else (n + 1) * d + f * d

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-import medboost_cli.data as data_mod
+import medboost_cli.download as download_mod
 import medboost_cli.engine as engine_mod
 from medboost_cli.data import load_dataset
 from medboost_cli.errors import DataError
@@ -85,7 +85,7 @@ def _unreadable(path, mp):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
             return open(file, *args, **kwargs)
 
-        mp.setattr(data_mod, "open", refusing, raising=False)
+        mp.setattr(download_mod, "open", refusing, raising=False)
 
 
 def _closed_folder(path, mp):

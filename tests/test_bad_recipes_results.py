@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medboost_cli import results as results_module
+from medboost_cli.results import bulk as results_bulk
 from medboost_cli.recipes import load_recipe, recipes_dir
 from medboost_cli.results import write_row
 
@@ -275,8 +275,8 @@ def test_a_bad_results_file_is_skipped_with_one_line_over_many_runs_and_fails_on
     bad = bad_case.damage(folder, damaged)
     before = _snapshot(folder)
     valid = [r["run_id"] for r in rows if not (bad_case.removes and r is damaged)]
-    at_once, read_at_once = [], results_module._read_runs_at_once
-    monkeypatch.setattr(results_module, "_read_runs_at_once",
+    at_once, read_at_once = [], results_bulk.read_runs_at_once
+    monkeypatch.setattr(results_bulk, "read_runs_at_once",
                         lambda files, columns: at_once.append(read_at_once(files, columns)) or at_once[-1])
 
     if command == "runs":

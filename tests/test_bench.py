@@ -7,19 +7,24 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from medboost_cli import allocator, bench
-from medboost_cli.bench import bench_recipe, count_flops, run_bench
+from medboost_cli import allocator, bench, bench_timing
+from medboost_cli.bench import bench_recipe, run_bench
+from medboost_cli.bench_timing import count_flops
 from medboost_cli.errors import DataError, MedboostError
-from medboost_cli.results import load_bench
 
 from .conftest import TINY_SETS
 from .test_cli import Result, assert_one_line_error, run
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # benchmark code, imported by name there
+from bench_rows import load_bench  # noqa: E402
 
 
 def test_flops_of_a_matmul_and_of_cpu_attention():
@@ -33,13 +38,13 @@ def test_matmul_rate_is_flops_over_the_best_trial(monkeypatch):
     """2 m k n FLOPs over the fastest of the trials' timings (timings stubbed: the real 2048x4096x4096 bf16
     products take minutes on a CPU without bf16 matrix units, and a rate is not something to assert)."""
     seconds = iter([0.5, 0.25, 1.0])
-    monkeypatch.setattr(bench, "seconds_per_call", lambda fn, steps: next(seconds))
-    assert bench.matmul_tflops(torch.device("cpu"), trials=3) == 2 * 2048 * 4096 * 4096 / 0.25 / 1e12
+    monkeypatch.setattr(bench_timing, "seconds_per_call", lambda fn, steps: next(seconds))
+    assert bench_timing.matmul_tflops(torch.device("cpu"), trials=3) == 2 * 2048 * 4096 * 4096 / 0.25 / 1e12
 
 
 def test_seconds_per_call_is_torch_timers_mean_after_two_untimed_calls():
     calls = []
-    assert bench.seconds_per_call(lambda: calls.append(1), steps=5) > 0
+    assert bench_timing.seconds_per_call(lambda: calls.append(1), steps=5) > 0
     assert len(calls) == 2 + 5
 
 
@@ -53,13 +58,13 @@ def test_measure_times_each_step_and_gives_median_and_iqr(monkeypatch):
         clock[0] += durations[len(calls)]
         calls.append(1)
 
-    monkeypatch.setattr(bench.benchmark, "timer", lambda: clock[0])
-    m = bench.measure(step, warmup=2, steps=5, label="step")
+    monkeypatch.setattr(bench_timing.benchmark, "timer", lambda: clock[0])
+    m = bench_timing.measure(step, warmup=2, steps=5, label="step")
     timed = durations[2:]
     assert len(calls) == 7 and m.times == pytest.approx(timed)
     assert m.median == pytest.approx(np.percentile(timed, 50))
     assert m.iqr == pytest.approx(np.percentile(timed, 75) - np.percentile(timed, 25))
-    fields = bench._ms(m, "train")
+    fields = bench_timing.ms_fields(m, "train")
     assert fields == {"train_ms_median": pytest.approx(300.0), "train_ms_iqr": pytest.approx(200.0), "train_ms_n": 5,
                       "train_ms_samples": pytest.approx([100.0, 400.0, 200.0, 800.0, 300.0])}
 
@@ -228,35 +233,6 @@ def test_pneumollm_at_the_paper_shape():
     assert (r.model, r.backbone.name, r.backbone.pretrained, r.booster.llm, r.data.size) == (
         "pneumollm", "clip-l14", False, "random:llama-7b", 224)
     assert (r.train.batch_size, r.pneumollm.llm_layers, r.pneumollm.source_every, r.pneumollm.tokens) == (16, None, 4, 4)
-
-
-def test_the_step_breakdown_accounts_for_the_whole_step():
-    """bench.step_breakdown splits the R-LLM step into parts whose FLOPs add up to the whole step's (the optimizer
-    and resize count none: no matmul), each with its floor at the given matmul rate; F_L's FLOPs are those of one
-    MiniLM layer's forward and input gradient at the backbone's 50 tokens."""
-    recipe = bench_recipe("breast", None, "minilm", 4, TINY_SETS[:5] + ["booster.mode=rllm"], preset="cpu")
-    rows = bench.step_breakdown(recipe, warmup=0, steps=1, matmul=2.0)
-    by = {r["part"]: r for r in rows}
-    assert list(by) == ["resize/augment", "backbone + head fwd/bwd", "F_L fwd + input grad", "F_E/F_D + loss",
-                        "optimizer", "other", "step"]
-    step = by["step"]
-    parts = ["resize/augment", "backbone + head fwd/bwd", "F_L fwd + input grad", "F_E/F_D + loss", "optimizer"]
-    assert sum(by[p]["gflop"] for p in parts) + by["other"]["gflop"] == pytest.approx(step["gflop"])
-    assert abs(by["other"]["gflop"]) < 1e-3 * step["gflop"]  # nothing of the step's matrix work is left out
-    assert by["F_E/F_D + loss"]["gflop"] > 0 and by["backbone + head fwd/bwd"]["gflop"] > 0
-    # one BERT layer at 4 x 50 tokens: 6 matmuls of 384-wide tokens (q, k, v, o; 384->1536->384), forward 2 FLOPs
-    # per multiply-add, and the input gradient the same again; attention's token-by-token products, each
-    # 2 x 4 x 50 x 50 x 384 FLOPs: QK^T and AV forward, then backward the scores recomputed (the flash kernel keeps
-    # none), dV, dP, dQ and dK
-    tokens, d, ff = 4 * 50, 384, 1536
-    linear = 2 * tokens * (4 * d * d + 2 * d * ff)
-    product = 2 * 4 * 50 * 50 * d
-    assert by["F_L fwd + input grad"]["gflop"] * 1e9 == pytest.approx(2 * linear + (2 + 5) * product, rel=1e-6)
-    for r in rows:
-        assert r["floor_ms"] == pytest.approx(r["gflop"] * 1e9 / 2e12 * 1e3)
-    assert step["ms"] > 0 and step["fraction_of_floor"] == pytest.approx(step["floor_ms"] / step["ms"])
-    with pytest.raises(MedboostError, match="R-LLM step with a frozen layer"):
-        bench.step_breakdown(bench_recipe("breast", None, None, 4, ["booster.mode=none"], preset="cpu"), 0, 1, 2.0)
 
 
 def test_booster_modes_with_pneumollm_are_one_line_config_errors(tmp_path):

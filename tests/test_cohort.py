@@ -14,8 +14,8 @@ import pytest
 
 from medboost_cli import cohort as cohort_mod
 from medboost_cli import results
+from medboost_cli.cohort_file import load_cohort
 from medboost_cli.data import load_dataset
-from medboost_cli.dicom import load_cohort
 from medboost_cli.folds import patient_folds
 from medboost_cli.metrics import binary_report
 from medboost_cli.recipes import load_recipe

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import medboost_cli.data as data_mod
+import medboost_cli.download as download_mod
 from medboost_cli.data import BatchTransform, data_dir_from, download, load_dataset
 from medboost_cli.seeding import EpochStream, epoch_generator
 from medboost_cli.errors import MedboostError
@@ -113,7 +113,7 @@ def test_download_offline_names_file_url_and_destination(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(data_mod.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download_mod.urllib.request, "urlopen", offline)
     with pytest.raises(MedboostError) as e:
         download(BREAST, 28, tmp_path, log=lambda *a: None)
     msg = str(e.value)
@@ -135,7 +135,7 @@ class _Response(io.BytesIO):
 def test_download_verifies_md5_and_replaces_a_bad_file(tmp_path, monkeypatch):
     payload = b"pretend npz bytes"
     monkeypatch.setattr(type(BREAST), "md5", lambda self, size: hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr(data_mod.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
+    monkeypatch.setattr(download_mod.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
     (tmp_path / "breastmnist.npz").write_bytes(b"stale")
     logs = []
     path = download(BREAST, 28, tmp_path, log=logs.append)
@@ -145,7 +145,7 @@ def test_download_verifies_md5_and_replaces_a_bad_file(tmp_path, monkeypatch):
 
 
 def test_download_rejects_wrong_md5(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_mod.urllib.request, "urlopen", lambda url, timeout: _Response(b"tampered"))
+    monkeypatch.setattr(download_mod.urllib.request, "urlopen", lambda url, timeout: _Response(b"tampered"))
     with pytest.raises(MedboostError, match="its MD5 .* is not medmnist's"):
         download(BREAST, 28, tmp_path, log=lambda *a: None)
     assert not (tmp_path / "breastmnist.npz").exists()

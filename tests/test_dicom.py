@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from medboost_cli import dicom
+from medboost_cli import cohort_file, dicom
 from medboost_cli.errors import ConfigError, DataError
 
 from .dicom_fixtures import ROWS, write_cohort, write_dicom, write_labels
@@ -95,17 +95,17 @@ def test_synthetic_cohort_end_to_end(tmp_path):
     assert "1 files had no VOI LUT or window tags" in result.stdout
     assert "1 files in the folder are not in labels.csv" in result.stdout
 
-    cohort_file = dicom.load_cohort(out)
-    assert cohort_file.images.dtype == np.uint8 and cohort_file.images.shape == (n, 32, 32)
-    assert cohort_file.files.tolist() == cohort.good
-    assert cohort_file.labels[:, 0].tolist() == labels and cohort_file.labels.shape == (n, 1)
-    assert cohort_file.patient_ids.tolist() == [f.split("/")[0] for f in cohort.good]
-    assert (cohort_file.crop_boxes == [0, ROWS, 0, cohort.display[cohort.good[0]].shape[1]]).all()
-    assert cohort_file.meta["size"] == 32 and cohort_file.meta["aspect"] == "stretch"
-    assert [f for f, _ in cohort_file.meta["skipped"]] == list(cohort.bad)
-    assert cohort_file.meta["minmax"] == cohort.minmax
+    written = cohort_file.load_cohort(out)
+    assert written.images.dtype == np.uint8 and written.images.shape == (n, 32, 32)
+    assert written.files.tolist() == cohort.good
+    assert written.labels[:, 0].tolist() == labels and written.labels.shape == (n, 1)
+    assert written.patient_ids.tolist() == [f.split("/")[0] for f in cohort.good]
+    assert (written.crop_boxes == [0, ROWS, 0, cohort.display[cohort.good[0]].shape[1]]).all()
+    assert written.meta["size"] == 32 and written.meta["aspect"] == "stretch"
+    assert [f for f, _ in written.meta["skipped"]] == list(cohort.bad)
+    assert written.meta["minmax"] == cohort.minmax
     # Every file - MONOCHROME1 or 2, window, rescale + window, VOI LUT, no VOI tags - looks as drawn, air dark.
-    for image, file in zip(cohort_file.images, cohort.good):
+    for image, file in zip(written.images, cohort.good):
         assert np.abs(image.astype(int) - dicom.resize_square(cohort.display[file], 32)).max() <= 1, file
         assert image[:3, :3].mean() < 0.1 * 255, file
 
@@ -116,7 +116,7 @@ def test_masks_crop_to_the_lungs_with_a_margin(tmp_path):
         out = tmp_path / f"crop{margin}.npz"
         result = prepare(cohort, out, "--masks", cohort.masks, "--margin", margin)
         assert result.returncode == 0, result.stderr
-        got = dicom.load_cohort(out)
+        got = cohort_file.load_cohort(out)
         assert got.meta["margin"] == margin
         for image, box, file in zip(got.images, got.crop_boxes, cohort.good):
             top, bottom, left, right = cohort.lung_box[file]
@@ -135,7 +135,7 @@ def test_a_missing_mask_skips_that_file(tmp_path):
     result = prepare(cohort, tmp_path / "out.npz", "--masks", cohort.masks)
     assert result.returncode == 0, result.stderr
     assert "skipped P001/img0.dcm: no mask (P001/img0.png or .npy in" in result.stderr
-    assert "P001/img0.dcm" not in dicom.load_cohort(tmp_path / "out.npz").files.tolist()
+    assert "P001/img0.dcm" not in cohort_file.load_cohort(tmp_path / "out.npz").files.tolist()
 
 
 def test_mask_box_margin_clip_and_scale():
@@ -218,15 +218,15 @@ def test_load_cohort_rejects_other_files(tmp_path):
 
     medmnist_file = write_medmnist(tmp_path, "breast")
     with pytest.raises(DataError, match="missing arrays images, labels, patient_ids"):
-        dicom.load_cohort(medmnist_file)
+        cohort_file.load_cohort(medmnist_file)
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(DataError, match="cannot be read as a cohort file"):
-        dicom.load_cohort(tmp_path / "broken.npz")
-    arrays = {k: np.zeros(1) for k in dicom.COHORT_KEYS}
+        cohort_file.load_cohort(tmp_path / "broken.npz")
+    arrays = {k: np.zeros(1) for k in cohort_file.COHORT_KEYS}
     arrays["meta"] = np.array(json.dumps({"format": "something-else"}))
     np.savez(tmp_path / "foreign.npz", **arrays)
     with pytest.raises(DataError, match="not written by medboost"):
-        dicom.load_cohort(tmp_path / "foreign.npz")
+        cohort_file.load_cohort(tmp_path / "foreign.npz")
 
 
 def test_colour_multiframe_and_flat_images_are_skipped(tmp_path):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from medboost_cli import folds
-from medboost_cli.dicom import load_cohort, prepare_dicom
+from medboost_cli.cohort_file import load_cohort
+from medboost_cli.dicom import prepare_dicom
 from medboost_cli.errors import ConfigError, DataError
 
 from .dicom_fixtures import write_cohort

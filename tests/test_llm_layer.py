@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from medboost_cli.errors import MedboostError
-from medboost_cli.models.llm import KNOWN_SPECS, LayerSpec, build_block, layer_flops
+from medboost_cli.models.llm import KNOWN_SPECS, LayerSpec, build_block, layer_flops, layer_params
 from medboost_cli.models.llm_loading import load_llm_layer, safetensors_header, weights_sha256
 
 SMALL_LLAMA = LayerSpec("llama", 32, 48, 4, 2, 8, 1e-6, n_layers=2)
@@ -146,7 +146,7 @@ def test_random_and_shuffled_controls(tiny_llama):
 
 def test_random_llama_7b_shape_and_flops():
     spec = KNOWN_SPECS["llama-7b"]
-    assert spec.n_params == 202_383_360  # 202.4M, as in REFERENCE.md
+    assert layer_params(spec) == 202_383_360  # 202.4M, as in REFERENCE.md
     assert layer_flops(spec, 197) / 1e9 == pytest.approx(80, rel=0.02)  # ~80 GFLOPs per image forward
 
 
@@ -335,7 +335,7 @@ def test_an_unregistered_family_is_one_error_line_not_a_bert_layer():
     from medboost_cli.models.llm import resolve_lm_norm
 
     t5 = LayerSpec("t5", 32, 64, 4, 4, 8, 1e-6, n_layers=2)
-    for step in (lambda: build_block(t5), lambda: layer_flops(t5, 7), lambda: t5.n_params,
+    for step in (lambda: build_block(t5), lambda: layer_flops(t5, 7), lambda: layer_params(t5),
                  lambda: resolve_lm_norm("auto", t5)):
         with pytest.raises(ConfigError, match=r"^LM family 't5' is not registered; registered: llama, bert, phi$"):
             step()

@@ -118,3 +118,25 @@ def test_the_model_layer_builds_without_the_recipe_schema():
     assert out.returncode == 0, out.stderr
     loaded = ast.literal_eval(out.stdout.strip().splitlines()[-1])
     assert not any(name in loaded for name in ("medboost_cli.recipes", "medboost_cli.results", "medboost_cli.engine"))
+
+
+def test_no_model_family_is_chosen_by_name_outside_its_registry():
+    """A family's name is never compared outside models/families, nor is a recipe's ``model`` compared with a
+    string ("rllm" is also a booster mode, compared as one elsewhere)."""
+    from .test_structure import PACKAGE, _compared_names
+
+    home = PACKAGE / "models" / "families"
+    only_families = set(FAMILIES) - set(Recipe.model_fields["booster"].annotation.model_fields["mode"].annotation.__args__)
+    assert only_families == {"pneumollm"}
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if home in path.parents:
+            continue
+        tree = ast.parse(path.read_text())
+        found += [f"{path.name} compares {name!r}" for name in _compared_names(path.read_text()) & only_families]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare) and any(isinstance(side, ast.Attribute) and side.attr == "model"
+                                                     for side in [node.left, *node.comparators]):
+                if any(isinstance(side, ast.Constant) for side in [node.left, *node.comparators]):
+                    found.append(f"{path.name}:{node.lineno} compares a recipe's model with a name")
+    assert not found

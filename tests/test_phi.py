@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medboost_cli.errors import MedboostError
-from medboost_cli.models.llm import KNOWN_SPECS, build_block, layer_flops
+from medboost_cli.models.llm import KNOWN_SPECS, build_block, layer_flops, layer_params
 from medboost_cli.models.llm_loading import load_llm_layer, load_llm_layers
 from medboost_cli.models.pneumollm import LMStack
 
@@ -145,7 +145,7 @@ def test_phi_shape_counts_match_transformers():
     with torch.device("meta"):
         theirs = sum(p.numel() for p in PhiDecoderLayer(config, 0).parameters())
         ours = sum(p.numel() for p in build_block(spec).parameters())
-    assert spec.n_params == theirs == ours == 78_671_360
+    assert layer_params(spec) == theirs == ours == 78_671_360
     mlp = 2 * 197 * 2560 * 10240 * 2  # fc1 and fc2
     assert layer_flops(spec, 197) == 2 * 197 * 4 * 2560 * 2560 + 4 * 197 * 197 * 2560 + mlp
 

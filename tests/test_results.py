@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from medboost_cli import results
+from medboost_cli.results import bulk, checks
 from medboost_cli.errors import MedboostError
 from medboost_cli.recipes import load_recipe
 
@@ -145,9 +146,9 @@ def _mixed_folder(folder) -> list:
                                      ["lm_norm", "world_size", "run_id"]])
 def test_a_folder_read_at_once_equals_its_files_read_one_by_one(tmp_path, monkeypatch, columns):
     files = _mixed_folder(tmp_path)
-    at_once, at_fault = results._read_runs_at_once(files, columns)
+    at_once, at_fault = bulk.read_runs_at_once(files, columns)
     assert at_fault == [] and at_once.num_rows == len(files)
-    monkeypatch.setattr(results, "_read_runs_at_once", lambda files, columns: None)
+    monkeypatch.setattr(bulk, "read_runs_at_once", lambda files, columns: None)
     one_by_one = results.read_runs_table(files, columns)
     assert at_once.schema == one_by_one.schema  # the same columns, in the same order, of the same types
     assert json.dumps(at_once.to_pylist()) == json.dumps(one_by_one.to_pylist())  # NaN (test_spec) equals NaN
@@ -159,7 +160,7 @@ def test_a_folder_of_sound_rows_is_read_in_bulk_not_file_by_file(tmp_path, monke
     def read_run(path, columns=None):
         raise AssertionError(f"{path} read on its own")
 
-    monkeypatch.setattr(results, "_read_run", read_run)
+    monkeypatch.setattr(bulk, "read_run", read_run)
     df = results.load_results(tmp_path)
     assert sorted(df["run_id"]) == sorted(f.stem for f in files)
     assert df.set_index("run_id").loc["adrenal3d-vivit-s-rllm-22222222-s0", "world_size"] == 1
@@ -167,14 +168,14 @@ def test_a_folder_of_sound_rows_is_read_in_bulk_not_file_by_file(tmp_path, monke
 
 def test_only_the_files_at_fault_are_read_again_alone(tmp_path, monkeypatch):
     """Among sound rows, a file that is not Parquet and a copy of a row under another name: the bulk read keeps the
-    sound rows and leaves only those two to ``_read_run``, which names each in one warning, in the files' order."""
+    sound rows and leaves only those two to ``read_run``, which names each in one warning, in the files' order."""
     files = _mixed_folder(tmp_path)
     garbage = tmp_path / "runs" / "breast-vit-mini-none-00000000-s9.parquet"
     garbage.write_bytes(b"not parquet")
     misnamed = tmp_path / "runs" / "aaa-misnamed.parquet"
     misnamed.write_bytes(files[-1].read_bytes())
-    alone, read_run = [], results._read_run
-    monkeypatch.setattr(results, "_read_run", lambda path, columns=None: alone.append(path) or read_run(path, columns))
+    alone, read_run = [], bulk.read_run
+    monkeypatch.setattr(bulk, "read_run", lambda path, columns=None: alone.append(path) or read_run(path, columns))
     warnings = []
     df = results.load_results(tmp_path, warn=warnings.append)
     assert alone == [misnamed, garbage]
@@ -199,8 +200,8 @@ def test_each_row_of_a_table_gets_the_problem_its_file_alone_gets(tmp_path):
             good | {"run_id": "breast-vit-mini-none-00000000-s6", "status": "done"}]
     paths = [results.write_row(tmp_path, row) for row in rows]
     table = pa.concat_tables([pq.read_table(p) for p in paths], promote_options="permissive")
-    alone = [results._rows_problems([p], pq.read_table(p))[0] for p in paths]
-    assert results._rows_problems(paths, table) == alone
+    alone = [checks.rows_problems([p], pq.read_table(p))[0] for p in paths]
+    assert checks.rows_problems(paths, table) == alone
     assert [a is None for a in alone] == [True, False, False, True, False, False, False]
     assert "1 of its test_scores are not finite" in alone[1] and "3 of its test_scores" in alone[5]
     assert "has 1 rows of test_scores for 2 test_labels" in alone[2]

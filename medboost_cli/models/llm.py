@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, ModelFileError
-from .lm import FAMILIES, NORM_CHOICES, LayerSpec, lm_family
+from .lm import FAMILIES, NORM_CHOICES, LayerSpec, layer_params, lm_family
 from .lm.bert import BERT_RENAMES, BertBlock, BertMLP
 from .lm.family import rename
 from .lm.layers import LayerNorm, NormedLayer, RMSNorm, Rope, SelfAttention, apply_rope, rope_tables
@@ -31,7 +31,7 @@ from .lm.phi import PhiBlock
 __all__ = [
     "BERT_RENAMES", "BertBlock", "BertMLP", "IGNORED_SUFFIXES", "KNOWN_SPECS", "LM_NORMS", "LayerNorm", "LayerSpec",
     "LlamaBlock", "LlamaMLP", "META_RENAMES", "NormedLayer", "PhiBlock", "RMSNorm", "Rope", "SelfAttention",
-    "apply_rope", "build_block", "layer_flops", "meta_rows_to_hf_", "normalise_layer_index", "random_init_",
+    "apply_rope", "build_block", "layer_flops", "layer_params", "meta_rows_to_hf_", "normalise_layer_index", "random_init_",
     "rename_key", "resolve_lm_norm", "rope_tables", "shuffle_", "with_final_norm",
 ]
 

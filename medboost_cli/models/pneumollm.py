@@ -44,10 +44,12 @@ code instead applies BCEWithLogits to two independent logits with one-hot target
 softplus(z_other)) / 2, which is NOT cross-entropy (softplus(z_other - z_y)): it also pulls each logit's absolute
 level, not only their difference, so gradients and the optimum path differ; its scores are softmax(z) as ours.
 
-Where the released code differs (we follow the paper): its emitter mask is built but the layers get an all-zero
-mask; its engine is left frozen at random init by a parameter-name loop (yet counted in its 2.70M); it normalises
-with ImageNet's mean/std (we use CLIP's); its CLIP runs fp16. OpenAI's CLIP uses QuickGELU: ``clip-l14`` is timm's
-quickgelu variant of ``vit_large_patch14_clip_224.openai`` (same weights).
+Where the released code (CodeMonsterPHD/PneumoLLM at d393e4f) differs (we follow the paper): its engine is left
+frozen at random init by a parameter-name loop (yet counted in its 2.70M); it normalises with ImageNet's mean/std
+(we use CLIP's); its CLIP runs fp16. Its emitter mask is applied in every layer, as here; only its first commit
+(35caae5) passed the layers an all-zero mask, which ``pneumollm.emitter=false`` reproduces.
+OpenAI's CLIP uses QuickGELU: ``clip-l14`` is timm's quickgelu variant of ``vit_large_patch14_clip_224.openai``
+(same weights).
 """
 
 from __future__ import annotations
@@ -188,12 +190,12 @@ def source_tokens(backbone: TimmViT, x: torch.Tensor, every: int, n_source: int,
     Blocks after the last one taken are not run."""
     h = backbone.embed(x)
     taken = []
-    for i, block in enumerate(backbone.vit.blocks[: n_source * every]):
+    for i, block in enumerate(backbone.blocks[: n_source * every]):
         h = block(h)
         if (i + 1) % every == 0:
             taken.append(h[:, 0])
     tokens = torch.stack(taken, dim=1)
-    return backbone.vit.norm(tokens) if norm == "ln_post" else tokens
+    return backbone.final_norm(tokens) if norm == "ln_post" else tokens
 
 
 class PneumoLLM(nn.Module):
@@ -205,7 +207,7 @@ class PneumoLLM(nn.Module):
         the adapters each draw from their own offset of the booster's init stream, the head from the head's
         (medboost_cli.seeding): a part's initial weights do not depend on which other parts an ablation keeps."""
         super().__init__()
-        depth = len(backbone.vit.blocks)
+        depth = len(backbone.blocks)
         if cfg.source_every > depth:
             raise ConfigError(f"pneumollm.source_every={cfg.source_every} exceeds the vision encoder's {depth} blocks")
         self.backbone = backbone
@@ -228,7 +230,7 @@ class PneumoLLM(nn.Module):
             self.lm.requires_grad_(False)
         if cfg.adapters:
             seeded(Init.BOOSTER, 2)
-            add_adapters(backbone.vit.blocks[: self.n_source * self.every], dim, cfg)
+            add_adapters(backbone.blocks[: self.n_source * self.every], dim, cfg)
             if self.lm is not None:
                 add_adapters(self.lm.blocks, lm_dim, cfg)
         seeded(Init.HEAD)

@@ -33,6 +33,11 @@ def lm_family(arch: str) -> LMFamily:
     return FAMILIES[arch]
 
 
+def layer_params(spec: LayerSpec) -> int:
+    """Parameters of one layer of ``spec``'s shape, by its family's count."""
+    return lm_family(spec.arch).n_params(spec)
+
+
 def hf_layer_spec(cfg: dict, where: str) -> LayerSpec:
     """A transformers config.json (already a dict) -> the shape of one of its layers, checked by its family."""
     model_type = cfg.get("model_type", "")
@@ -41,7 +46,7 @@ def hf_layer_spec(cfg: dict, where: str) -> LayerSpec:
         raise ModelFileError(f"{where}: model_type {short(model_type)} is not supported; medboost reads the LM "
                              f"families {_listing()}")
     spec = family.spec_from_hf(validated(family.hf_config, cfg, where), where)
-    check_layer_size(spec.n_params, where)
+    check_layer_size(layer_params(spec), where)
     return spec
 
 
@@ -57,5 +62,5 @@ def meta_format_family(where: str) -> LMFamily:
 def meta_layer_spec(params: dict, where: str) -> LayerSpec:
     """Meta's params.json (already a dict) -> the layer shape, checked."""
     spec = meta_format_family(where).meta.spec(params, where)
-    check_layer_size(spec.n_params, where)
+    check_layer_size(layer_params(spec), where)
     return spec

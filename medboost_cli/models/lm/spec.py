@@ -22,12 +22,6 @@ class LayerSpec:
     init_std: float = 0.02
     rope_theta: float = 10000.0  # RoPE's base, used only when a caller applies RoPE (families with rotary)
 
-    @property
-    def n_params(self) -> int:
-        from . import lm_family  # the registry imports this module: looked up when asked
-
-        return lm_family(self.arch).n_params(self)
-
 
 def attention_params(spec: LayerSpec) -> int:
     """Weights of the q, k, v and output projections (no biases)."""

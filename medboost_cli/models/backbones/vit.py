@@ -1,57 +1,33 @@
-"""Backbones: image or volume -> token sequence (B, N, D), and tokens -> pooled features (B, D).
+"""The 2D ViT family: timm VisionTransformers (ViT-S/T/B, CLIP ViT-L/14, the CPU-sized ViT-mini).
 
-Every backbone, 2D (here) or 3D (``backbones3d.py``), follows the ``Backbone`` protocol below. Backbones are
-registered by name in ``BACKBONES`` with the input dimensionality in ``BACKBONE_DIMS``; each family declares the
-``backbone.*`` keys it reads, and a key it does not read is an error when set (``BackboneConfig.check_keys``).
+The booster's site is after the last block, on all tokens, CLS included, before the final norm (the released
+R-LLM code's); ``pool`` applies the final norm and reads CLS. AdamW does not decay the position table and the
+CLS token (nor any 1-D parameter). Grad-CAM reads the last block's first norm (pytorch-grad-cam's guidance for
+ViTs): its patch tokens feed the attention that CLS reads, so their gradient is not zero, as it is at the
+final norm, where only CLS reaches the head.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-import timm
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 
-from ..errors import ConfigError
-from ..hub import cached_file, ensure_reachable
-from .backbones3d import BACKBONES_3D
+from ...errors import ConfigError
+from .family import BackboneFamily, CamTarget
+from .timm_weights import create_timm_model
 
 if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
-    from ..recipes import BackboneConfig
-
-
-@runtime_checkable
-class Backbone(Protocol):
-    """What the ``Classifier``, the engine and the booster rely on."""
-
-    num_features: int  # token width D
-    input_size: int  # side of the (square or cubic) input the backbone takes
-    in_chans: int
-    n_tokens: int  # tokens the booster sees at its site
-    mean: tuple[float, ...]  # input normalisation, per channel
-    std: tuple[float, ...]
-    dims: int  # 2 (images) or 3 (volumes)
-
-    def forward_tokens(self, x: torch.Tensor, boost: nn.Module | None = None) -> torch.Tensor:
-        """Input -> tokens (B, N, D), with ``boost`` (a tokens -> tokens module) applied at the backbone's booster
-        site: for the 2D ViTs and ViT3D after the last block, on all tokens, CLS included, before the final norm
-        (ViViT: see ``backbones3d.py``)."""
-        ...
-
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens -> (B, D) features for the head: the final norm (if the backbone has one there), then CLS."""
-        ...
+    from ...recipes import BackboneConfig
 
 
 @dataclass(frozen=True)
 class TimmViTSpec:
     timm_name: str
     img_size: int
-    dims: int = 2
     overrides: tuple[tuple[str, object], ...] = ()  # fixed timm kwargs that make this variant
 
 
@@ -96,6 +72,16 @@ class TimmViT(nn.Module):
         self.std = tuple(cfg.get("std", (0.5, 0.5, 0.5)))
         self.in_chans = in_chans
 
+    @property
+    def blocks(self) -> nn.Sequential:
+        """The transformer blocks, in order (PneumoLLM reads the residual stream between them)."""
+        return self.vit.blocks
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm after the last block (``pool`` applies it)."""
+        return self.vit.norm
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patches, CLS first, plus positions: what timm's ``forward_features`` computes before its blocks, written
         with the model's public attributes (its private ``_pos_embed`` does the same for this layout)."""
@@ -110,6 +96,20 @@ class TimmViT(nn.Module):
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.vit.forward_head(self.vit.norm(tokens), pre_logits=True)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"vit.pos_embed", "vit.cls_token"}
+
+
+def gradcam_target(backbone: TimmViT) -> CamTarget:
+    """The last block's first norm; its patch tokens (prefix tokens dropped) reshaped to the patch grid."""
+    prefix = backbone.vit.num_prefix_tokens
+    h, w = backbone.vit.patch_embed.grid_size
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, prefix:].reshape(tokens.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+    return CamTarget(backbone.blocks[-1].norm1, reshape)
 
 
 TIMM_VITS: dict[str, TimmViTSpec] = {
@@ -145,53 +145,8 @@ def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
                   proj_drop_rate=cfg.dropout)
     if cfg.stem == "conv":
         kwargs["embed_layer"] = ConvStemEmbed
-    if cfg.pretrained:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(_pretrained_file(spec.timm_name, cfg))}
-    try:
-        vit = timm.create_model(spec.timm_name, pretrained=cfg.pretrained, **kwargs)
-    except (RuntimeError, ValueError, OSError) as e:
-        raise ConfigError(
-            f"backbone {cfg.name}: cannot build {spec.timm_name} with {kwargs} ({str(e).splitlines()[0]}); "
-            f"check backbone.weights and the size keys"
-        ) from None
-    return TimmViT(vit, img_size, cfg.in_chans)
+    return TimmViT(create_timm_model(spec.timm_name, cfg, **kwargs), img_size, cfg.in_chans)
 
 
-def _pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
-    """The local weights file: backbone.weights, else the hub cache, else fetched from the hub."""
-    if cfg.weights:
-        path = Path(cfg.weights).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"backbone.weights: file not found: {path}; point it at a local weights file")
-        return path
-    hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        if (cached := cached_file(hub_id, filename)) is not None:
-            return cached
-    ensure_reachable(
-        f"pretrained weights for {timm_name} (hub id {hub_id})",
-        f"download https://huggingface.co/{hub_id}/resolve/main/model.safetensors and set backbone.weights=PATH, "
-        f"or train from scratch with backbone.pretrained=false",
-    )
-    from huggingface_hub import hf_hub_download
-
-    return Path(hf_hub_download(hub_id, "model.safetensors"))
-
-
-BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
-    **{name: (lambda cfg, spec=spec: build_timm_vit(spec, cfg)) for name, spec in TIMM_VITS.items()},
-    **BACKBONES_3D,
-}
-BACKBONE_DIMS: dict[str, int] = {**{name: spec.dims for name, spec in TIMM_VITS.items()}, **{n: 3 for n in BACKBONES_3D}}
-
-
-def build_backbone(cfg: BackboneConfig, dims: int) -> Backbone:
-    if cfg.name not in BACKBONES:
-        raise ConfigError(f"backbone.name='{cfg.name}' is not registered; choose one of {', '.join(BACKBONES)}")
-    if BACKBONE_DIMS[cfg.name] != dims:
-        fits = [n for n, d in BACKBONE_DIMS.items() if d == dims]
-        raise ConfigError(
-            f"backbone '{cfg.name}' takes {BACKBONE_DIMS[cfg.name]}D input but the task is {dims}D; "
-            f"use one of {', '.join(fits)}"
-        )
-    return BACKBONES[cfg.name](cfg)
+FAMILY = BackboneFamily(what="a 2D ViT", dims=2, variants=TIMM_VITS, keys=VIT_KEYS, build=build_timm_vit,
+                        gradcam=gradcam_target)

@@ -1,0 +1,49 @@
+"""Pretrained weights for the timm-built backbone families: a local file, the hub cache, or the hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import timm
+
+from ...errors import ConfigError
+from ...hub import cached_file, ensure_reachable
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
+
+
+def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
+    """The local weights file: backbone.weights, else the hub cache, else fetched from the hub."""
+    if cfg.weights:
+        path = Path(cfg.weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"backbone.weights: file not found: {path}; point it at a local weights file")
+        return path
+    hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        if (cached := cached_file(hub_id, filename)) is not None:
+            return cached
+    ensure_reachable(
+        f"pretrained weights for {timm_name} (hub id {hub_id})",
+        f"download https://huggingface.co/{hub_id}/resolve/main/model.safetensors and set backbone.weights=PATH, "
+        f"or train from scratch with backbone.pretrained=false",
+    )
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(hub_id, "model.safetensors"))
+
+
+def create_timm_model(timm_name: str, cfg: BackboneConfig, **kwargs):
+    """``timm.create_model`` with the pretrained weights of ``pretrained_file``; a model timm cannot build with
+    these keys is one ConfigError line."""
+    if cfg.pretrained:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file(timm_name, cfg))}
+    try:
+        return timm.create_model(timm_name, pretrained=cfg.pretrained, **kwargs)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise ConfigError(
+            f"backbone {cfg.name}: cannot build {timm_name} with {kwargs} ({str(e).splitlines()[0]}); "
+            f"check backbone.weights and the size keys"
+        ) from None
