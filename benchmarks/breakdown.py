@@ -61,7 +61,7 @@ def _parts(recipe: Recipe, bench: StepBench) -> list[tuple[str, Callable[[], Any
     x = bench.train_tf(bench.images, bench.gen)
     clip = recipe.train.grad_clip
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    lm, n_tokens, hidden = frozen_path(bench.built)
+    lm, n_tokens, hidden = frozen_path(recipe, bench.built)
     r = torch.randn(b, n_tokens, hidden, device=device, dtype=amp or torch.float32, requires_grad=True)
     model.train()
 

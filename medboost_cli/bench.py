@@ -10,9 +10,10 @@ utilisation figures are reported against a matmul rate, in the precision the mod
 has it natively, else fp32), measured in the same run on the same device: the whole train step's, and the frozen LM
 layer's alone (forward + backward to its input, at the batch's token shape).
 
-For ``model: pneumollm`` the cases compared are variants of the model instead of booster modes (``VARIANTS``): the
-whole model, and the same without its LM (Table 4's "w/o LLM"), whose difference is what the LM costs. Its frozen
-path is the stack of LM layers (with their adapters) at the d + m tokens it sees."""
+Each model family says what its cases are (``ModelFamily.bench``, medboost_cli/models/families): R-LLM's are
+booster modes; PneumoLLM's are variants of the model, the whole model and the same without its LM (Table 4's
+"w/o LLM"), whose difference is what the LM costs, and its frozen path is the stack of LM layers (with their
+adapters) at the d + m tokens it sees."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from .bench_timing import count_flops, matmul_tflops, measure
 from .bench_timing import dtype_name as _dtype_name, ms_fields as _ms
 from .errors import EXIT_INTERNAL, ConfigError, MedboostError
 from .hardware import autocast, autocast_dtype, device_name, peak_rss_mb, resolve_device, set_threads
-from .models import count_parameters
+from .models import FAMILIES, count_parameters
+from .models.families import DEFAULT_FAMILY
 from .recipes import Recipe, load_recipe
 from .results import git_commit, package_versions, write_bench_row
 
@@ -47,14 +49,6 @@ from .results import git_commit, package_versions, write_bench_row
 SHAPES = {
     "2d-224": {"task": "breast", "sets": ["backbone.pretrained=false"], "llm": "random:llama-7b"},
     "3d-28": {"task": "adrenal3d", "sets": [], "llm": "random:llama-7b"},
-}
-
-
-# PneumoLLM's cases for `medboost bench --model pneumollm --variant ...`: pneumollm.* keys over the recipe's.
-VARIANTS = {
-    "pneumollm": {},
-    "no-llm": {"llm": False, "emitter": False},  # Table 4 (the emitter masks the LM's attention: none without it)
-    "simplified": {"engine": False, "emitter": False},  # Table 5
 }
 
 
@@ -71,48 +65,50 @@ def bench_recipe(task: str | None, shape: str | None, llm: str | None, batch: in
 
 
 def bench_names(recipe: Recipe, boosters: list[str], variants: list[str]) -> list[str]:
-    """The cases `medboost bench` compares: ``--booster`` modes for R-LLM (default none and rllm), ``--variant``
-    names for PneumoLLM (default the whole model and the model without its LM)."""
-    if recipe.model == "pneumollm":
-        if boosters:
-            raise ConfigError("--booster compares R-LLM booster modes; with --model pneumollm compare --variant "
-                              f"{' / '.join(VARIANTS)}")
-        return variants or ["pneumollm", "no-llm"]
-    if variants:
-        raise ConfigError(f"--variant is for --model pneumollm (model={recipe.model} here); compare --booster modes")
-    return boosters or ["none", "rllm"]
+    """The cases `medboost bench` compares: ``--booster`` modes for a family benched by booster mode (R-LLM:
+    default none and rllm), ``--variant`` names for one benched by variant (PneumoLLM: default the whole model and
+    the model without its LM)."""
+    spec = recipe.family.bench
+    if spec.variants is None:
+        if variants:
+            by_variant = [f.name for f in FAMILIES.values() if f.bench.variants is not None]
+            raise ConfigError(f"--variant is for --model {' / '.join(by_variant)} (model={recipe.model} here); "
+                              f"compare --booster modes")
+        return boosters or list(spec.default)
+    if boosters:
+        by_booster = [f.title for f in FAMILIES.values() if f.bench.variants is None]
+        raise ConfigError(f"--booster compares {' / '.join(by_booster)} booster modes; with --model {recipe.model} "
+                          f"compare --variant {' / '.join(spec.variants)}")
+    return variants or list(spec.default)
 
 
 def bench_cases(recipe: Recipe, names: list[str]) -> list[tuple[str, Recipe]]:
-    """(name, recipe) for each case to measure: booster modes for R-LLM, ``VARIANTS`` for PneumoLLM."""
-    cases = []
+    """(name, recipe) for each case to measure: booster modes, or the family's variants (keys of its section)."""
+    family, cases = recipe.family, []
+    variants = family.bench.variants
     for name in names:
-        if recipe.model == "pneumollm":
-            if name not in VARIANTS:
-                raise ConfigError(f"model=pneumollm is benched by variant, not booster mode: {name!r} is not one of "
-                                  f"{', '.join(VARIANTS)} (--variant)")
-            update = {"pneumollm": recipe.pneumollm.model_copy(update=VARIANTS[name])}
+        if variants is not None:
+            if name not in variants:
+                raise ConfigError(f"model={recipe.model} is benched by variant, not booster mode: {name!r} is not one "
+                                  f"of {', '.join(variants)} (--variant)")
+            section = getattr(recipe, family.name)
+            update = {family.name: section.model_copy(update=variants[name])}
         else:
-            if name in VARIANTS:
-                raise ConfigError(f"--variant {name} is for --model pneumollm; R-LLM runs are benched by --booster")
+            owners = [f.name for f in FAMILIES.values() if name in (f.bench.variants or {})]
+            if owners:
+                raise ConfigError(f"--variant {name} is for --model {' / '.join(owners)}; {family.title} runs are "
+                                  f"benched by --booster")
             update = {"booster": recipe.booster.model_copy(update={"mode": name})}
         case = recipe.model_copy(update=update)
         cases.append((name, Recipe.model_validate(case.model_dump())))  # the mode is one of the schema's
     return cases
 
 
-def frozen_path(built) -> tuple[torch.nn.Module, int, int] | None:
-    """(the frozen LM path, the tokens it sees, its width) of a built model, or None without one: R-LLM's F_L at
-    the backbone's tokens, PneumoLLM's stack of LM layers (with their adapters) at its d + m tokens."""
-    model = built.model
-    if built.stack is not None:  # PneumoLLM
-        if model.lm is None:
-            return None
-        tokens = model.n_source + (model.engine.tokens if model.engine is not None else 0)
-        return model.lm, tokens, built.stack.spec.hidden
-    if built.llm is None:
-        return None
-    return model.booster.lm, model.backbone.n_tokens, built.llm.spec.hidden
+def frozen_path(recipe: Recipe, built) -> tuple[torch.nn.Module, int, int] | None:
+    """(the frozen LM path, the tokens it sees, its width) of a built model, or None without one, as its family
+    says: R-LLM's F_L at the backbone's tokens, PneumoLLM's stack of LM layers (with their adapters) at its d + m
+    tokens."""
+    return recipe.family.frozen_path(built)
 
 
 def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[str, Any]:
@@ -124,7 +120,7 @@ def bench_mode(recipe: Recipe, warmup: int, steps: int, matmul: float) -> dict[s
         torch.cuda.reset_peak_memory_stats(device)
     bench = StepBench.of(recipe)
     built, model, runner, amp, step = bench.built, bench.model, bench.runner, bench.amp, bench.step
-    path = frozen_path(built)
+    path = frozen_path(recipe, built)
     b = recipe.train.batch_size
 
     @torch.no_grad()
@@ -266,10 +262,10 @@ def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     rows = []
     for mode, case in cases:
-        what = f"{'variant' if case.model == 'pneumollm' else 'booster'}={mode}"
+        what = f"{case.family.bench.column}={mode}"
         log(f"measuring {label} {what} in a fresh process ...")
         row = bench_in_worker(case, warmup, steps, matmul, what)
-        has_lm = case.pneumollm.llm if case.model == "pneumollm" else mode not in ("none", "mlp")
+        has_lm = case.family.loads_lm(case)
         row.update({
             "booster": mode, "bench_id": f"{stamp}-{label}-{mode}", "case": label, "task": case.task_info.short,
             "backbone": case.backbone.name, "llm": case.booster.llm if has_lm else None,
@@ -324,12 +320,12 @@ def bench_table(rows: list[dict[str, Any]], label: str) -> Table:
     take if every FLOP ran as fast as one large matmul; "% of floor" is that time over the measured one."""
     first = rows[0]
     cuda = any(r["peak_cuda_allocated_mb"] is not None for r in rows)
-    table = Table(title=f"{label}{' (PneumoLLM)' if first.get('model') == 'pneumollm' else ''}: batch {first['batch']}, {first['device']}, {first['precision']}; "
+    spec = FAMILIES[first["model"] if first.get("model") in FAMILIES else DEFAULT_FAMILY].bench  # rows without it
+    table = Table(title=f"{label}{spec.caption}: batch {first['batch']}, {first['device']}, {first['precision']}; "
                         f"{first['matmul_dtype']} matmul {first['matmul_tflops']:.3f} TFLOP/s; times: median ± IQR "
                         f"over {first['steps']} timed steps; memory: each mode's own worker process")
-    pneumollm = first.get("model") == "pneumollm"
-    path = "LM stack" if pneumollm else "F_L"  # the frozen path
-    columns = ["variant" if pneumollm else "booster", "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s",
+    path = spec.frozen  # the frozen path
+    columns = [spec.column, "params (M)", "trainable (M)", "GMACs/img", "train ms/step", "train img/s",
                "eval ms/batch", "eval img/s", "RSS before model MB", "peak RSS MB",
                *(["peak CUDA alloc MB"] if cuda else []), "step TFLOP/s", "step floor ms", "step % of floor",
                f"{path} TFLOP/s", f"{path} % of floor"]

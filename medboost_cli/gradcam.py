@@ -26,7 +26,7 @@ from .results import find_run
 def partner_run_id(row: dict) -> str:
     """The paired run: same configuration and seed, booster none <-> the run's booster (rllm for a baseline)."""
     recipe = saved_recipe(row["config_json"])
-    if recipe.model != "rllm":
+    if not recipe.family.gradcam:
         raise ConfigError(f"Grad-CAM pairs a backbone with its booster run; {row['run_id']} is a {recipe.model} run")
     mode = "rllm" if recipe.booster.mode == "none" else "none"
     return recipe.model_copy(update={"booster": recipe.booster.model_copy(update={"mode": mode})}).run_id()

@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from .compat import HashOmitted, Legacy, fill_legacy, hash_view, omitted_while
 from .errors import ConfigError, ResultsError
+from .models.families import DEFAULT_FAMILY, FAMILIES, ModelFamily, PneumoLLMConfig, model_family
 from .recipe_errors import explain as _explain, source_of as _source_of
 from .recipe_yaml import merge, parse_set, read_yaml, recipes_dir, task_recipe_path  # merge: for studies.py too
 from .recipe_yaml import merged as _merged, nest as _nest, recipe_layers as _recipe_layers
@@ -26,9 +27,8 @@ from .tasks import Task, resolve_task
 
 BoosterMode = Literal["none", "rllm", "out", "hybrid", "mlp"]
 BOOSTER_MODES: tuple[str, ...] = BoosterMode.__args__  # type: ignore[attr-defined]
-ModelFamily = Literal["rllm", "pneumollm"]
-MODEL_FAMILIES: tuple[str, ...] = ModelFamily.__args__  # type: ignore[attr-defined]
-MODEL_DIMS = {"pneumollm": 2}  # the dimensionality a model family other than R-LLM takes
+MODEL_FAMILIES: tuple[str, ...] = tuple(FAMILIES)  # the registered model families (models/families)
+ModelFamilyName = Literal[MODEL_FAMILIES]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -130,44 +130,6 @@ class BoosterConfig(_Strict):
     )
 
 
-class PneumoLLMConfig(_Strict):
-    """PneumoLLM (``model: pneumollm``; medboost_cli/models/pneumollm.py has the formulas). The LM comes from
-    ``booster.llm`` (with booster.llm_init and booster.dtype); the vision encoder from ``backbone``."""
-
-    source_every: int = Field(4, ge=1, description="source tokens: the vision encoder's CLS token after every k-th "
-                              "block (the paper: every 4th of CLIP ViT-L/14's 24 -> 6 tokens)")
-    source_norm: Literal["none", "ln_post"] = Field(
-        "none", description="none: CLS tokens from the residual stream (the released code's); ln_post: through the "
-        "encoder's final LayerNorm")
-    freeze_vision: bool = Field(True, description="false trains the vision encoder too (a from-scratch ViT)")
-    engine: bool = Field(True, description="the contextual multi-token engine (diagnosis tokens)")
-    tokens: int = Field(4, ge=1, description="m, the number of diagnosis tokens (the paper: 4, Fig. 6b)")
-    engine_hidden: int = Field(12, ge=1, description="the engine MLP's hidden width (the released code's: 12)")
-    emitter: bool = Field(True, description="the information emitter: every token attends to the source tokens only")
-    adapters: bool = Field(True, description="RepAdapters before attention in every vision and LM block")
-    adapter_dim: int = Field(8, ge=1, description="adapter bottleneck width")
-    adapter_groups: int = Field(2, ge=1, description="groups of the adapter's up-projection (the released code's: 2)")
-    adapter_dropout: float = Field(0.1, ge=0, lt=1, description="dropout inside the adapter (the released code's)")
-    proj_hidden: int = Field(128, ge=1, description="the projector's bottleneck (Linear-SiLU-Linear) into the LM")
-    llm: bool = Field(True, description="false removes the LM layers (paper Table 4, 'w/o LLaMA')")
-    llm_layers: int | None = Field(None, description="null: every layer of the LM; N > 0: the first N; N < 0: the "
-                                   "last -N")
-    rope: bool = Field(True, description="rotary positions 0..d+m-1 in the LM's attention (the released code's); "
-                       "LLaMA-family layers only")
-    final_norm: Literal["auto", "pretrained", "unit", "none"] = Field(
-        "auto", description="the norm after the last LM layer. auto: the LM's own final norm (pretrained) for "
-        "LLaMA-family layers, none for BERT layers")
-
-    @model_validator(mode="after")
-    def _parts_fit(self) -> PneumoLLMConfig:
-        if self.emitter and not (self.engine and self.llm):
-            raise ValueError("pneumollm.emitter=true needs pneumollm.engine=true and pneumollm.llm=true (it masks the "
-                             "diagnosis tokens in the LM's attention); set pneumollm.emitter=false")
-        if self.llm_layers == 0:
-            raise ValueError("pneumollm.llm_layers=0: use pneumollm.llm=false to remove the LM")
-        return self
-
-
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -194,15 +156,17 @@ class TrainConfig(_Strict):
 SEED_LIMIT = 2**32
 
 
-class Recipe(_Strict):
+class RecipeFields(_Strict):
+    """A run's recipe up to ``booster``; ``Recipe`` adds each registered model family's own section (``pneumollm``)
+    and ``train``."""
+
     task: str
     seed: int = Field(0, description="0 <= seed < 2**32 (numpy and torch seed their generators with it)")
-    model: ModelFamily = Field("rllm", description="rllm: backbone + booster (R-LLM); pneumollm: PneumoLLM")
+    model: ModelFamilyName = Field(DEFAULT_FAMILY, description="the model family: "
+                                   + "; ".join(f"{f.name}: {f.title}" for f in FAMILIES.values()))
     data: DataConfig = DataConfig()
     backbone: BackboneConfig = BackboneConfig()
     booster: BoosterConfig = BoosterConfig()
-    pneumollm: PneumoLLMConfig = PneumoLLMConfig()
-    train: TrainConfig = TrainConfig()
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -222,15 +186,19 @@ class Recipe(_Strict):
         return task.with_folds(d.folds, d.fold, d.fold_seed, d.val_fraction)
 
     @property
+    def family(self) -> ModelFamily:
+        """The model family's registered entry (medboost_cli.models.families)."""
+        return model_family(self.model)
+
+    @property
     def arm(self) -> str:
         """The run id's and the results row's ``booster`` field: the booster mode, or the model family's name."""
-        return self.booster.mode if self.model == "rllm" else self.model
+        return self.family.arm(self)
 
     @property
     def lm_source(self) -> str | None:
         """``booster.llm`` where the run has an LM (R-LLM: every mode but none; PneumoLLM: unless llm=false)."""
-        uses = self.booster.mode != "none" if self.model == "rllm" else self.pneumollm.llm
-        return self.booster.llm if uses else None
+        return self.booster.llm if self.family.names_lm(self) else None
 
     def config_hash(self) -> str:
         """Hash of everything that defines the experiment (not where or on what it runs, not the seed), less the
@@ -245,17 +213,32 @@ class Recipe(_Strict):
             cfg["task"] = cohort.identity
         for key in ("device", "threads"):
             cfg["train"].pop(key)
-        if self.model == "rllm":
-            del cfg["model"], cfg["pneumollm"]
-        else:
-            cfg["booster"] = {k: cfg["booster"][k] for k in PNEUMOLLM_BOOSTER_KEYS}
+        _family_keys(cfg, self.family)
         return config_digest(hash_view(self, cfg))
 
     def run_id(self) -> str:
         return make_run_id(self.task_info.short, self.backbone.name, self.arm, self.config_hash(), self.seed)
 
 
-PNEUMOLLM_BOOSTER_KEYS = ("llm", "llm_init", "dtype")  # the booster.* keys PneumoLLM reads
+# Each registered family's own section (under its name), then train: the sections' order, which model_dump keeps.
+Recipe = create_model(
+    "Recipe", __base__=RecipeFields, __module__=__name__,
+    __doc__="A run's recipe: the keys of RecipeFields, each model family's own section, and train.",
+    **{f.name: (f.section, f.section()) for f in FAMILIES.values() if f.section is not None},
+    train=(TrainConfig, TrainConfig()),
+)
+
+
+def _family_keys(cfg: dict, family: ModelFamily) -> None:
+    """A recipe dump as its family hashes it: without the other families' sections, with only the booster keys
+    the family reads; the default family without ``model`` (its runs predate the key)."""
+    for other in FAMILIES.values():
+        if other is not family and other.section is not None:
+            del cfg[other.name]
+    if family.default:
+        del cfg["model"]
+    if family.booster_keys is not None:
+        cfg["booster"] = {k: cfg["booster"][k] for k in family.booster_keys}
 
 
 def saved_recipe(config_json: str) -> Recipe:
@@ -281,14 +264,14 @@ def saved_recipe(config_json: str) -> Recipe:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def preset_layer(name: str, dims: int, model: str = "rllm") -> tuple[str, dict]:
+def preset_layer(name: str, dims: int, family: str | None = None) -> tuple[str, dict]:
     """The preset's section for ``dims``-D tasks (``2d``), or for a model family's runs (``pneumollm-2d``)."""
     path = recipes_dir() / "presets" / f"{name}.yaml"
     names = sorted(p.stem for p in (recipes_dir() / "presets").glob("*.yaml"))
     if name not in names:
         raise ConfigError(f"unknown preset '{name}'; available: {', '.join(names)}")
     data = read_yaml(path)
-    section = f"{dims}d" if model == "rllm" else f"{model}-{dims}d"
+    section = f"{dims}d" if family is None else f"{family}-{dims}d"
     if section not in data:
         raise ConfigError(f"{path}: preset '{name}' has no '{section}' section for {dims}D tasks")
     if not isinstance(data[section] or {}, dict):
@@ -314,21 +297,22 @@ def load_recipe(
     layers = _recipe_layers(path)
     late = [(f"{label} {value}", _nest(key.split("."), value)) for label, key, value in flags or [] if value is not None]
     late += parse_set(sets or [])
-    model = _merged(layers + late).get("model", "rllm")
-    family = model if model in MODEL_FAMILIES and model != "rllm" else None
-    if family and MODEL_DIMS[family] != task_info.dims:
-        raise ConfigError(f"{_source_of(('model',), layers + late)}: model={family} takes {MODEL_DIMS[family]}D "
-                          f"images; {task_info.short} is {task_info.dims}D")
-    if family:
+    where = _source_of(("model",), layers + late)
+    family = model_family(_merged(layers + late).get("model", DEFAULT_FAMILY), where)
+    problem = family.dims_error(task_info.dims, task_info.short)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    own = None if family.default else family.name  # a family's own defaults file and preset sections
+    if own:
         base_dir = (recipes_dir() / "base").resolve()
         bases = [i for i, (source, _) in enumerate(layers) if Path(source).resolve().parent == base_dir]
         at = bases[-1] + 1 if bases else 0
-        layers[at:at] = _recipe_layers(recipes_dir() / "models" / f"{family}.yaml")
+        layers[at:at] = _recipe_layers(recipes_dir() / "models" / f"{own}.yaml")
     layers.insert(0, ("task", {"task": task_info.flag}))
     if preset:
         layers.append(preset_layer(preset, task_info.dims))
-        if family:
-            layers.append(preset_layer(preset, task_info.dims, family))
+        if own:
+            layers.append(preset_layer(preset, task_info.dims, own))
     if task_info.cohort is not None:  # the file's size, whatever a recipe or preset says for MedMNIST's files
         layers.append((f"cohort file {task_info.cohort.path}", {"data": {"size": task_info.sizes[0]}}))
     return validate_layers(layers + late)

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 from .locks import Holder, live_holder
 from .models.backbones import BACKBONE_DIMS
-from .recipes import BoosterMode, ModelFamily, Recipe, load_recipe, merge, read_yaml, recipes_dir
+from .models.families import DEFAULT_FAMILY, FAMILIES, model_family
+from .recipes import BoosterMode, ModelFamilyName, Recipe, load_recipe, merge, read_yaml, recipes_dir
 from .results import ResultsDir, cell_id, load_results
 from .tasks import resolve_task
 
@@ -39,7 +40,8 @@ class Variant(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     booster: BoosterMode | None = Field(None, description="the booster mode (R-LLM runs); required unless model is set")
-    model: ModelFamily = Field("rllm", description="pneumollm: a PneumoLLM run (its switches in `set`)")
+    model: ModelFamilyName = Field(DEFAULT_FAMILY, description="another model family, e.g. pneumollm: a PneumoLLM "
+                                   "run (its switches in `set`)")
     set: list[str] = Field(default_factory=list)
     label: str | None = Field(None, description="name in tables, after the backbone's ('ViViT-M + R-LLM'); "
                                                 "'' for the bare backbone; default: the variant's key")
@@ -47,8 +49,12 @@ class Variant(BaseModel):
 
     @model_validator(mode="after")
     def _has_an_arm(self) -> Variant:
-        if (self.booster is None) == (self.model == "rllm"):
-            raise ValueError("give an R-LLM variant its booster mode, a PneumoLLM variant (model: pneumollm) none")
+        if (self.booster is None) == model_family(self.model).boosted:
+            boosted = [f for f in FAMILIES.values() if f.boosted]
+            others = [f for f in FAMILIES.values() if not f.boosted]
+            raise ValueError(f"give an {' / '.join(f.title for f in boosted)} variant its booster mode, a "
+                             f"{' / '.join(f.title for f in others)} variant (model: "
+                             f"{' / '.join(f.name for f in others)}) none")
         return self
 
     def sets(self) -> tuple[str, ...]:
@@ -56,7 +62,7 @@ class Variant(BaseModel):
 
     def flags(self) -> list[tuple[str, str, str]]:
         """The CLI flags that make this arm, as (option, recipe key, value)."""
-        return [("--booster", "booster.mode", self.booster)] if self.booster else [("--model", "model", self.model)]
+        return model_family(self.model).arm_flags(self.booster)
 
 
 class TableSpec(BaseModel):
@@ -195,7 +201,7 @@ class PlannedRun:
     seed: int
     preset: str | None
     sets: tuple[str, ...]
-    booster: str  # the booster mode, or the model family ("pneumollm")
+    booster: str  # the run's arm: the booster mode, or the model family ("pneumollm")
     recipe: Recipe
 
     @property
@@ -208,7 +214,7 @@ class PlannedRun:
         return cell_id(self.run_id)
 
     def command(self) -> str:
-        arm = f"--booster {self.booster}" if self.recipe.model == "rllm" else f"--model {self.recipe.model}"
+        arm = " ".join(f"{option} {value}" for option, _, value in self.recipe.family.arm_flags(self.booster))
         parts = ["medboost train", self.task, f"--backbone {self.backbone}", arm, f"--seed {self.seed}"]
         parts += [f"--preset {self.preset}"] if self.preset else []
         parts += [f"--set {s}" for s in self.sets]

@@ -13,6 +13,7 @@ import torch
 from medboost_cli.errors import MedboostError
 from medboost_cli.models import build_model, count_parameters
 from medboost_cli.models.backbones import build_backbone
+from medboost_cli.models.families.pneumollm import model_options
 from medboost_cli.models.llm import KNOWN_SPECS, build_block
 from medboost_cli.models.llm_loading import LoadedStack, load_llm_layers
 from medboost_cli.models.pneumollm import (
@@ -198,7 +199,7 @@ def _meta_paper_model(**keys) -> PneumoLLM:
         vit = build_backbone(BackboneConfig(name="clip-l14"), 2)
         stack = LoadedStack([build_block(spec) for _ in range(32)], None, spec, "random:llama-7b", list(range(32)),
                             "", "pretrained") if cfg.llm else None
-        return PneumoLLM(vit, stack, spec.hidden, 2, cfg)
+        return PneumoLLM(vit, stack, spec.hidden, 2, model_options(cfg))
 
 
 def test_trainable_parameters_at_the_papers_shape_are_its_2_70m(capsys):

@@ -55,18 +55,36 @@ OpenAI's CLIP uses QuickGELU: ``clip-l14`` is timm's quickgelu variant of ``vit_
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..recipes import PneumoLLMConfig, Recipe
 from ..seeding import Init, init_seed
-from ..tasks import Task
-from .backbones import TimmViT, build_backbone
+from .backbones import TimmViT
 from .llm import LayerSpec, resolve_lm_norm, rope_tables
 from .lm import lm_family
 from .llm_loading import LoadedStack, llm_spec, load_llm_layers, weights_sha256
+
+
+@dataclass(frozen=True)
+class PneumoLLMOptions:
+    """The model's structure and its switches (the ``pneumollm.*`` keys of the same names; defaults: the paper's)."""
+
+    source_every: int = 4  # k: the CLS token after every k-th vision block
+    source_norm: str = "none"  # none: from the residual stream; ln_post: through the encoder's final LayerNorm
+    freeze_vision: bool = True
+    engine: bool = True  # the contextual multi-token engine
+    tokens: int = 4  # m, the diagnosis tokens
+    engine_hidden: int = 12
+    emitter: bool = True  # every token attends to the source tokens only
+    adapters: bool = True
+    adapter_dim: int = 8
+    adapter_groups: int = 2
+    adapter_dropout: float = 0.1
+    proj_hidden: int = 128
+    rope: bool = True
 
 
 class RepAdapter(nn.Module):
@@ -106,7 +124,7 @@ class AdaptedAttention(nn.Module):
         return self.attention(self.adapter(x), *args, **kwargs)
 
 
-def add_adapters(blocks, dim: int, cfg: PneumoLLMConfig) -> None:
+def add_adapters(blocks, dim: int, cfg: PneumoLLMOptions) -> None:
     """Wrap the attention of each block (timm and BERT: ``attn``; LLaMA: ``self_attn``) with a fresh adapter."""
     for block in blocks:
         name = "self_attn" if hasattr(block, "self_attn") else "attn"
@@ -184,8 +202,8 @@ class PneumoLLM(nn.Module):
     """Vision encoder -> source tokens (+ diagnosis tokens) -> projector -> LM layers -> mean -> linear head."""
 
     def __init__(self, backbone: TimmViT, stack: LoadedStack | None, lm_dim: int, n_classes: int,
-                 cfg: PneumoLLMConfig, seed: int | None = None):
-        """Freezes what the recipe freezes and inserts the adapters. With ``seed``, the engine, the projector and
+                 cfg: PneumoLLMOptions, seed: int | None = None):
+        """Freezes what ``cfg`` freezes and inserts the adapters. With ``seed``, the engine, the projector and
         the adapters each draw from their own offset of the booster's init stream, the head from the head's
         (medboost_cli.seeding): a part's initial weights do not depend on which other parts an ablation keeps."""
         super().__init__()
@@ -248,33 +266,27 @@ def resolve_final_norm(choice: str, spec: LayerSpec) -> str:
     return resolve_lm_norm(choice, spec, "pneumollm.final_norm", lm_family(spec.arch).pneumollm_norm)
 
 
-def build_pneumollm(recipe: Recipe, task: Task, lm_dtype: torch.dtype) -> tuple[PneumoLLM, LoadedStack | None,
-                                                                                 str | None]:
-    """(model on the CPU, the LM layers read, the hash of every frozen weight) for a ``model: pneumollm`` recipe.
-    The caller holds the global RNG state (``torch.random.fork_rng``)."""
-    cfg, seed = recipe.pneumollm, recipe.seed
-    if task.dims != 2:
-        raise ConfigError(f"model=pneumollm takes 2D images; {task.short} is {task.dims}D")
-    if not recipe.booster.freeze:
-        raise ConfigError("booster.freeze=false: PneumoLLM keeps its LM frozen (only its adapters train); unset it")
-    torch.manual_seed(init_seed(seed, Init.BACKBONE))
-    backbone = build_backbone(recipe.backbone, 2)
-    if not isinstance(backbone, TimmViT):
-        raise ConfigError(f"model=pneumollm needs a ViT with a CLS token as its vision encoder, not {recipe.backbone.name}")
+def build_pneumollm(backbone: TimmViT, n_classes: int, cfg: PneumoLLMOptions, *, llm: str, with_lm: bool = True,
+                    llm_layers: int | None = None, llm_init: str = "pretrained", lm_dtype: torch.dtype = torch.float32,
+                    final_norm: str = "auto", seed: int | None = None) -> tuple[PneumoLLM, LoadedStack | None,
+                                                                                   str | None]:
+    """(model on the CPU, the LM layers read, the hash of every frozen weight) around a built vision encoder.
+    ``llm`` is the LM's source; its width is the projector's output, and its layers (``llm_layers``, as
+    ``lm_layer_indices`` reads it) are part of the model unless ``with_lm`` is false (Table 4's "w/o LLM"). The
+    caller holds the global RNG state (``torch.random.fork_rng``) and seeded the vision encoder's init."""
     vision_sha = None
     if cfg.freeze_vision:  # hashed before the adapters go in: the frozen weights alone
         backbone.requires_grad_(False)
         vision_sha = weights_sha256(backbone)
     stack = None
-    spec = llm_spec(recipe.booster.llm)
-    if cfg.llm:
+    spec = llm_spec(llm)
+    if with_lm:
         if cfg.rope and not lm_family(spec.arch).rotary:
             raise ConfigError(f"pneumollm.rope=true applies RoPE, which medboost does not apply to "
-                              f"{recipe.booster.llm} (an LM of the {spec.arch} family): set pneumollm.rope=false")
-        stack = load_llm_layers(recipe.booster.llm, lm_layer_indices(spec.n_layers, cfg.llm_layers),
-                                init=recipe.booster.llm_init, dtype=lm_dtype, seed=seed,
-                                norm=resolve_final_norm(cfg.final_norm, spec), hf_rope_order=cfg.rope)
-    model = PneumoLLM(backbone, stack, spec.hidden, task.n_classes, cfg, seed=seed)
+                              f"{llm} (an LM of the {spec.arch} family): set pneumollm.rope=false")
+        stack = load_llm_layers(llm, lm_layer_indices(spec.n_layers, llm_layers), init=llm_init, dtype=lm_dtype,
+                                seed=seed, norm=resolve_final_norm(final_norm, spec), hf_rope_order=cfg.rope)
+    model = PneumoLLM(backbone, stack, spec.hidden, n_classes, cfg, seed=seed)
     parts = [h for h in (stack.sha256 if stack else None, vision_sha) if h is not None]
     frozen = weights_digest(parts) if parts else None
     return model, stack, frozen

@@ -9,14 +9,17 @@ Adding a family is a new module plus one line in ``FAMILIES``.
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
 from ...errors import ConfigError
-from ...recipes import BackboneConfig
 from . import resnet, vit, vit3d, vivit
 from .family import Backbone, BackboneFamily, CamTarget
 from .vit import TIMM_VITS, VIT_KEYS, ConvStemEmbed, TimmViT, TimmViTSpec, build_timm_vit
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
 
 FAMILIES: tuple[BackboneFamily, ...] = (vit.FAMILY, resnet.FAMILY, vit3d.FAMILY, vivit.FAMILY)
 

@@ -8,6 +8,7 @@ runs only, so the 3D families declare no Grad-CAM target.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,9 @@ from einops.layers.torch import Rearrange
 from timm.layers import DropPath
 
 from ...errors import ConfigError
-from ...recipes import BackboneConfig
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ A backbone family is one module under ``models/backbones/`` that defines its bac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 
-from ...recipes import BackboneConfig
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
 
 
 @runtime_checkable

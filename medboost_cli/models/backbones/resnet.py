@@ -23,14 +23,17 @@ layer4's output, pytorch-grad-cam's target for ResNets, a (B, C, h, w) map alrea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from ...errors import ConfigError
-from ...recipes import BackboneConfig
 from .family import BackboneFamily, CamTarget
 from .timm_weights import create_timm_model
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
 
 STAGE_STRIDES = (1, 2, 2, 2)  # timm ResNets' layer1..layer4
 DEFAULT_SIZES = {"conv": 28, "patch": 224}  # input size per stem

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import timm
 
 from ...errors import ConfigError
 from ...hub import cached_file, ensure_reachable
-from ...recipes import BackboneConfig
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
 
 
 def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:

@@ -10,15 +10,18 @@ final norm, where only CLS reaches the head.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 
 from ...errors import ConfigError
-from ...recipes import BackboneConfig
 from .family import BackboneFamily, CamTarget
 from .timm_weights import create_timm_model
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
 
 
 @dataclass(frozen=True)

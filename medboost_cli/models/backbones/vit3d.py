@@ -8,12 +8,16 @@ No Grad-CAM target (3D).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 
-from ...recipes import BackboneConfig
 from .blocks3d import KEYS_COMMON, Backbone3D, Size3D, Transformer, check_3d, init_weights, token_param
 from .family import BackboneFamily
+
+if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
+    from ...recipes import BackboneConfig
 
 
 class ViT3D(Backbone3D):

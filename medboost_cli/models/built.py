@@ -1,0 +1,35 @@
+"""What building a model returns (``BuiltModel``), and the checks and counts made on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from ..errors import ConfigError
+from .llm_loading import LoadedLayer, LoadedStack
+
+
+@dataclass
+class BuiltModel:
+    model: nn.Module  # a Classifier, or a PneumoLLM; either has the vision encoder as ``backbone``
+    llm: LoadedLayer | None  # the LM layer and where it came from (None for mode none/mlp, and for PneumoLLM)
+    frozen_sha256: str | None  # hash of the frozen weights (F_L; PneumoLLM: its LM and frozen vision encoder),
+    # stored in checkpoints instead of the weights
+    stack: LoadedStack | None = None  # PneumoLLM's LM layers
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def check_frozen_hash(built: BuiltModel, expected: str | None, where: str) -> None:
+    if expected != built.frozen_sha256:
+        raise ConfigError(
+            f"{where}: the frozen LM layer differs from the one this run was trained with "
+            f"(hash {str(built.frozen_sha256)[:12]} vs {str(expected)[:12]}); point booster.llm (and, for PneumoLLM, "
+            f"backbone.weights) at the same checkpoint"
+        )
