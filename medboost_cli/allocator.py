@@ -3,7 +3,7 @@
 Why it matters on CPU: every training step's activations are freed at its end and made again by the next step.
 glibc's malloc hands blocks over 32 MiB back to the operating system when they are freed, so each step faults in and
 zeroes every page of its activations again: 2.4 million 4 KiB pages a step at the paper's 2D shape and batch 32,
-about a tenth of the step's time (README, performance). tcmalloc and jemalloc keep freed pages for the next
+about a tenth of the step's time (docs: performance). tcmalloc and jemalloc keep freed pages for the next
 allocation of that size; glibc told to do the same (``MALLOC_MMAP_MAX_=0``) fragments its one heap instead.
 
 An allocator is chosen when a process starts (``LD_PRELOAD``), so ``medboost --allocator NAME`` (or

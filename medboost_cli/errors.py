@@ -1,4 +1,4 @@
-"""The exceptions the CLI turns into one line and an exit code (the README's "Exit codes" table).
+"""The exceptions the CLI turns into one line and an exit code (the exit codes listed on the documentation's errors page).
 
 Each class of problem has its own exception and exit code, so scripts and cluster schedulers can tell a typo in a
 recipe from a broken data file, a damaged checkpoint or a full disk:

@@ -5,7 +5,7 @@ overrides) and a baseline variant. ``expand`` turns it into one planned run per 
 seed; paired runs share the seed, hence the data order and the initial weights of every shared part, so the
 booster is the only difference. ``run_study`` trains the planned runs that are not already completed in the
 results (idempotent: a rerun skips them; an interrupted one is resumed) nor being trained by another process
-(``pending``; launchers.py trains them in parallel or on a cluster).
+(``pending``; the launchers train them in parallel or on a cluster).
 
 A study also declares what the report shows (``tables:``, one ``TableSpec`` each): a kind (main, prior,
 ablation, layers: one renderer each in medboost_cli.report.tables), a caption, the variants and metrics shown,

@@ -70,7 +70,7 @@ def train(
                                       "after the preset, flags and --set) and its run id, and exit without training"),
     devices: Optional[int] = typer.Option(None, "--devices", min=1, help="train this one run data-parallel in N "
                                           "processes on this machine, one per GPU (or N CPU processes); torchrun "
-                                          "starts them on several machines (README)"),
+                                          "starts them on several machines (docs: running at scale)"),
 ) -> None:
     """Train a classifier with or without the booster; select on val, score test once, write a results row."""
     flags = [("--booster", "booster.mode", choices.value(booster)), ("--model", "model", model),
