@@ -17,6 +17,28 @@ code  exception              what went wrong
 ====  =====================  ============================================================================
 """
 
+import reprlib
+from typing import Any
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 40
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+MAX_TEXT = 300  # characters of a library's message quoted in one error line
+
+
+def short(value: Any) -> str:
+    """A value the user gave (or a file held), as a repr short enough for one error line: it may be a megabyte of
+    text, a 10**100000 integer or the billion-item expansion of a YAML alias bomb (reprlib stops early)."""
+    return _REPR.repr(value)
+
+
+def short_text(text: str, limit: int = MAX_TEXT) -> str:
+    """A message (a library's, which may quote the value) cut to ``limit`` characters on one line."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
 
 class MedboostError(Exception):
     """A problem the user can fix: the message says what, where (file or key) and what to do.

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .compat import HashOmitted, Legacy, fill_legacy, hash_view, omitted_while
-from .errors import ConfigError, ResultsError
+from .errors import ConfigError, ResultsError, short, short_text
 from .recipe_errors import explain as _explain, source_of as _source_of
 from .recipe_yaml import merge, parse_set, read_yaml, recipes_dir, task_recipe_path  # merge: for studies.py too
 from .recipe_yaml import merged as _merged, nest as _nest, recipe_layers as _recipe_layers
@@ -47,7 +47,8 @@ class DataConfig(_Strict):
     hflip: float = Field(0.5, ge=0, le=1, description="probability of flipping the last (W) axis")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the H axis")
     dflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the depth axis (3D only)")
-    scale: tuple[float, float] = Field((0.8, 1.0), description="zoom: fraction of the field of view kept")
+    scale: tuple[float, float] = Field((0.8, 1.0), description="zoom: the range of the fraction of the field of view "
+                                       "kept, 0 < low <= high <= 1")
     translate: float = Field(0.1, ge=0, le=0.5, description="shift, as a fraction of the image side")
     rotate: float = Field(0.0, ge=0, le=180, description="in-plane rotation range in degrees (2D only)")
     padding: Literal["zeros", "border", "reflection"] = Field(
@@ -61,6 +62,14 @@ class DataConfig(_Strict):
                                 "patients held out to select the epoch")
 
 
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, scale: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < scale[0] <= scale[1] <= 1:  # transforms.py: a zoom of 0 or less collapses or mirrors the image
+            raise ValueError("data.scale is [low, high], fractions of the field of view kept: 0 < low <= high <= 1")
+        return scale
+
+
 FOLD_KEYS = tuple(k for k, f in DataConfig.model_fields.items() if COHORT_ONLY in f.metadata)  # cohort runs only
 
 
@@ -69,18 +78,18 @@ class BackboneConfig(_Strict):
     pretrained: bool = False
     weights: str | None = Field(None, description="local file with pretrained weights (safetensors or .pth)")
     img_size: int | None = Field(None, description="input size; default: the backbone's own")
-    in_chans: int = 3
-    patch_size: int | None = None
+    in_chans: int = Field(3, ge=1, le=1024)
+    patch_size: int | None = Field(None, ge=1, le=1024)
     stem: Literal["patch", "conv"] = Field(
         "patch", description="patch: the input downsampled at once (ViT: one patch conv; ResNet: timm's 7x7 stride-2 "
         "conv and max-pool, for 224x224); conv: 3x3 convs (ViT: a stride-2 stack; ResNet: MedMNIST's 28x28 form, one "
         "stride-1 conv, no max-pool)")
-    dim: int | None = None
-    depth: int | None = None
-    temporal_depth: int | None = None
-    heads: int | None = None
-    dim_head: int | None = None
-    mlp_ratio: float | None = None
+    dim: int | None = Field(None, ge=1, le=2**16)  # sizes: positive, and bounded so that no typo asks for a terabyte
+    depth: int | None = Field(None, ge=1, le=1024)
+    temporal_depth: int | None = Field(None, ge=1, le=1024)
+    heads: int | None = Field(None, ge=1, le=1024)
+    dim_head: int | None = Field(None, ge=1, le=2**14)
+    mlp_ratio: float | None = Field(None, gt=0, le=64)
     drop_path: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     booster_site: Literal["tokens", "temporal", "spatial"] | None = Field(
@@ -175,7 +184,7 @@ class TrainConfig(_Strict):
     lr: float = Field(5e-4, gt=0)
     min_lr: float = Field(1e-6, ge=0)
     weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(5.0, ge=0)
+    warmup_epochs: float = Field(5.0, ge=0, le=1e6)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     select_metric: Literal["auc", "acc", "loss"] = "auc"
@@ -273,8 +282,8 @@ def saved_recipe(config_json: str) -> Recipe:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         what = "a recipe key this medboost does not know" if first["type"] == "extra_forbidden" else \
-            f"a value this medboost refuses ({first['msg']})"
-        raise ResultsError(f"config_json has {what}: '{key}' = {first.get('input')!r}; a medboost with other recipe "
+            f"a value this medboost refuses ({short_text(first['msg'])})"
+        raise ResultsError(f"config_json has {what}: '{key}' = {short(first.get('input'))}; a medboost with other recipe "
                            f"keys wrote it, or it was edited") from None
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import reprlib
 import struct
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +29,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, short  # short: the one bounded repr of error messages
 
 MAX_JSON_BYTES = 64 * 2**20  # a 405B model's config and shard index are well under 1 MB
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own cap on a header (MAX_HEADER_SIZE)
@@ -41,15 +40,6 @@ SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
     "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 40
-
-
-def short(value: Any) -> str:
-    """A value found in a file, shortened for a one-line message (it may be a megabyte of anything)."""
-    return _REPR.repr(value)
 
 
 def explain(error: ValidationError, where: str) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import timm
+from safetensors import SafetensorError
 
-from ...errors import ConfigError
+from ...errors import ConfigError, ModelFileError
 from ...hub import cached_file, ensure_reachable
 from ...recipes import BackboneConfig
+from ..untrusted import first_line, safetensors_header
 
 
 def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
@@ -17,6 +20,8 @@ def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
         path = Path(cfg.weights).expanduser()
         if not path.is_file():
             raise ConfigError(f"backbone.weights: file not found: {path}; point it at a local weights file")
+        if path.suffix == ".safetensors":  # its header checked before timm reads it (untrusted.py says how)
+            safetensors_header(path)
         return path
     hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
     for filename in ("model.safetensors", "pytorch_model.bin"):
@@ -39,6 +44,10 @@ def create_timm_model(timm_name: str, cfg: BackboneConfig, **kwargs):
         kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file(timm_name, cfg))}
     try:
         return timm.create_model(timm_name, pretrained=cfg.pretrained, **kwargs)
+    except (SafetensorError, pickle.UnpicklingError, EOFError) as e:  # a damaged weights file (a .pth, or a
+        # .safetensors whose tensors' bytes the header check cannot see)
+        raise ModelFileError(f"backbone.weights: {kwargs.get('pretrained_cfg_overlay', {}).get('file')}: not a readable "
+                             f"weights file ({first_line(e)}); download the weights again") from None
     except (RuntimeError, ValueError, OSError) as e:
         raise ConfigError(
             f"backbone {cfg.name}: cannot build {timm_name} with {kwargs} ({str(e).splitlines()[0]}); "
