@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import os
 import re
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -131,9 +132,18 @@ def _range_start(response) -> int | None:
     return int(found.group(1)) if found else None
 
 
+FILE_KINDS = {stat.S_IFIFO: "FIFO (named pipe)", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+              stat.S_IFSOCK: "socket"}
+
+
 def open_data_file(path: Path):
-    """``open(path, "rb")`` with the OS's refusals (a folder, no permission, an I/O error) as DataError."""
+    """``open(path, "rb")`` with the OS's refusals (a folder, no permission, an I/O error) as DataError. Only a
+    regular file is opened: a FIFO would block the read (and the MD5 check) forever, a device never end."""
     try:
+        kind = stat.S_IFMT(os.stat(path).st_mode)
+        if kind not in (stat.S_IFREG, stat.S_IFDIR):
+            raise DataError(f"{path}: is a {FILE_KINDS.get(kind, 'special file')}, not a regular file; put "
+                            f"medmnist's {path.name} there (`medboost download` fetches it)")
         return open(path, "rb")
     except IsADirectoryError:
         raise DataError(f"{path} is a folder, not a .npz file; move it away and put medmnist's {path.name} there "

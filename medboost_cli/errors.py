@@ -17,6 +17,7 @@ code  exception              what went wrong
 ====  =====================  ============================================================================
 """
 
+import errno
 import reprlib
 from typing import Any
 
@@ -100,6 +101,9 @@ def explain(error: BaseException, go_on: str = "continue with the same command a
         by = error.signal_name if isinstance(error, Interrupted) else "Ctrl-C"
         return ("interrupted", f"by {by}: the last finished epoch is saved; {go_on}",
                 EXIT_SIGTERM if isinstance(error, Interrupted) else EXIT_CTRL_C)
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # any path the user named: too long a name
+        return ("config error", f"{short(error.filename)}: a name in this path is longer than the file system allows; "
+                f"choose a shorter one", ConfigError.exit_code)
     first = (str(error).splitlines() or [""])[0]
     return ("internal error", f"{type(error).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for "
             f"the traceback and report it)", EXIT_INTERNAL)

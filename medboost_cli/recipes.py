@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .compat import HashOmitted, Legacy, fill_legacy, hash_view, omitted_while
 from .errors import ConfigError, ResultsError, short, short_text
+from .paths import PathName
 from .recipe_errors import explain as _explain, source_of as _source_of
 from .recipe_yaml import merge, parse_set, read_yaml, recipes_dir, task_recipe_path  # merge: for studies.py too
 from .recipe_yaml import merged as _merged, nest as _nest, recipe_layers as _recipe_layers
@@ -76,7 +77,7 @@ FOLD_KEYS = tuple(k for k, f in DataConfig.model_fields.items() if COHORT_ONLY i
 class BackboneConfig(_Strict):
     name: str = Field("vit-s", description="registered backbone (see `medboost train --help`)")
     pretrained: bool = False
-    weights: str | None = Field(None, description="local file with pretrained weights (safetensors or .pth)")
+    weights: PathName | None = Field(None, description="local file with pretrained weights (safetensors or .pth)")
     img_size: int | None = Field(None, description="input size; default: the backbone's own")
     in_chans: int = Field(3, ge=1, le=1024)
     patch_size: int | None = Field(None, ge=1, le=1024)
@@ -113,7 +114,7 @@ class BackboneConfig(_Strict):
 
 class BoosterConfig(_Strict):
     mode: BoosterMode = "rllm"
-    llm: str = Field(
+    llm: PathName = Field(
         "huggyllama/llama-7b",
         description="'minilm' (packaged, offline), a Hugging Face folder or hub id, a Meta-format folder, "
         "or 'random:llama-7b' (exact shape, random weights)",
@@ -137,6 +138,8 @@ class BoosterConfig(_Strict):
         description="F_E/F_D init. trunc_normal: std 0.02 (the released 2D code's); default: nn.Linear's (the "
         "released 3D code's). auto: trunc_normal for 2D tasks, default for 3D",
     )
+
+
 
 
 class PneumoLLMConfig(_Strict):
@@ -321,7 +324,7 @@ def load_recipe(
     task_info = resolve_task(task)
     path = Path(recipe_file) if recipe_file else task_recipe_path(task_info)
     layers = _recipe_layers(path)
-    late = [(f"{label} {value}", _nest(key.split("."), value)) for label, key, value in flags or [] if value is not None]
+    late = [(f"{label} {short_text(str(value), 200)}", _nest(key.split("."), value)) for label, key, value in flags or [] if value is not None]
     late += parse_set(sets or [])
     model = _merged(layers + late).get("model", "rllm")
     family = model if model in MODEL_FAMILIES and model != "rllm" else None

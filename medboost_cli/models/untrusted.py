@@ -128,6 +128,18 @@ def check_layer_size(n_params: int, where: str) -> None:
                              f"{MAX_LAYER_PARAMS:,} medboost accepts (the largest LLaMA layer has 3.2G); {_FIX}")
 
 
+def check_layer_memory(n_params: int, bytes_per_param: int, where: str) -> None:
+    """A layer that fits MAX_LAYER_PARAMS but not this machine's available memory is refused before it is built
+    (a config.json of hidden size 32768 describes a 16G-parameter layer: 64 GiB in fp32)."""
+    import psutil
+
+    needs, available = n_params * bytes_per_param, psutil.virtual_memory().available
+    if needs > 0.8 * available:
+        raise ModelFileError(f"{where}: one layer of {n_params:,} parameters needs {needs / 2**30:.1f} GiB, more than "
+                             f"the {available / 2**30:.1f} GiB of memory available here; use a smaller LM, "
+                             f"booster.dtype=bf16, or a machine with more memory")
+
+
 def weight_map(index: dict, where: str) -> dict[str, str]:
     """The ``weight_map`` of a shard index (tensor key -> shard file), each file a plain name in the index's folder
     (a name like ../x would read outside the checkpoint)."""
