@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .errors import DataError
+from .paths import check_name
 from .progress import download_bar
 from .tasks import Task
 
@@ -22,9 +23,9 @@ from .tasks import Task
 def data_dir_from(arg: str | os.PathLike | None) -> Path:
     """The data folder: the argument, else $MEDBOOST_DATA, else ~/.medmnist (medmnist's own default)."""
     if arg:
-        return Path(arg).expanduser()
+        return check_name(Path(arg).expanduser(), "--data-dir")
     if os.environ.get("MEDBOOST_DATA"):
-        return Path(os.environ["MEDBOOST_DATA"]).expanduser()
+        return check_name(Path(os.environ["MEDBOOST_DATA"]).expanduser(), "$MEDBOOST_DATA")
     return Path("~/.medmnist").expanduser()
 
 

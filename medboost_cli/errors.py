@@ -21,7 +21,14 @@ import errno
 import reprlib
 from typing import Any
 
-_REPR = reprlib.Repr()
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 1000:  # repr() of an int over 4300 digits raises ValueError; 300 digits say enough
+            return f"<an integer of {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()
 _REPR.maxstring = _REPR.maxother = 60
 _REPR.maxlong = 40
 _REPR.maxlevel = 2

@@ -30,8 +30,8 @@ class RecipeLoader(yaml.SafeLoader):
     def get_single_node(self):
         node = super().get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
-            raise YAMLRefused(None, None, f"its aliases (*name) expand to more than {MAX_YAML_VALUES} values (a YAML "
-                              f"alias bomb?); write the values out", node.start_mark)
+            raise YAMLRefused(None, None, f"holds more than {MAX_YAML_VALUES} values (aliases expanded: a YAML alias "
+                              f"bomb?); such a file holds hundreds", node.start_mark)
         return node
 
     def construct_mapping(self, node, deep=False):
@@ -46,6 +46,16 @@ class RecipeLoader(yaml.SafeLoader):
                                       f"{seen[key] + 1}); keep one", key_node.start_mark)
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        if len(node.value) > MAX_INT_DIGITS:  # Python refuses to parse more than 4300 digits, with a ValueError
+            raise YAMLRefused(None, None, f"a number of {len(node.value)} digits is longer than any recipe value "
+                              f"({MAX_INT_DIGITS} at most)", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+RecipeLoader.add_constructor("tag:yaml.org,2002:int", RecipeLoader.construct_yaml_int)
+MAX_INT_DIGITS = 100
 
 
 def _expanded_size(node, sizes: dict[int, float]) -> float:

@@ -22,6 +22,9 @@ def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
             raise ConfigError(f"backbone.weights: file not found: {path}; point it at a local weights file")
         if path.suffix == ".safetensors":  # its header checked before timm reads it (untrusted.py says how)
             safetensors_header(path)
+        elif not _torch_file(path):
+            raise ModelFileError(f"backbone.weights: {path} is neither a safetensors file (by its name) nor a torch "
+                                 f"file (a zip archive or a pickle); download the weights again")
         return path
     hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
     for filename in ("model.safetensors", "pytorch_model.bin"):
@@ -35,6 +38,13 @@ def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download(hub_id, "model.safetensors"))
+
+
+def _torch_file(path: Path) -> bool:
+    """Whether ``path`` starts as torch.save writes: a zip archive, or (the legacy format) a pickle."""
+    with open(path, "rb") as f:
+        start = f.read(4)
+    return start == b"PK\x03\x04" or start[:1] == b"\x80"
 
 
 def create_timm_model(timm_name: str, cfg: BackboneConfig, **kwargs):
