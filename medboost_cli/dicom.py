@@ -82,7 +82,9 @@ def read_labels(csv_path: Path, folder: Path) -> list[Entry]:
             value = int(label)
         except ValueError:
             raise DataError(f"{where}: label {short(label)} is not an integer class index (0, 1, ...)") from None
-        if not 0 <= value < MAX_CLASSES:
+        if value < 0:
+            raise DataError(f"{where}: label {value} is negative; labels are class indices 0, 1, ...")
+        if value >= MAX_CLASSES:  # the model has an output per class up to the largest label
             raise DataError(f"{where}: label {short(value)} is not a class index 0 to {MAX_CLASSES - 1}; labels are "
                             f"class indices 0, 1, ...")
         if file in seen:
