@@ -21,6 +21,7 @@ import errno
 import reprlib
 from typing import Any
 
+
 class _ShortRepr(reprlib.Repr):
     def repr_int(self, x: int, level: int) -> str:
         if x.bit_length() > 1000:  # repr() of an int over 4300 digits raises ValueError; 300 digits say enough
@@ -109,8 +110,10 @@ def explain(error: BaseException, go_on: str = "continue with the same command a
         return ("interrupted", f"by {by}: the last finished epoch is saved; {go_on}",
                 EXIT_SIGTERM if isinstance(error, Interrupted) else EXIT_CTRL_C)
     if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # any path the user named: too long a name
-        return ("config error", f"{short(error.filename)}: a name in this path is longer than the file system allows; "
-                f"choose a shorter one", ConfigError.exit_code)
-    first = (str(error).splitlines() or [""])[0]
-    return ("internal error", f"{type(error).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for "
-            f"the traceback and report it)", EXIT_INTERNAL)
+        line = f"{short(error.filename)}: a name in this path is longer than the file system allows; choose a " \
+               f"shorter one"
+        return "config error", line, ConfigError.exit_code
+    first = short_text((str(error).splitlines() or [""])[0])
+    line = f"{type(error).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for the traceback and " \
+           f"report it)"
+    return "internal error", line, EXIT_INTERNAL

@@ -74,7 +74,7 @@ def _expanded_size(node, sizes: dict[int, float]) -> float:
 
 def load_yaml(text: str):
     """``text`` parsed as YAML by ``RecipeLoader`` (safe: plain values only, no duplicate keys, no alias bomb)."""
-    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+    return yaml.load(text, Loader=RecipeLoader)  # RecipeLoader is a SafeLoader
 
 
 def recipes_dir() -> Path:
@@ -146,7 +146,8 @@ def recipe_layers(path: Path) -> list[tuple[str, dict]]:
         if parent is None:
             return layers
         if not isinstance(parent, str) or not parent.strip():
-            raise ConfigError(f"{path}: 'extends' must name a recipe file, e.g. extends: base/2d.yaml; got {short(parent)}")
+            raise ConfigError(f"{path}: 'extends' must name a recipe file, e.g. extends: base/2d.yaml; got "
+                              f"{short(parent)}")
         beside = path.parent / parent
         path = beside if beside.exists() else recipes_dir() / parent
         if not path.exists():

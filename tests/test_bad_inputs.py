@@ -9,7 +9,8 @@
   indices, ``prepare dicom --size``, an LM layer larger than the available memory;
 * paths: labels.csv rows leaving the DICOM folder, names over the file system's limits;
 * a data file that is not a regular file (a FIFO would block the MD5 check forever);
-* a test split on which the run's test AUC would be NaN.
+* a test split on which the run's test AUC would be NaN; ``runs`` over a missing folder or a status that no run
+  has (a typo), which would list nothing and look like no runs.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import shutil
 import time
 import zipfile
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -84,8 +85,10 @@ YAML_CASES = {
                                     ["r.yaml line 4: key 'lr' is given twice (first on line 2)"]),
     "set-alias-bomb": (lambda t: TRAIN + ["--set", f"data.scale={BOMB}"],
                        ["--set data.scale: holds more than 100000 values (aliases expanded"]),
-    "set-duplicate-key": (lambda t: TRAIN + ["--set", "train={lr: 1, lr: 2}"], ["--set train: key 'lr' is given twice"]),
-    "profile-alias-bomb": (lambda t: _profile(t, f"partition: {BOMB}\n"), ["lab.yaml line 1: holds more than 100000 values"]),
+    "set-duplicate-key": (lambda t: TRAIN + ["--set", "train={lr: 1, lr: 2}"],
+                          ["--set train: key 'lr' is given twice"]),
+    "profile-alias-bomb": (lambda t: _profile(t, f"partition: {BOMB}\n"),
+                           ["lab.yaml line 1: holds more than 100000 values"]),
     "profile-duplicate-key": (lambda t: _profile(t, "partition: a\npartition: b\n"),
                               ["lab.yaml line 2: key 'partition' is given twice"]),
     "long-number": (lambda t: TRAIN + ["--set", f"train.epochs={'9' * 100_000}"],
@@ -143,19 +146,19 @@ VALUE_CASES = {
     "dim-huge": (["backbone.dim=1000000000"], ["bad value for 'backbone.dim'", "less than or equal to 65536"], 2),
     "mlp-ratio-0": (["backbone.mlp_ratio=0"], ["bad value for 'backbone.mlp_ratio': 0"], 2),
     "dim-not-divisible-by-heads": (["backbone.dim=100"], ["backbone.dim=100 is not divisible by backbone.heads=3"], 2),
-    "dim-and-heads": (["backbone.dim=100", "backbone.heads=8"], ["backbone.dim=100 is not divisible by "
-                                                                 "backbone.heads=8"], 2),
-    "patch-larger-than-input": (["backbone.patch_size=64"], ["backbone.patch_size=64 is larger than the input "
-                                                             "(28x28)"], 2),
-    "warmup-1e308": (["train.warmup_epochs=1e308"], ["bad value for 'train.warmup_epochs'", "less than or equal to "
-                                                                                          "1000000"], 2),
+    "dim-and-heads": (["backbone.dim=100", "backbone.heads=8"],
+                      ["backbone.dim=100 is not divisible by backbone.heads=8"], 2),
+    "patch-larger-than-input": (["backbone.patch_size=64"], ["backbone.patch_size=64 is larger than the input"], 2),
+    "warmup-1e308": (["train.warmup_epochs=1e308"],
+                     ["bad value for 'train.warmup_epochs'", "less than or equal to 1000000"], 2),
     "scale-negative": (["data.scale=[-1,50]"], ["bad value for 'data.scale': [-1, 50]", "0 < low <= high <= 1"], 2),
     "scale-reversed": (["data.scale=[0.9,0.5]"], ["bad value for 'data.scale'", "0 < low <= high <= 1"], 2),
     "device-meta": (["train.device=meta"], ["train.device='meta': medboost trains on cpu, cuda, mps devices"], 2),
     "device-junk": (["train.device=gpu9"], ["train.device='gpu9' is not a device"], 2),
     "junk-safetensors": (lambda t: _weights(t, "w.safetensors", b"\x08" + b"\0" * 7 + b"{junk"),
                          ["w.safetensors: not a readable safetensors file"], 4),
-    "junk-pth": (lambda t: _weights(t, "w.pth", b"not a pickle at all"), ["w.pth is neither a safetensors file", "download the weights again"], 4),
+    "junk-pth": (lambda t: _weights(t, "w.pth", b"not a pickle at all"),
+                 ["w.pth is neither a safetensors file", "download the weights again"], 4),
 }
 
 
@@ -280,6 +283,10 @@ SIZE_AND_PATH_CASES = {
                                ["--data-dir", "has a name of 300 bytes"], 2),
     "fifo-data-file": (_fifo("true"), ["breastmnist.npz: is a FIFO (named pipe), not a regular file"], 3),
     "fifo-data-file-unverified": (_fifo("false"), ["breastmnist.npz: is a FIFO (named pipe)"], 3),
+    "runs-status-typo": (lambda t: ["runs", "--status", "complete"],
+                         ["--status 'complete': a run's status is one of running, completed, failed, interrupted"], 2),
+    "runs-missing-folder": (lambda t: ["runs", "--results-dir", t / "missing"],
+                            ["missing: no such results folder; point --results-dir"], 5),
     "one-class-test-split": (_one_class_test, ["in the test split all 24 samples are class 0",
                                                "test AUC is undefined", "test_auc = NaN"], 3),
 }

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..errors import ConfigError, ResultsError, short
 from .app import ResultsDir, app, console, results_dir_of
 
 RUN_COLUMNS = ["run_id", "status", "task", "backbone", "booster", "llm", "layer", "lm_norm", "seed", "epochs_done",
@@ -28,7 +29,15 @@ def runs(
     from ..results import load_results
     from ..tasks import resolve_task
 
-    df = load_results(results_dir_of(results_dir), columns=RUN_COLUMNS, status=status)
+    from ..results.checks import RUN_STATUSES
+
+    if status is not None and status not in RUN_STATUSES:  # a typo would list nothing and look like no runs
+        raise ConfigError(f"--status {short(status)}: a run's status is one of {', '.join(RUN_STATUSES)}")
+    folder = results_dir_of(results_dir)
+    if not folder.exists():
+        raise ResultsError(f"{folder}: no such results folder; point --results-dir (or $MEDBOOST_RESULTS) at the "
+                           f"folder that `medboost train` or `ablate` wrote")
+    df = load_results(folder, columns=RUN_COLUMNS, status=status)
     if task is not None:
         df = df[df["task"] == resolve_task(task).short]
     records = json.loads(df.to_json(orient="records"))

@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ModelFileError, short  # short: the one bounded repr of error messages
+from ..errors import ModelFileError, short, short_text  # short: the one bounded repr of error messages
 
 MAX_JSON_BYTES = 64 * 2**20  # a 405B model's config and shard index are well under 1 MB
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own cap on a header (MAX_HEADER_SIZE)
@@ -48,7 +48,8 @@ def explain(error: ValidationError, where: str) -> str:
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "missing":
         return f"{where}: lacks '{key}'; {_FIX}"
-    return f"{where}: bad {repr(key) if key else 'entry'}: {short(first.get('input'))} ({first['msg']}); {_FIX}"
+    found, why = short(first.get("input")), short_text(first["msg"])
+    return f"{where}: bad {repr(key) if key else 'entry'}: {found} ({why}); {_FIX}"
 
 
 # ------------------------------------------------------------------------------------------------------ JSON

@@ -56,8 +56,9 @@ def create_timm_model(timm_name: str, cfg: BackboneConfig, **kwargs):
         return timm.create_model(timm_name, pretrained=cfg.pretrained, **kwargs)
     except (SafetensorError, pickle.UnpicklingError, EOFError) as e:  # a damaged weights file (a .pth, or a
         # .safetensors whose tensors' bytes the header check cannot see)
-        raise ModelFileError(f"backbone.weights: {kwargs.get('pretrained_cfg_overlay', {}).get('file')}: not a readable "
-                             f"weights file ({first_line(e)}); download the weights again") from None
+        file = kwargs.get("pretrained_cfg_overlay", {}).get("file")
+        raise ModelFileError(f"backbone.weights: {file}: not a readable weights file ({first_line(e)}); download "
+                             f"the weights again") from None
     except (RuntimeError, ValueError, OSError) as e:
         raise ConfigError(
             f"backbone {cfg.name}: cannot build {timm_name} with {kwargs} ({str(e).splitlines()[0]}); "
