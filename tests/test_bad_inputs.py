@@ -167,6 +167,8 @@ def test_recipe_values_no_model_can_use_are_refused_before_training(tmp_path, br
     sets, fragments, code = VALUE_CASES[case]
     sets = sets(tmp_path) if callable(sets) else sets
     monkeypatch.setattr(engine_mod, "make_optimizer", lambda *a: pytest.fail("training started"))
+    if code == 2:  # the schema's and the backbone family's checks come before the data is read
+        monkeypatch.setattr(engine_mod, "load_dataset", lambda *a, **k: pytest.fail("data read"))
     args = TRAIN + ["--data-dir", breast_data, "--set", "data.verify=false"] + [a for s in sets for a in ("--set", s)]
     _refused(args, fragments, code, tmp_path)
 

@@ -10,15 +10,15 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..hardware import auto_is_bf16
-from ..recipes import Recipe
+from ..recipes import BackboneConfig, Recipe
 from ..seeding import Init, init_seed
 from ..tasks import Task
-from .backbones import BACKBONES, build_backbone
+from .backbones import BACKBONES, build_backbone, check_backbone
 from .booster import Booster, resolve_proj_init
 from .llm_loading import LoadedLayer, LoadedStack, llm_spec, load_llm_layer
 from .pneumollm import build_pneumollm
 
-__all__ = ["BACKBONES", "BuiltModel", "Classifier", "build_model", "count_parameters"]
+__all__ = ["BACKBONES", "BuiltModel", "Classifier", "build_model", "check_model", "count_parameters"]
 
 
 class Classifier(nn.Module):
@@ -52,6 +52,18 @@ def llm_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def backbone_config(recipe: Recipe, task: Task) -> BackboneConfig:
+    """``recipe.backbone`` as the backbone is built: 3D backbones take the volume at its own size."""
+    if task.dims == 3 and recipe.backbone.img_size is None:
+        return recipe.backbone.model_copy(update={"img_size": recipe.data.size})
+    return recipe.backbone
+
+
+def check_model(recipe: Recipe, task: Task) -> None:
+    """The backbone family's checks of the recipe's backbone.* keys, before any data is read or model built."""
+    check_backbone(backbone_config(recipe, task), task.dims)
+
+
 def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") -> BuiltModel:
     """Build backbone, booster and head with seeds that make paired runs share every common part:
     the backbone and head get the same initial weights whatever the booster, F_E/F_D their own stream."""
@@ -64,10 +76,7 @@ def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") 
     cfg = recipe.booster
     with torch.random.fork_rng(devices=[]):  # every part from its own named stream (medboost_cli.seeding)
         torch.manual_seed(init_seed(seed, Init.BACKBONE))
-        backbone_cfg = recipe.backbone
-        if task.dims == 3 and backbone_cfg.img_size is None:  # 3D backbones take the volume at its own size
-            backbone_cfg = backbone_cfg.model_copy(update={"img_size": recipe.data.size})
-        backbone = build_backbone(backbone_cfg, task.dims)
+        backbone = build_backbone(backbone_config(recipe, task), task.dims)
         loaded = None
         if cfg.mode not in ("none", "mlp"):  # building the layer may draw from the global RNG: seeded afresh below
             loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed,

@@ -170,4 +170,4 @@ def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
 
 
 FAMILY = BackboneFamily(what="a 2D ViT", dims=2, variants=TIMM_VITS, keys=VIT_KEYS, build=build_timm_vit,
-                        gradcam=gradcam_target)
+                        gradcam=gradcam_target, check=check_vit)
