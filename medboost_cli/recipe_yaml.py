@@ -16,6 +16,7 @@ from .tasks import Task
 # Values a recipe, preset, study or profile file may hold, counted with every alias expanded: a real file holds
 # hundreds; a YAML alias bomb ("billion laughs") a billion, from a few hundred bytes.
 MAX_YAML_VALUES = 100_000
+MAX_INT_DIGITS = 100  # an integer's digits: no recipe value has more (Python refuses to parse over 4300)
 
 
 class YAMLRefused(yaml.constructor.ConstructorError):
@@ -55,7 +56,6 @@ class RecipeLoader(yaml.SafeLoader):
 
 
 RecipeLoader.add_constructor("tag:yaml.org,2002:int", RecipeLoader.construct_yaml_int)
-MAX_INT_DIGITS = 100
 
 
 def _expanded_size(node, sizes: dict[int, float]) -> float:

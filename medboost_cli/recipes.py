@@ -62,7 +62,6 @@ class DataConfig(_Strict):
     val_fraction: Annotated[float, COHORT_ONLY] = Field(0.2, gt=0, le=0.5, description="cohort files only: the share of a fold's training "
                                 "patients held out to select the epoch")
 
-
     @field_validator("scale")
     @classmethod
     def _scale_range(cls, scale: tuple[float, float]) -> tuple[float, float]:
