@@ -107,12 +107,16 @@ def test_yaml_that_expands_or_repeats_a_key_and_long_values_are_one_short_line(t
 
 
 def test_anchors_and_aliases_of_a_normal_size_are_read(tmp_path):
+    from medboost_cli.recipe_yaml import load_yaml
     from medboost_cli.recipes import load_recipe, recipes_dir
 
     path = _write(tmp_path / "r.yaml", f"extends: {recipes_dir() / 'breast.yaml'}\n"
                                        "data: {scale: &s [0.5, 1.0]}\ntrain: {epochs: &e 3, patience: *e}\n")
     recipe = load_recipe("breast", recipe_file=path)
     assert (recipe.data.scale, recipe.train.epochs, recipe.train.patience) == ((0.5, 1.0), 3, 3)
+    # a merge key, then a key that overrides one it brought: not a key given twice
+    assert load_yaml("base: &b {epochs: 4, lr: 0.01}\ntrain: {<<: *b, epochs: 5}\n")["train"] == \
+        {"epochs": 5, "lr": 0.01}
 
 
 def test_short_bounds_any_value():
