@@ -25,10 +25,14 @@ import numpy as np
 
 from .errors import DataError
 from .fileio import atomic_write
+from .npz_arrays import read_arrays
 
 COHORT_FORMAT = "medboost-cohort"
 COHORT_VERSION = 1
 COHORT_KEYS = ("images", "labels", "patient_ids", "files", "crop_boxes", "meta")
+# Labels are class indices 0..MAX_CLASSES-1: the model gets one output per class up to the largest label, so a
+# label of 10**9 would ask for a head of a billion outputs. (MedMNIST's tasks have at most 14; ImageNet 1000.)
+MAX_CLASSES = 1000
 
 
 def write_cohort(out: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -75,7 +79,7 @@ def load_cohort(path: Path) -> Cohort:
             if missing:
                 raise DataError(f"{path}: not a cohort file from `medboost prepare dicom`, missing arrays "
                                 f"{', '.join(missing)}")
-            arrays = {k: npz[k] for k in COHORT_KEYS}
+            arrays = read_arrays(npz, COHORT_KEYS, path)
         meta = json.loads(str(arrays.pop("meta")))
     except DataError:
         raise
@@ -90,6 +94,9 @@ def load_cohort(path: Path) -> Cohort:
         raise DataError(f"{path}: images have shape {images.shape} and dtype {images.dtype}; expected uint8 (N, S, S)")
     if labels.shape != (n, 1) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: labels have shape {labels.shape} and dtype {labels.dtype}; expected integers (N, 1)")
+    if n and not 0 <= labels.min() <= labels.max() < MAX_CLASSES:
+        raise DataError(f"{path}: labels run from {labels.min()} to {labels.max()}; class indices are 0 to "
+                        f"{MAX_CLASSES - 1}: make the file again with `medboost prepare dicom` from labels 0, 1, ...")
     for key in ("patient_ids", "files", "crop_boxes"):
         if len(arrays[key]) != n:
             raise DataError(f"{path}: {key} has {len(arrays[key])} entries for {n} images")

@@ -17,6 +17,7 @@ import torch
 
 from .download import data_dir_from, download, md5sum, open_data_file
 from .errors import DataError, MedboostError
+from .npz_arrays import read_arrays
 from .tasks import SHORT_NAMES, Task
 from .transforms import BatchTransform
 
@@ -135,6 +136,8 @@ def _checked_dataset(arrays: dict[str, np.ndarray], task: Task, size: int, path:
         splits[split] = Split(_images_tensor(images, task, size, path, split), _labels_tensor(labels, task, path, split))
     if select_metric == "auc":
         _check_auc_selectable(splits["val"].labels, task, path)
+    if select_metric is not None:  # training: its result's test AUC must exist
+        _check_test_auc(splits["test"].labels, task, path)
     return Dataset(task, size, path, verify, splits)
 
 
@@ -145,7 +148,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             missing = [k for k in keys if k not in npz.files]
             if missing:
                 raise DataError(f"{path}: not a MedMNIST file, missing arrays {', '.join(missing)}")
-            return {k: npz[k] for k in keys}
+            return read_arrays(npz, keys, path)
     except MedboostError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
@@ -227,20 +230,38 @@ def _labels_tensor(labels: np.ndarray, task: Task, path: Path, split: str) -> to
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def _check_auc_selectable(labels: torch.Tensor, task: Task, path: Path) -> None:
-    """Refuse a val split on which AUC is undefined: ``metrics.auc`` averages over the classes (labels) that have
-    both positives and negatives in val, so it is NaN only when none has, and then every epoch would tie."""
+def _auc_undefined(labels: torch.Tensor, task: Task) -> tuple[str, str] | None:
+    """(what the split lacks, what it needs) where AUC is undefined on these labels, else None: ``metrics.auc``
+    averages over the classes (labels) that have both positives and negatives, so it is NaN only when none has."""
     y = labels.numpy()
     if task.multilabel:
         if ((y.min(axis=0) == 0) & (y.max(axis=0) == 1)).any():
-            return
-        problem = f"none of its {task.n_classes} labels has both values (0 and 1)"
-        need = "some label with both values"
-    else:
-        present = np.unique(y)
-        if len(present) > 1:
-            return
-        problem, need = f"all {len(y)} samples are class {int(present[0])}", "samples of at least two classes"
+            return None
+        return f"none of its {task.n_classes} labels has both values (0 and 1)", "some label with both values"
+    present = np.unique(y)
+    if len(present) > 1:
+        return None
+    return f"all {len(y)} samples are class {int(present[0])}", "samples of at least two classes"
+
+
+def _check_test_auc(labels: torch.Tensor, task: Task, path: Path) -> None:
+    """Refuse, before training, a test split on which the run's test AUC would be NaN (the headline number)."""
+    undefined = _auc_undefined(labels, task)
+    if undefined is None:
+        return
+    problem, need = undefined
+    fix = "choose fewer folds (data.folds) or another data.fold_seed" if task.cohort is not None else \
+        "move samples of the other classes into it"
+    raise DataError(f"{path}: in the test split {problem}, so test AUC is undefined and the run would record "
+                    f"test_auc = NaN; the test split needs {need}: {fix}")
+
+
+def _check_auc_selectable(labels: torch.Tensor, task: Task, path: Path) -> None:
+    """Refuse a val split on which AUC is undefined (``_auc_undefined``): every epoch would tie."""
+    undefined = _auc_undefined(labels, task)
+    if undefined is None:
+        return
+    problem, need = undefined
     raise DataError(f"{path}: in the val split {problem}, so val AUC is undefined and cannot choose the best epoch; "
                     f"val needs {need} (move some samples from train), or select by accuracy or loss with "
                     f"--set train.select_metric=acc (or loss)")

@@ -33,8 +33,9 @@ from typing import Callable
 
 import numpy as np
 
-from .cohort_file import COHORT_FORMAT, COHORT_VERSION, write_cohort
-from .errors import ConfigError, DataError
+from .cohort_file import COHORT_FORMAT, COHORT_VERSION, MAX_CLASSES, write_cohort
+from .errors import ConfigError, DataError, short
+from .paths import confined
 
 LABEL_COLUMNS = ("file", "patient_id", "label")
 ASPECTS = ("stretch", "pad")
@@ -80,12 +81,15 @@ def read_labels(csv_path: Path, folder: Path) -> list[Entry]:
         try:
             value = int(label)
         except ValueError:
-            raise DataError(f"{where}: label '{label}' is not an integer class index (0, 1, ...)") from None
+            raise DataError(f"{where}: label {short(label)} is not an integer class index (0, 1, ...)") from None
         if value < 0:
             raise DataError(f"{where}: label {value} is negative; labels are class indices 0, 1, ...")
+        if value >= MAX_CLASSES:  # the model has an output per class up to the largest label
+            raise DataError(f"{where}: label {short(value)} is not a class index 0 to {MAX_CLASSES - 1}; labels are "
+                            f"class indices 0, 1, ...")
         if file in seen:
-            raise DataError(f"{where}: file {file} is listed twice")
-        if not (folder / file).is_file():
+            raise DataError(f"{where}: file {short(file)} is listed twice")
+        if not confined(folder, file, where).is_file():
             raise DataError(f"{where}: file {file} not found in {folder}; paths are relative to the DICOM folder")
         seen.add(file)
         entries.append(Entry(file, patient, value))
@@ -321,6 +325,7 @@ def prepare_dicom(folder: Path, labels_csv: Path, out: Path, size: int = 224, ma
     masks = Path(masks) if masks is not None else None
     _check_options(folder, masks, size, aspect, margin)
     entries = read_labels(labels_csv, folder)
+    _check_memory(len(entries), size)
     _pydicom()  # fail before any work when pydicom is missing
 
     images = np.zeros((len(entries), size, size), dtype=np.uint8)  # the only array that grows with the cohort
@@ -365,9 +370,22 @@ def _check_options(folder: Path, masks: Path | None, size: int, aspect: str, mar
         raise DataError(f"DICOM folder not found: {folder}")
     if masks is not None and not masks.is_dir():
         raise DataError(f"mask folder not found: {masks}")
-    if size < 8:
-        raise ConfigError(f"--size {size}: choose at least 8 (224 for the paper's backbones)")
+    if not 8 <= size <= MAX_SIZE:
+        raise ConfigError(f"--size {size}: choose from 8 to {MAX_SIZE} (224 for the paper's backbones)")
     if aspect not in ASPECTS:
         raise ConfigError(f"--aspect {aspect}: choose {' or '.join(ASPECTS)}")
     if not 0 <= margin <= 1:
         raise ConfigError(f"--margin {margin}: a fraction of the mask's box, between 0 and 1")
+
+
+MAX_SIZE = 4096  # a side: larger than any radiograph's detector
+
+
+def _check_memory(n: int, size: int) -> None:
+    """The cohort's images are held in memory until written: refuse before allocating more than there is."""
+    import psutil
+
+    needs, available = n * size * size, psutil.virtual_memory().available
+    if needs > 0.8 * available:
+        raise ConfigError(f"--size {size}: {n} images of {size}x{size} need {needs / 2**30:.1f} GiB, more than the "
+                          f"{available / 2**30:.1f} GiB of memory available; choose a smaller --size")

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import os
 import re
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .errors import DataError
+from .paths import check_name
 from .progress import download_bar
 from .tasks import Task
 
@@ -21,9 +23,9 @@ from .tasks import Task
 def data_dir_from(arg: str | os.PathLike | None) -> Path:
     """The data folder: the argument, else $MEDBOOST_DATA, else ~/.medmnist (medmnist's own default)."""
     if arg:
-        return Path(arg).expanduser()
+        return check_name(Path(arg).expanduser(), "--data-dir")
     if os.environ.get("MEDBOOST_DATA"):
-        return Path(os.environ["MEDBOOST_DATA"]).expanduser()
+        return check_name(Path(os.environ["MEDBOOST_DATA"]).expanduser(), "$MEDBOOST_DATA")
     return Path("~/.medmnist").expanduser()
 
 
@@ -131,9 +133,18 @@ def _range_start(response) -> int | None:
     return int(found.group(1)) if found else None
 
 
+FILE_KINDS = {stat.S_IFIFO: "FIFO (named pipe)", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+              stat.S_IFSOCK: "socket"}
+
+
 def open_data_file(path: Path):
-    """``open(path, "rb")`` with the OS's refusals (a folder, no permission, an I/O error) as DataError."""
+    """``open(path, "rb")`` with the OS's refusals (a folder, no permission, an I/O error) as DataError. Only a
+    regular file is opened: a FIFO would block the read (and the MD5 check) forever, a device never end."""
     try:
+        kind = stat.S_IFMT(os.stat(path).st_mode)
+        if kind not in (stat.S_IFREG, stat.S_IFDIR):
+            raise DataError(f"{path}: is a {FILE_KINDS.get(kind, 'special file')}, not a regular file; put "
+                            f"medmnist's {path.name} there (`medboost download` fetches it)")
         return open(path, "rb")
     except IsADirectoryError:
         raise DataError(f"{path} is a folder, not a .npz file; move it away and put medmnist's {path.name} there "

@@ -37,7 +37,7 @@ from .errors import Interrupted, ModelFileError, ResultsError
 from .evaluation import evaluate_run, load_run
 from .hardware import autocast_dtype, device_name, peak_memory_mb, reset_peak_memory, set_threads
 from .locks import locked_run
-from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
+from .models import BuiltModel, build_model, check_frozen_hash, check_model, count_parameters
 from .recipes import Recipe
 from .results import ResultsDir, git_commit, new_row, package_versions, read_row, write_row
 from .seeding import EpochStream, dropout_seed, epoch_generator
@@ -161,6 +161,7 @@ class Run:
         set_threads(recipe.train.threads)
         device = distributed.device_for(recipe.train.device)
         world = distributed.init(device)  # several processes: join the group (gloo on CPU, NCCL on CUDA)
+        check_model(recipe, recipe.task_info)  # the backbone family's checks of the keys, before the data is read
         data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
                             select_metric=recipe.train.select_metric).to(device)
         built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself

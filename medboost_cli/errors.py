@@ -17,6 +17,37 @@ code  exception              what went wrong
 ====  =====================  ============================================================================
 """
 
+import errno
+import reprlib
+from typing import Any
+
+
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 1000:  # repr() of an int over 4300 digits raises ValueError; 300 digits say enough
+            return f"<an integer of {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 40
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+MAX_TEXT = 300  # characters of a library's message quoted in one error line
+
+
+def short(value: Any) -> str:
+    """A value the user gave (or a file held), as a repr short enough for one error line: it may be a megabyte of
+    text, a 10**100000 integer or the billion-item expansion of a YAML alias bomb (reprlib stops early)."""
+    return _REPR.repr(value)
+
+
+def short_text(text: str, limit: int = MAX_TEXT) -> str:
+    """A message (a library's, which may quote the value) cut to ``limit`` characters on one line."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
 
 class MedboostError(Exception):
     """A problem the user can fix: the message says what, where (file or key) and what to do.
@@ -78,6 +109,11 @@ def explain(error: BaseException, go_on: str = "continue with the same command a
         by = error.signal_name if isinstance(error, Interrupted) else "Ctrl-C"
         return ("interrupted", f"by {by}: the last finished epoch is saved; {go_on}",
                 EXIT_SIGTERM if isinstance(error, Interrupted) else EXIT_CTRL_C)
-    first = (str(error).splitlines() or [""])[0]
-    return ("internal error", f"{type(error).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for "
-            f"the traceback and report it)", EXIT_INTERNAL)
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # any path the user named: too long a name
+        line = f"{short(error.filename)}: a name in this path is longer than the file system allows; choose a " \
+               f"shorter one"
+        return "config error", line, ConfigError.exit_code
+    first = short_text((str(error).splitlines() or [""])[0])
+    line = f"{type(error).__name__}: {first} (a bug in medboost; rerun with MEDBOOST_DEBUG=1 for the traceback and " \
+           f"report it)"
+    return "internal error", line, EXIT_INTERNAL

@@ -10,7 +10,16 @@ from contextlib import nullcontext
 import torch
 
 from .allocator import in_use
-from .errors import ConfigError
+from .errors import ConfigError, short
+
+
+# The device types medboost trains on, each with how to tell it is present here. Others torch names (meta, which
+# holds no data; xla, ipu, ...) are refused before a model is built.
+DEVICE_TYPES = {
+    "cpu": lambda: True,
+    "cuda": lambda: torch.cuda.is_available(),
+    "mps": lambda: torch.backends.mps.is_available(),
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -18,10 +27,18 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device='{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device='{name}' but no CUDA device is available; use --set train.device=cpu")
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"train.device={short(name)} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"train.device={short(name)}: medboost trains on {', '.join(DEVICE_TYPES)} devices, not "
+                          f"'{device.type}'; use auto, cpu, cuda or cuda:N")
+    if not DEVICE_TYPES[device.type]():
+        fallback = "cuda or cpu" if torch.cuda.is_available() else "cpu"
+        raise ConfigError(f"train.device={short(name)} but no {device.type.upper()} device is available here; use "
+                          f"--set train.device={fallback}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={short(name)} but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .errors import short, short_text
+
 
 def source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:
     for source, layer in reversed(layers):
@@ -21,7 +23,8 @@ def source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:
 
 
 def explain(error: ValidationError, layers: list[tuple[str, dict]], root: type[BaseModel]) -> str:
-    """The first problem of ``error`` (validating the merge of ``layers`` against the schema ``root``), in a line."""
+    """The first problem of ``error`` (validating the merge of ``layers`` against the schema ``root``), in a line;
+    the value and pydantic's message are bounded (``errors.short``), whatever the value's size."""
     first = error.errors()[0]
     loc = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
     key = ".".join(loc)
@@ -30,14 +33,14 @@ def explain(error: ValidationError, layers: list[tuple[str, dict]], root: type[B
     if first["type"] == "extra_forbidden":
         parent = _model_at(root, loc[:-1])
         valid = ", ".join(parent.model_fields) if parent else ""
-        return f"{source}: unknown key '{key}' (value {value!r}); valid keys here: {valid}"
+        return f"{source}: unknown key '{key}' (value {short(value)}); valid keys here: {valid}"
     if first["type"] == "missing" and isinstance(first["loc"][-1], int):  # a list one item too short
-        return f"{source}: bad value for '{key}': {value!r} (too short: item {first['loc'][-1] + 1} is missing)"
+        return f"{source}: bad value for '{key}': {short(value)} (too short: item {first['loc'][-1] + 1} is missing)"
     if first["type"] == "missing":
         return f"{source}: required key '{key}' is missing"
     if first["type"] == "value_error" and isinstance(value, dict):  # a section's own check: its message says it all
-        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
-    return f"{source}: bad value for '{key}': {value!r} ({first['msg'].removeprefix('Value error, ')})"
+        return f"{source}: {short_text(first['msg'].removeprefix('Value error, '))}"
+    return f"{source}: bad value for '{key}': {short(value)} ({short_text(first['msg'].removeprefix('Value error, '))})"
 
 
 def _model_at(root: type[BaseModel], loc: tuple[str, ...]) -> type[BaseModel] | None:

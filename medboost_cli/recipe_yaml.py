@@ -10,8 +10,71 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, short, short_text
 from .tasks import Task
+
+# Values a recipe, preset, study or profile file may hold, counted with every alias expanded: a real file holds
+# hundreds; a YAML alias bomb ("billion laughs") a billion, from a few hundred bytes.
+MAX_YAML_VALUES = 100_000
+MAX_INT_DIGITS = 100  # an integer's digits: no recipe value has more (Python refuses to parse over 4300)
+
+
+class YAMLRefused(yaml.constructor.ConstructorError):
+    """Valid YAML that a recipe may not hold: a key given twice, or aliases that expand past MAX_YAML_VALUES."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (YAML says keys are unique; PyYAML keeps
+    the last, so ``seed: 0`` then ``seed: 1`` would train with seed 1 unseen) and a document whose aliases expand
+    to more than MAX_YAML_VALUES values (checked on the node graph, before anything is built from it)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise YAMLRefused(None, None, f"holds more than {MAX_YAML_VALUES} values (aliases expanded: a YAML alias "
+                              f"bomb?); such a file holds hundreds", node.start_mark)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise YAMLRefused(None, None, f"key {short(key_node.value)} is given twice (first on line "
+                                      f"{seen[key] + 1}); keep one", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        if len(node.value) > MAX_INT_DIGITS:  # Python refuses to parse more than 4300 digits, with a ValueError
+            raise YAMLRefused(None, None, f"a number of {len(node.value)} digits is longer than any recipe value "
+                              f"({MAX_INT_DIGITS} at most)", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+RecipeLoader.add_constructor("tag:yaml.org,2002:int", RecipeLoader.construct_yaml_int)
+
+
+def _expanded_size(node, sizes: dict[int, float]) -> float:
+    """How many values ``node`` stands for with every alias expanded (an alias is the same node object again)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = float("inf")  # a node inside itself (``&a [*a]``) expands without end
+    total = 1.0
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = total
+    return total
+
+
+def load_yaml(text: str):
+    """``text`` parsed as YAML by ``RecipeLoader`` (safe: plain values only, no duplicate keys, no alias bomb)."""
+    return yaml.load(text, Loader=RecipeLoader)  # RecipeLoader is a SafeLoader
 
 
 def recipes_dir() -> Path:
@@ -32,7 +95,7 @@ def read_yaml(path: Path, kind: str = "recipe") -> dict[str, Any]:
     """A recipe, preset or study (``kind``) file as a mapping; any way it is not one is a ConfigError naming
     the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as e:
         raise ConfigError(f"{kind} file not found: {path}") from e
     except IsADirectoryError:
@@ -44,6 +107,8 @@ def read_yaml(path: Path, kind: str = "recipe") -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
     except RecursionError:  # the YAML parser recurses once per nesting level
         raise ConfigError(f"{path}: nested too deeply to be a {kind}") from None
+    except YAMLRefused as e:
+        raise ConfigError(f"{path} line {e.problem_mark.line + 1}: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -52,7 +117,7 @@ def read_yaml(path: Path, kind: str = "recipe") -> dict[str, Any]:
         raise ConfigError(f"{path}: a {kind} must be a mapping of keys to values, got {type(data).__name__}")
     odd = [key for key in data if not isinstance(key, str)]
     if odd:
-        raise ConfigError(f"{path}: key {odd[0]!r} is not a name; {kind} keys are words, such as 'tasks' or "
+        raise ConfigError(f"{path}: key {short(odd[0])} is not a name; {kind} keys are words, such as 'tasks' or "
                           f"'train'")
     return data
 
@@ -81,7 +146,8 @@ def recipe_layers(path: Path) -> list[tuple[str, dict]]:
         if parent is None:
             return layers
         if not isinstance(parent, str) or not parent.strip():
-            raise ConfigError(f"{path}: 'extends' must name a recipe file, e.g. extends: base/2d.yaml; got {parent!r}")
+            raise ConfigError(f"{path}: 'extends' must name a recipe file, e.g. extends: base/2d.yaml; got "
+                              f"{short(parent)}")
         beside = path.parent / parent
         path = beside if beside.exists() else recipes_dir() / parent
         if not path.exists():
@@ -102,12 +168,14 @@ def parse_set(items: list[str]) -> list[tuple[str, dict]]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set train.lr=1e-3")
+            raise ConfigError(f"--set '{short_text(item, 200)}': expected KEY=VALUE, e.g. --set train.lr=1e-3")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            value = load_yaml(raw) if raw.strip() else None
+        except YAMLRefused as e:
+            raise ConfigError(f"--set {short_text(key, 100)}: {e.problem}") from None
+        except (yaml.YAMLError, RecursionError):
             value = raw
-        layers.append((f"--set {item}", nest(key.strip().split("."), value)))
+        layers.append((f"--set {short_text(item, 200)}", nest(key.strip().split("."), value)))
     return layers
 
 

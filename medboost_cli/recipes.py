@@ -17,8 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from .compat import HashOmitted, Legacy, fill_legacy, hash_view, omitted_while
-from .errors import ConfigError, ResultsError
+from .errors import ConfigError, ResultsError, short, short_text
 from .models.families import DEFAULT_FAMILY, FAMILIES, ModelFamily, PneumoLLMConfig, model_family
+from .paths import PathName
 from .recipe_errors import explain as _explain, source_of as _source_of
 from .recipe_yaml import merge, parse_set, read_yaml, recipes_dir, task_recipe_path  # merge: for studies.py too
 from .recipe_yaml import merged as _merged, nest as _nest, recipe_layers as _recipe_layers
@@ -47,7 +48,8 @@ class DataConfig(_Strict):
     hflip: float = Field(0.5, ge=0, le=1, description="probability of flipping the last (W) axis")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the H axis")
     dflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the depth axis (3D only)")
-    scale: tuple[float, float] = Field((0.8, 1.0), description="zoom: fraction of the field of view kept")
+    scale: tuple[float, float] = Field((0.8, 1.0), description="zoom: the range of the fraction of the field of view "
+                                       "kept, 0 < low <= high <= 1")
     translate: float = Field(0.1, ge=0, le=0.5, description="shift, as a fraction of the image side")
     rotate: float = Field(0.0, ge=0, le=180, description="in-plane rotation range in degrees (2D only)")
     padding: Literal["zeros", "border", "reflection"] = Field(
@@ -60,6 +62,13 @@ class DataConfig(_Strict):
     val_fraction: Annotated[float, COHORT_ONLY] = Field(0.2, gt=0, le=0.5, description="cohort files only: the share of a fold's training "
                                 "patients held out to select the epoch")
 
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, scale: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < scale[0] <= scale[1] <= 1:  # transforms.py: a zoom of 0 or less collapses or mirrors the image
+            raise ValueError("data.scale is [low, high], fractions of the field of view kept: 0 < low <= high <= 1")
+        return scale
+
 
 FOLD_KEYS = tuple(k for k, f in DataConfig.model_fields.items() if COHORT_ONLY in f.metadata)  # cohort runs only
 
@@ -67,20 +76,20 @@ FOLD_KEYS = tuple(k for k, f in DataConfig.model_fields.items() if COHORT_ONLY i
 class BackboneConfig(_Strict):
     name: str = Field("vit-s", description="registered backbone (see `medboost train --help`)")
     pretrained: bool = False
-    weights: str | None = Field(None, description="local file with pretrained weights (safetensors or .pth)")
+    weights: PathName | None = Field(None, description="local file with pretrained weights (safetensors or .pth)")
     img_size: int | None = Field(None, description="input size; default: the backbone's own")
-    in_chans: int = 3
-    patch_size: int | None = None
+    in_chans: int = Field(3, ge=1, le=1024)
+    patch_size: int | None = Field(None, ge=1, le=1024)
     stem: Literal["patch", "conv"] = Field(
         "patch", description="patch: the input downsampled at once (ViT: one patch conv; ResNet: timm's 7x7 stride-2 "
         "conv and max-pool, for 224x224); conv: 3x3 convs (ViT: a stride-2 stack; ResNet: MedMNIST's 28x28 form, one "
         "stride-1 conv, no max-pool)")
-    dim: int | None = None
-    depth: int | None = None
-    temporal_depth: int | None = None
-    heads: int | None = None
-    dim_head: int | None = None
-    mlp_ratio: float | None = None
+    dim: int | None = Field(None, ge=1, le=2**16)  # sizes: positive, and bounded so that no typo asks for a terabyte
+    depth: int | None = Field(None, ge=1, le=1024)
+    temporal_depth: int | None = Field(None, ge=1, le=1024)
+    heads: int | None = Field(None, ge=1, le=1024)
+    dim_head: int | None = Field(None, ge=1, le=2**14)
+    mlp_ratio: float | None = Field(None, gt=0, le=64)
     drop_path: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     booster_site: Literal["tokens", "temporal", "spatial"] | None = Field(
@@ -104,7 +113,7 @@ class BackboneConfig(_Strict):
 
 class BoosterConfig(_Strict):
     mode: BoosterMode = "rllm"
-    llm: str = Field(
+    llm: PathName = Field(
         "huggyllama/llama-7b",
         description="'minilm' (packaged, offline), a Hugging Face folder or hub id, a Meta-format folder, "
         "or 'random:llama-7b' (exact shape, random weights)",
@@ -137,7 +146,7 @@ class TrainConfig(_Strict):
     lr: float = Field(5e-4, gt=0)
     min_lr: float = Field(1e-6, ge=0)
     weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(5.0, ge=0)
+    warmup_epochs: float = Field(5.0, ge=0, le=1e6)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     select_metric: Literal["auc", "acc", "loss"] = "auc"
@@ -256,8 +265,8 @@ def saved_recipe(config_json: str) -> Recipe:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         what = "a recipe key this medboost does not know" if first["type"] == "extra_forbidden" else \
-            f"a value this medboost refuses ({first['msg']})"
-        raise ResultsError(f"config_json has {what}: '{key}' = {first.get('input')!r}; a medboost with other recipe "
+            f"a value this medboost refuses ({short_text(first['msg'])})"
+        raise ResultsError(f"config_json has {what}: '{key}' = {short(first.get('input'))}; a medboost with other recipe "
                            f"keys wrote it, or it was edited") from None
 
 
@@ -295,7 +304,7 @@ def load_recipe(
     task_info = resolve_task(task)
     path = Path(recipe_file) if recipe_file else task_recipe_path(task_info)
     layers = _recipe_layers(path)
-    late = [(f"{label} {value}", _nest(key.split("."), value)) for label, key, value in flags or [] if value is not None]
+    late = [(f"{label} {short_text(str(value), 200)}", _nest(key.split("."), value)) for label, key, value in flags or [] if value is not None]
     late += parse_set(sets or [])
     where = _source_of(("model",), layers + late)
     family = model_family(_merged(layers + late).get("model", DEFAULT_FAMILY), where)

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, short, short_text
 from .locks import Holder, live_holder
 from .models.backbones import BACKBONE_DIMS
 from .models.families import DEFAULT_FAMILY, FAMILIES, model_family
@@ -140,7 +140,7 @@ def load_study(name: str, preset: str | None = None) -> Study:
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: bad study key '{key}': {first.get('input')!r} ({first['msg']})") from None
+        raise ConfigError(f"{path}: bad study key '{key}': {short(first.get('input'))} ({short_text(first['msg'])})") from None
     problem = next(_problems(study), None)
     if problem:
         raise ConfigError(f"{path}: bad study key {problem}")

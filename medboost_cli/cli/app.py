@@ -112,4 +112,6 @@ def common_flags(*values) -> list[tuple[str, str, object]]:
 
 
 def results_dir_of(arg: Optional[Path]) -> Path:
-    return Path(arg or os.environ.get("MEDBOOST_RESULTS") or "results")
+    from ..paths import check_name
+
+    return check_name(arg or os.environ.get("MEDBOOST_RESULTS") or "results", "--results-dir")

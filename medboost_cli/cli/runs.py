@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..errors import ResultsError
 from . import choices
 from .app import ResultsDir, app, console, results_dir_of
 
@@ -48,7 +49,11 @@ def runs(
     from ..results import load_results
     from ..tasks import resolve_task
 
-    df = load_results(results_dir_of(results_dir), columns=RUN_COLUMNS, status=choices.value(status))
+    folder = results_dir_of(results_dir)
+    if not folder.exists():
+        raise ResultsError(f"{folder}: no such results folder; point --results-dir (or $MEDBOOST_RESULTS) at the "
+                           f"folder that `medboost train` or `ablate` wrote")
+    df = load_results(folder, columns=RUN_COLUMNS, status=choices.value(status))
     if task is not None:
         df = df[df["task"] == resolve_task(task).short]
     records = one_based(json.loads(df.to_json(orient="records")))

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, short, short_text
 
 
 def submitit_module():
@@ -67,7 +67,7 @@ class ClusterOptions(BaseModel):
 def _first_error(e: ValidationError) -> tuple[str, str]:
     first = e.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
-    return key, f"{first.get('input')!r} ({first['msg']})"
+    return key, f"{short(first.get('input'))} ({short_text(first['msg'])})"
 
 
 def _read_profile(profile: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .backbones import BACKBONES
 from .built import BuiltModel, check_frozen_hash, count_parameters
 from .classifier import Classifier
-from .families import FAMILIES, ModelFamily, build_model, llm_dtype, model_family
+from .families import FAMILIES, ModelFamily, build_model, check_model, llm_dtype, model_family
 
 __all__ = ["BACKBONES", "FAMILIES", "BuiltModel", "Classifier", "ModelFamily", "build_model", "check_frozen_hash",
-           "count_parameters", "llm_dtype", "model_family"]
+           "check_model", "count_parameters", "llm_dtype", "model_family"]

@@ -41,7 +41,8 @@ from .llm import (
     shuffle_,
     with_final_norm,
 )
-from .untrusted import first_line, safetensors_header
+from .lm import layer_params
+from .untrusted import check_layer_memory, first_line, safetensors_header
 
 __all__ = ["LoadedLayer", "LoadedStack", "llm_spec", "load_llm_layer", "load_llm_layers", "read_safetensors",
            "safetensors_header", "weights_sha256"]
@@ -76,6 +77,9 @@ def load_llm_layer(
     spec = llm_spec(source) if found is None else found.spec
     index = normalise_layer_index(layer, spec, source)
     norm = resolve_lm_norm(norm, spec)
+    built_fp32 = (found is None or init == "random") and dtype != torch.float32  # then cast: both held at once
+    check_layer_memory(layer_params(spec), dtype.itemsize + 4 * built_fp32, source if found is None else
+                       found.description)
     if found is None or init == "random":  # the LM's own random init in the layer's shape; nothing is read
         block = build_block(spec)
         random_init_(block, spec, generator)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import reprlib
 import struct
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +29,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, short, short_text  # short: the one bounded repr of error messages
 
 MAX_JSON_BYTES = 64 * 2**20  # a 405B model's config and shard index are well under 1 MB
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own cap on a header (MAX_HEADER_SIZE)
@@ -43,22 +42,14 @@ SAFETENSORS_DTYPES = {
 }
 
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 40
-
-
-def short(value: Any) -> str:
-    """A value found in a file, shortened for a one-line message (it may be a megabyte of anything)."""
-    return _REPR.repr(value)
-
-
 def explain(error: ValidationError, where: str) -> str:
     """The first pydantic error as one line: which key, the value found, what was expected."""
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "missing":
         return f"{where}: lacks '{key}'; {_FIX}"
-    return f"{where}: bad {repr(key) if key else 'entry'}: {short(first.get('input'))} ({first['msg']}); {_FIX}"
+    found, why = short(first.get("input")), short_text(first["msg"])
+    return f"{where}: bad {repr(key) if key else 'entry'}: {found} ({why}); {_FIX}"
 
 
 # ------------------------------------------------------------------------------------------------------ JSON
@@ -136,6 +127,18 @@ def check_layer_size(n_params: int, where: str) -> None:
     if n_params > MAX_LAYER_PARAMS:
         raise ModelFileError(f"{where}: describes a layer of {n_params:,} parameters, over the "
                              f"{MAX_LAYER_PARAMS:,} medboost accepts (the largest LLaMA layer has 3.2G); {_FIX}")
+
+
+def check_layer_memory(n_params: int, bytes_per_param: int, where: str) -> None:
+    """A layer that fits MAX_LAYER_PARAMS but not this machine's available memory is refused before it is built
+    (a config.json of hidden size 32768 describes a 16G-parameter layer: 64 GiB in fp32)."""
+    import psutil
+
+    needs, available = n_params * bytes_per_param, psutil.virtual_memory().available
+    if needs > 0.8 * available:
+        raise ModelFileError(f"{where}: one layer of {n_params:,} parameters needs {needs / 2**30:.1f} GiB, more than "
+                             f"the {available / 2**30:.1f} GiB of memory available here; use a smaller LM, "
+                             f"booster.dtype=bf16, or a machine with more memory")
 
 
 def weight_map(index: dict, where: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ BACKBONE_DIMS: MappingProxyType[str, int] = MappingProxyType({name: f.dims for n
 
 __all__ = ["BACKBONES", "BACKBONE_DIMS", "FAMILIES", "TIMM_VITS", "VIT_KEYS", "Backbone", "BackboneFamily",
            "CamTarget", "ConvStemEmbed", "TimmViT", "TimmViTSpec", "backbone_family", "build_backbone",
+           "check_backbone",
            "build_timm_vit", "gradcam_target"]
 
 
@@ -41,14 +42,20 @@ def backbone_family(name: str) -> BackboneFamily:
     return BACKBONES[name]
 
 
-def build_backbone(cfg: BackboneConfig, dims: int) -> Backbone:
+def check_backbone(cfg: BackboneConfig, dims: int) -> BackboneFamily:
+    """The backbone ``cfg.name``'s family, after its checks of ``cfg`` for a ``dims``-D task; nothing is built."""
     family = backbone_family(cfg.name)
     if family.dims != dims:
         fits = [n for n, f in BACKBONES.items() if f.dims == dims]
         raise ConfigError(
             f"backbone '{cfg.name}' takes {family.dims}D input but the task is {dims}D; use one of {', '.join(fits)}"
         )
-    return family.build_named(cfg)
+    family.check_named(cfg)
+    return family
+
+
+def build_backbone(cfg: BackboneConfig, dims: int) -> Backbone:
+    return check_backbone(cfg, dims).build_named(cfg)
 
 
 def gradcam_target(name: str, backbone: nn.Module) -> CamTarget:

@@ -61,7 +61,9 @@ class BackboneFamily:
     sizes, say); ``build(spec, cfg)`` makes the backbone and refuses any ``backbone.*`` key outside ``keys``
     (``BackboneConfig.check_keys``). ``gradcam`` gives the layer Grad-CAM reads on a built backbone, or is None
     when the family has no meaningful one. Which parameters AdamW decays is the backbone's ``no_weight_decay()``
-    (see ``Backbone``), defined by the family's backbone class.
+    (see ``Backbone``), defined by the family's backbone class. ``check(spec, cfg)`` makes the family's checks of
+    the keys without building anything, so that a run stops on them before its data is read (``build`` makes them
+    too).
     """
 
     what: str  # how messages name the family: "a 2D ViT"
@@ -70,6 +72,12 @@ class BackboneFamily:
     keys: frozenset[str]  # the backbone.* keys the family reads
     build: Callable[[Any, BackboneConfig], nn.Module]
     gradcam: Callable[[nn.Module], CamTarget] | None = None
+    check: Callable[[Any, BackboneConfig], Any] | None = None
+
+    def check_named(self, cfg: BackboneConfig) -> None:
+        """The family's checks of ``cfg`` for the backbone ``cfg.name``; nothing is built."""
+        if self.check is not None:
+            self.check(self.variants[cfg.name], cfg)
 
     def build_named(self, cfg: BackboneConfig) -> nn.Module:
         """The backbone ``cfg.name`` (one of ``variants``)."""

@@ -95,7 +95,8 @@ RESNET_KEYS = frozenset({"name", "pretrained", "weights", "img_size", "in_chans"
                          "booster_site"})
 
 
-def build_resnet(spec: ResNetSpec, cfg: BackboneConfig) -> ResNetBackbone:
+def check_resnet(spec: ResNetSpec, cfg: BackboneConfig) -> int:
+    """The ResNet family's checks of the backbone.* keys; the input size."""
     cfg.check_keys(RESNET_KEYS, "a ResNet")
     if cfg.booster_site not in (None, "tokens"):
         raise ConfigError(f"backbone.booster_site={cfg.booster_site} is for ViViT; a ResNet has one site, 'tokens'")
@@ -104,6 +105,11 @@ def build_resnet(spec: ResNetSpec, cfg: BackboneConfig) -> ResNetBackbone:
     img_size = cfg.img_size or DEFAULT_SIZES[cfg.stem]
     if img_size < 1:
         raise ConfigError(f"backbone.img_size={img_size} must be a positive integer")
+    return img_size
+
+
+def build_resnet(spec: ResNetSpec, cfg: BackboneConfig) -> ResNetBackbone:
+    img_size = check_resnet(spec, cfg)
     resnet = create_timm_model(spec.timm_name, cfg, in_chans=cfg.in_chans, num_classes=0,
                                drop_path_rate=cfg.drop_path)
     if cfg.stem == "conv":
@@ -114,4 +120,4 @@ def build_resnet(spec: ResNetSpec, cfg: BackboneConfig) -> ResNetBackbone:
 
 
 FAMILY = BackboneFamily(what="a ResNet", dims=2, variants=RESNETS, keys=RESNET_KEYS, build=build_resnet,
-                        gradcam=gradcam_target)
+                        gradcam=gradcam_target, check=check_resnet)

@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
 class TimmViTSpec:
     timm_name: str
     img_size: int
+    dim: int  # timm's embed_dim, num_heads and patch_size for this variant (what backbone.dim, .heads, .patch_size
+    heads: int  # replace), for the checks made before timm builds it
+    patch: int
     overrides: tuple[tuple[str, object], ...] = ()  # fixed timm kwargs that make this variant
 
 
@@ -113,14 +116,14 @@ def gradcam_target(backbone: TimmViT) -> CamTarget:
 
 
 TIMM_VITS: dict[str, TimmViTSpec] = {
-    "vit-s": TimmViTSpec("vit_small_patch16_224", 224),  # the paper's ViT-S/16
-    "vit-t": TimmViTSpec("vit_tiny_patch16_224", 224),
-    "vit-b": TimmViTSpec("vit_base_patch16_224", 224),
+    "vit-s": TimmViTSpec("vit_small_patch16_224", 224, 384, 6, 16),  # the paper's ViT-S/16
+    "vit-t": TimmViTSpec("vit_tiny_patch16_224", 224, 192, 3, 16),
+    "vit-b": TimmViTSpec("vit_base_patch16_224", 224, 768, 12, 16),
     # PneumoLLM's vision encoder: OpenAI CLIP ViT-L/14 (timm's QuickGELU variant: OpenAI's own activation; the
     # weights are timm/vit_large_patch14_clip_224.openai's). CLIP's mean/std come with it.
-    "clip-l14": TimmViTSpec("vit_large_patch14_clip_quickgelu_224.openai", 224),
+    "clip-l14": TimmViTSpec("vit_large_patch14_clip_quickgelu_224.openai", 224, 1024, 16, 14),
     # CPU-sized: 28x28 input, 4x4 patches (49 tokens + CLS), ViT-Tiny width, 6 blocks.
-    "vit-mini": TimmViTSpec("vit_tiny_patch16_224", 28, overrides=(("patch_size", 4), ("depth", 6))),
+    "vit-mini": TimmViTSpec("vit_tiny_patch16_224", 28, 192, 3, 4, overrides=(("patch_size", 4), ("depth", 6))),
 }
 
 
@@ -129,10 +132,31 @@ VIT_KEYS = frozenset({"name", "pretrained", "weights", "img_size", "in_chans", "
                       "heads", "mlp_ratio", "drop_path", "dropout", "booster_site"})
 
 
-def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
+MAX_IMG_SIZE = 4096  # a side; the position table grows with its square
+
+
+def check_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> None:
+    """What a timm ViT needs of the backbone.* keys, checked before timm builds one (which would assert, divide by
+    zero or allocate without end): the schema's positive sizes, plus heads dividing the width and a patch no
+    larger than the input."""
     cfg.check_keys(VIT_KEYS, "a 2D ViT")
     if cfg.booster_site not in (None, "tokens"):
         raise ConfigError(f"backbone.booster_site={cfg.booster_site} is for ViViT; a ViT has one site, 'tokens'")
+    dim, heads = cfg.dim or spec.dim, cfg.heads or spec.heads
+    if dim % heads:
+        raise ConfigError(f"backbone.dim={dim} is not divisible by backbone.heads={heads} ('{cfg.name}' splits its "
+                          f"width evenly among its heads); choose a dim that is a multiple of heads")
+    img_size = cfg.img_size or spec.img_size
+    if not 1 <= img_size <= MAX_IMG_SIZE:
+        raise ConfigError(f"backbone.img_size={img_size}: choose an input side from 1 to {MAX_IMG_SIZE}")
+    patch = cfg.patch_size or spec.patch
+    if patch > img_size:
+        raise ConfigError(f"backbone.patch_size={patch} is larger than the input ({img_size}x{img_size}): no "
+                          f"patch fits; choose a patch size up to {img_size}")
+
+
+def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
+    check_vit(spec, cfg)
     kwargs: dict = dict(spec.overrides)
     kwargs.update(
         {k: v for k, v in {
@@ -149,4 +173,4 @@ def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
 
 
 FAMILY = BackboneFamily(what="a 2D ViT", dims=2, variants=TIMM_VITS, keys=VIT_KEYS, build=build_timm_vit,
-                        gradcam=gradcam_target)
+                        gradcam=gradcam_target, check=check_vit)

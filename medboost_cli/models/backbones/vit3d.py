@@ -48,9 +48,13 @@ SIZES: dict[str, Size3D] = {"vit3d": Size3D(dim=1024, depth=8, heads=8)}
 KEYS = KEYS_COMMON
 
 
+def check_vit3d(base: Size3D, cfg: BackboneConfig) -> tuple[Size3D, str]:
+    return check_3d(cfg, base, KEYS, "a 3D ViT", ("tokens",))
+
+
 def build_vit3d(base: Size3D, cfg: BackboneConfig) -> ViT3D:
-    s, site = check_3d(cfg, base, KEYS, "a 3D ViT", ("tokens",))
+    s, site = check_vit3d(base, cfg)
     return ViT3D(s, cfg.in_chans, site, cfg.dropout, cfg.drop_path)
 
 
-FAMILY = BackboneFamily(what="a 3D ViT", dims=3, variants=SIZES, keys=KEYS, build=build_vit3d)
+FAMILY = BackboneFamily(what="a 3D ViT", dims=3, variants=SIZES, keys=KEYS, build=build_vit3d, check=check_vit3d)

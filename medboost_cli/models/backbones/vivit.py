@@ -94,10 +94,14 @@ SIZES: dict[str, Size3D] = {
 KEYS = KEYS_COMMON | {"temporal_depth", "vivit_norms", "vivit_pos"}
 
 
+def check_vivit(base: Size3D, cfg: BackboneConfig) -> tuple[Size3D, str]:
+    return check_3d(cfg, base, KEYS, "a ViViT", ("temporal", "spatial"))
+
+
 def build_vivit(base: Size3D, cfg: BackboneConfig) -> ViViT:
-    s, site = check_3d(cfg, base, KEYS, "a ViViT", ("temporal", "spatial"))
+    s, site = check_vivit(base, cfg)
     return ViViT(s, cfg.in_chans, site, cfg.dropout, cfg.drop_path, norms=cfg.vivit_norms or "stacks",
                  pos=cfg.vivit_pos or "joint")
 
 
-FAMILY = BackboneFamily(what="a ViViT", dims=3, variants=SIZES, keys=KEYS, build=build_vivit)
+FAMILY = BackboneFamily(what="a ViViT", dims=3, variants=SIZES, keys=KEYS, build=build_vivit, check=check_vivit)

@@ -16,7 +16,8 @@ import torch
 
 from ...errors import ConfigError
 from ..built import BuiltModel
-from .base import BenchSpec, ModelFamily, llm_dtype
+from ..backbones import check_backbone
+from .base import BenchSpec, ModelFamily, backbone_config, llm_dtype
 from .pneumollm import PNEUMOLLM, PneumoLLMConfig
 from .rllm import RLLM
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ...recipes import Recipe
     from ...tasks import Task
 
-__all__ = ["DEFAULT_FAMILY", "FAMILIES", "BenchSpec", "ModelFamily", "PneumoLLMConfig", "build_model", "llm_dtype",
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "BenchSpec", "ModelFamily", "PneumoLLMConfig", "build_model", "check_model", "llm_dtype",
            "model_family"]
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (RLLM, PNEUMOLLM)}
@@ -39,11 +40,18 @@ def model_family(name: Any, where: str = "model") -> ModelFamily:
     return FAMILIES[name]
 
 
-def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") -> BuiltModel:
-    """Build ``recipe``'s model for ``task`` with its family's builder: seeds make paired runs share every common
-    part (medboost_cli.seeding), and building leaves the global RNG as it found it."""
+def check_model(recipe: Recipe, task: Task) -> ModelFamily:
+    """``recipe``'s family, after its checks of the task's dimensionality and the backbone family's checks of the
+    backbone.* keys: before any data is read or any model built."""
     family = model_family(recipe.model)
     problem = family.dims_error(task.dims, task.short)
     if problem:
         raise ConfigError(problem)
-    return family.build(recipe, task, torch.device(device))
+    check_backbone(backbone_config(recipe, task), task.dims)
+    return family
+
+
+def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") -> BuiltModel:
+    """Build ``recipe``'s model for ``task`` with its family's builder: seeds make paired runs share every common
+    part (medboost_cli.seeding), and building leaves the global RNG as it found it."""
+    return check_model(recipe, task).build(recipe, task, torch.device(device))

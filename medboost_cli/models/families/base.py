@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from ...hardware import auto_is_bf16
 
 if TYPE_CHECKING:
-    from ...recipes import Recipe
+    from ...recipes import BackboneConfig, Recipe
     from ...tasks import Task
     from ..built import BuiltModel
 
@@ -72,6 +72,13 @@ class ModelFamily:
         if dims in self.dims:
             return None
         return f"model={self.name} takes {' or '.join(f'{d}D' for d in self.dims)} images; {task} is {dims}D"
+
+
+def backbone_config(recipe: Recipe, task: Task) -> BackboneConfig:
+    """``recipe.backbone`` as the backbone is built: 3D backbones take the volume at its own size."""
+    if task.dims == 3 and recipe.backbone.img_size is None:
+        return recipe.backbone.model_copy(update={"img_size": recipe.data.size})
+    return recipe.backbone
 
 
 def llm_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:

@@ -15,7 +15,7 @@ from ..booster import Booster, resolve_proj_init
 from ..built import BuiltModel
 from ..classifier import Classifier
 from ..llm_loading import llm_spec, load_llm_layer
-from .base import BenchSpec, FrozenPath, ModelFamily, llm_dtype
+from .base import BenchSpec, FrozenPath, ModelFamily, backbone_config, llm_dtype
 
 if TYPE_CHECKING:
     from ...recipes import Recipe
@@ -29,10 +29,7 @@ def build(recipe: Recipe, task: Task, device: torch.device) -> BuiltModel:
     seed, cfg = recipe.seed, recipe.booster
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed(seed, Init.BACKBONE))
-        backbone_cfg = recipe.backbone
-        if task.dims == 3 and backbone_cfg.img_size is None:  # 3D backbones take the volume at its own size
-            backbone_cfg = backbone_cfg.model_copy(update={"img_size": recipe.data.size})
-        backbone = build_backbone(backbone_cfg, task.dims)
+        backbone = build_backbone(backbone_config(recipe, task), task.dims)
         loaded = None
         if cfg.mode not in NO_LM_MODES:  # building the layer may draw from the global RNG: seeded afresh below
             loaded = load_llm_layer(cfg.llm, cfg.layer, init=cfg.llm_init, dtype=llm_dtype(recipe, device), seed=seed,
