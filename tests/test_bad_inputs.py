@@ -290,7 +290,8 @@ SIZE_AND_PATH_CASES = {
     "fifo-data-file": (_fifo("true"), ["breastmnist.npz: is a FIFO (named pipe), not a regular file"], 3),
     "fifo-data-file-unverified": (_fifo("false"), ["breastmnist.npz: is a FIFO (named pipe)"], 3),
     "runs-status-typo": (lambda t: ["runs", "--status", "complete"],
-                         ["--status 'complete': a run's status is one of running, completed, failed, interrupted"], 2),
+                         ["--status", "'complete' is not one of 'running', 'completed', 'failed', 'interrupted' "
+                          "(did you mean 'completed'?)"], 2),
     "runs-missing-folder": (lambda t: ["runs", "--results-dir", t / "missing"],
                             ["missing: no such results folder; point --results-dir"], 5),
     "one-class-test-split": (_one_class_test, ["in the test split all 24 samples are class 0",

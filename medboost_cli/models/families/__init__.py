@@ -40,18 +40,23 @@ def model_family(name: Any, where: str = "model") -> ModelFamily:
     return FAMILIES[name]
 
 
-def check_model(recipe: Recipe, task: Task) -> ModelFamily:
-    """``recipe``'s family, after its checks of the task's dimensionality and the backbone family's checks of the
-    backbone.* keys: before any data is read or any model built."""
+def _family_for(recipe: Recipe, task: Task) -> ModelFamily:
+    """``recipe``'s family, once it has checked that it takes ``task``'s dimensionality."""
     family = model_family(recipe.model)
     problem = family.dims_error(task.dims, task.short)
     if problem:
         raise ConfigError(problem)
-    check_backbone(backbone_config(recipe, task), task.dims)
     return family
+
+
+def check_model(recipe: Recipe, task: Task) -> None:
+    """What building ``recipe``'s model would refuse, checked before any data is read: the family's
+    dimensionality and the backbone family's checks of the backbone.* keys."""
+    _family_for(recipe, task)
+    check_backbone(backbone_config(recipe, task), task.dims)
 
 
 def build_model(recipe: Recipe, task: Task, device: torch.device | str = "cpu") -> BuiltModel:
     """Build ``recipe``'s model for ``task`` with its family's builder: seeds make paired runs share every common
     part (medboost_cli.seeding), and building leaves the global RNG as it found it."""
-    return check_model(recipe, task).build(recipe, task, torch.device(device))
+    return _family_for(recipe, task).build(recipe, task, torch.device(device))
