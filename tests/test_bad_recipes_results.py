@@ -133,7 +133,7 @@ BAD_RECIPES: list[tuple[str, Callable, list[str]]] = [
      ["bad value for 'data.scale': [1] (too short: item 2 is missing)"]),
     ("unknown-key", lambda tmp, mp: TRAIN + ["--set", "train.epochz=3"],
      ["--set train.epochz=3: unknown key 'train.epochz'", "valid keys here: epochs"]),
-    ("preset-outside-presets", lambda tmp, mp: TRAIN[:2] + ["--preset", "../breast"], ["unknown preset '../breast'"]),
+    ("preset-outside-presets", lambda tmp, mp: TRAIN[:2] + ["--preset", "../breast"], ["Invalid value for '--preset': '../breast' is not one of 'cpu'"]),
     ("study-outside-studies", lambda tmp, mp: ["ablate", "../breast", "--dry-run"], ["unknown study '../breast'"]),
     ("study-unknown-key", lambda tmp, mp: _study(tmp, GOOD_STUDY + "colour: red\n", mp),
      ["bad.yaml: bad study key 'colour'"]),

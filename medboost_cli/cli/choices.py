@@ -68,6 +68,7 @@ _NOT_ONE_OF = re.compile(r"'([^']*)' is not one of ((?:'[^']*'(?:, )?)+)")
 
 def did_you_mean(message: str) -> str:
     """A usage error about a value that is none of the choices, with the closest choice suggested."""
+    message = message.replace(": Value error, ", ": ")  # the enum conversion's own prefix says nothing more
     found = _NOT_ONE_OF.search(message)
     if not found:
         return message
