@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError, ResultsError
+from ..fileio import write_csv, write_text
 from ..cohort import cv_groups
 from ..results import warn_line
 from .figures import figure1
@@ -87,12 +88,12 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     meta = Meta(n_runs=len(df), results=str(results_dir), selection=selection_metrics(df),
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped)
-    pd.DataFrame([tr for t in tables for tr in t.traces if t.key != "pairs"]).to_csv(out_dir / "cells.csv", index=False)
-    pd.DataFrame([tr for t in tables for tr in t.traces if t.key == "pairs"]).to_csv(out_dir / "pairs.csv", index=False)
+    write_csv(pd.DataFrame([tr for t in tables for tr in t.traces if t.key != "pairs"]), out_dir / "cells.csv", index=False)
+    write_csv(pd.DataFrame([tr for t in tables for tr in t.traces if t.key == "pairs"]), out_dir / "pairs.csv", index=False)
     sentences = summary(pairs) + outside_summary(outside)
     written = {}
     for fmt in formats:
         name, render = RENDERERS[fmt]
-        (out_dir / name).write_text(render(tables, sentences, meta))
+        write_text(out_dir / name, render(tables, sentences, meta))
         written[fmt] = out_dir / name
     return written

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import save_figure
 from ..paper import TITLES
 from .gather import Config
 
@@ -57,7 +58,7 @@ def figure1(configs: list[Config], out_dir: Path) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"figure1.{ext}"
-        fig.savefig(path, dpi=150)
+        save_figure(fig, path, dpi=150)
         paths.append(str(path))
     plt.close(fig)
     return paths
