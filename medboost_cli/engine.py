@@ -272,7 +272,8 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
     only reads the folder (no lock), so that it works in a read-only one."""
     results = ResultsDir(results_dir)
     with folder_errors(results.root):  # a full disk, a read-only folder: one results error (exit 5)
-        done = _completed(results, recipe.run_id(), resume, force, log)
+        done = None if pending_commit(results, recipe.run_id()) else _completed(results, recipe.run_id(), resume,
+                                                                                    force, log)
         if done is not None:
             return done
         return _train(recipe, data_dir, results_dir, resume=resume, force=force, reporter=reporter, log=log)
@@ -282,7 +283,7 @@ def _completed(results: ResultsDir, run_id: str, resume: bool, force: bool, log)
     """The completed row to return instead of training (``resume``), None to train; a ResultsError for a completed
     run asked to train again without ``force``."""
     done = read_row(results.root, run_id)
-    if done is None or done["status"] != "completed" or force or pending_commit(results, run_id):
+    if done is None or done["status"] != "completed" or force:
         return None
     if resume:
         log(f"{run_id} is already completed; nothing to resume")
@@ -350,8 +351,6 @@ def _epochs(run: Run, reporter: Reporter, log) -> dict[str, Any]:
         known = as_results_error(e, run.results.root) if isinstance(e, OSError) else None
         _record_end(run, run.row("failed", ended_at=_now(), error=str(known) if known else f"{type(e).__name__}: {e}"),
                     reporter)
-        if run.staged:
-            log(f"{run.attempt.kept()}; this attempt's state is in {run.attempt.row_path.parent}")
         raise
     finally:
         restore_signals()

@@ -39,8 +39,6 @@ class TrainingDiverged(ConfigError):
     """A run whose loss or scores stopped being finite numbers: the recipe's learning rate (or its lack of gradient
     clipping) does not suit the model; the run ends as ``failed``."""
 
-    kind = "training diverged"
-
 
 class DataError(MedboostError):
     """A data file (MedMNIST npz, DICOM, labels.csv): missing, unreadable, or not what the task expects."""

@@ -24,8 +24,9 @@ def _write_atomically(path: Path, fill: Callable[[IO[bytes], str], None]) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:  # closed whatever happens, so a failed write holds no disk space
+        with open(tmp, "wb") as f:  # closed whatever happens, so a failed write holds no disk space
             try:
                 fill(f, tmp)
                 f.flush()
