@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .results import ResultsDir, write_row
+from .results import ResultsDir, read_row, write_row
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,17 @@ def roll_forward(results: ResultsDir, run_id: str, log=print) -> None:
         _swap(results, run_id)
         results.last(run_id).unlink(missing_ok=True)
         log(f"{run_id}: finished replacing the completed result with the retrained one")
+
+
+def attempt_row(results_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """The row of the run's latest attempt: a retraining's pending row while there is one, else the run's row."""
+    pending = ResultsDir(results_dir).pending_row(run_id)
+    if pending.exists():
+        try:
+            return pq.read_table(pending).to_pylist()[0]
+        except (pa.ArrowException, OSError, IndexError):
+            pass
+    return read_row(results_dir, run_id)
 
 
 def pending_commit(results: ResultsDir, run_id: str) -> bool:

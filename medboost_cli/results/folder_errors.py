@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -70,11 +71,9 @@ def folder_errors(root: Path) -> Iterator[None]:
 
 
 def in_folder(argument: str) -> Callable[[Callable], Callable]:
-    """Decorate a function whose keyword or second positional argument ``argument`` is a results folder: its OS
-    errors on that folder become ``ResultsError``."""
+    """Decorate a function whose parameter named ``argument`` is a results folder: the OS errors of a call on that
+    folder become ``ResultsError``."""
     def decorate(fn: Callable) -> Callable:
-        import inspect
-
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
