@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ModelFileError
-from .fileio import atomic_write
+from .fileio import save_torch
 from .models.untrusted import load_torch_dict
 
 CHECKPOINT_FORMAT = 1
@@ -72,7 +72,7 @@ class TrainState:
 
 
 def save_checkpoint(path: Path, **content: Any) -> None:
-    atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **content}, tmp))
+    save_torch(path, {"format": CHECKPOINT_FORMAT, **content})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

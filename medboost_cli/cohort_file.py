@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .fileio import atomic_write
+from .fileio import atomic_write_file
 from .npz_arrays import read_arrays
 
 COHORT_FORMAT = "medboost-cohort"
@@ -39,12 +39,8 @@ def write_cohort(out: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write ``arrays`` and ``meta`` as a cohort file, atomically (a temporary file, then a rename)."""
     arrays = {**arrays, "meta": np.array(json.dumps(meta))}
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
-            np.savez_compressed(f, **arrays)
-
-    try:
-        atomic_write(out, write)
+    try:  # a file object: np.savez would append .npz to a path
+        atomic_write_file(out, lambda f: np.savez_compressed(f, **arrays))
     except OSError as e:
         raise DataError(f"cannot write {out}: {e.strerror or e}; check the folder and free space") from e
 

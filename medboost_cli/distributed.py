@@ -46,6 +46,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .errors import ConfigError, Interrupted, MedboostError, ResultsError, explain
+from .fileio import write_bytes
 from .hardware import resolve_device
 
 _ERRORS = "medboost/errors"  # the key in the launcher's store under which failed processes post their line
@@ -227,8 +228,7 @@ def check_shared(folder: Path) -> None:
     token = gather(uuid.uuid4().hex if world().is_main else None)[0]
     marker = Path(folder) / f".medboost-shared-{token}"
     if world().is_main:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        write_bytes(marker, b"")
     barrier()
     sees = gather(marker.exists())
     barrier()

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .errors import DataError
+from .fileio import open_partial
 from .paths import check_name
 from .progress import download_bar
 from .tasks import Task
@@ -107,7 +108,7 @@ def _fetch(url: str, target: Path, timeout: float, console: Console | None, log)
         length = response.headers.get("Content-Length")
         done = have if resumed else 0
         total = done + int(length) if length and length.isdigit() else None
-        with open(part, "ab" if resumed else "wb") as out, download_bar(console, target.name, total, done) as advance:
+        with open_partial(part, resumed) as out, download_bar(console, target.name, total, done) as advance:
             try:
                 while block := response.read(1 << 20):
                     out.write(block)

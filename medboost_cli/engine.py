@@ -28,19 +28,23 @@ import torch
 import torch.nn as nn
 
 from . import distributed, metrics
+from .attempts import Attempt, pending_commit, roll_forward
+from .checkpoint_checks import check_checkpoint
 from .checkpoints import (CHECKPOINT_FORMAT, TrainState, load_checkpoint, load_trainable_state, save_checkpoint,
                           trainable_state)
 from .checkpoints import now as _now
 from .data import BatchTransform, load_dataset
 from .distributed import World
-from .errors import Interrupted, ModelFileError, ResultsError
+from .errors import Interrupted, ResultsError, TrainingDiverged
 from .evaluation import evaluate_run, load_run
 from .hardware import autocast_dtype, device_name, peak_memory_mb, reset_peak_memory, set_threads
 from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, check_model, count_parameters
 from .recipes import Recipe
-from .results import ResultsDir, git_commit, new_row, package_versions, read_row, write_row
+from .results import ResultsDir, git_commit, new_row, package_versions, read_row
+from .results.folder_errors import as_results_error, folder_errors
 from .seeding import EpochStream, dropout_seed, epoch_generator
+from .optimisation import _steps_per_epoch, make_optimizer, make_schedule, prepare_runner
 from .steps import loss_fn, make_transforms, predict, train_step
 
 __all__ = [  # the names of this module, with the pieces it takes from steps, checkpoints and evaluation
@@ -82,59 +86,6 @@ class SilentReporter:
 # ------------------------------------------------------------------------------------------------ pieces
 
 
-def prepare_runner(model: nn.Module, recipe: Recipe, wrap=lambda module: module) -> nn.Module:
-    """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default,
-    see the README's performance section), then ``wrap`` (DDP for several processes); it shares its parameters
-    with ``model``."""
-    if recipe.train.channels_last and recipe.task_info.dims == 2:
-        model.to(memory_format=torch.channels_last)
-    return wrap(torch.compile(model) if recipe.train.compile else model)
-
-
-FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
-
-
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters only; no weight decay on 1-D parameters (biases, norm weights) and on those
-    a part of the model (backbone, booster, head) names in its ``no_weight_decay()``: a ViT's position table and
-    CLS token, say (each backbone family's module says which)."""
-    skip = {f"{part}.{name}" for part, module in model.named_children()
-            if callable(getattr(module, "no_weight_decay", None)) for name in module.no_weight_decay()}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or name in skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": recipe.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # torch's fused kernel (one pass over all parameters of a group) where it has one for every parameter's device,
-    # instead of the default on CPU, a Python loop of several kernels per parameter tensor
-    fused = all(p.device.type in FUSED_ADAMW_DEVICES and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
-                for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=fused or None)
-
-
-def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
-    """Linear warm-up, then cosine decay to ``min_lr``; a pure function of the step, so resuming is exact."""
-    t = recipe.train
-    total = t.epochs * steps_per_epoch
-    warmup = min(int(t.warmup_epochs * steps_per_epoch), total - 1)
-    floor = t.min_lr / t.lr
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return math.ceil(n_train / batch_size)  # the last batch may be short; it still takes a step
-
-
-# ------------------------------------------------------------------------------------------ training state
-
-
 # ------------------------------------------------------------------------------------------------- a run
 
 
@@ -155,6 +106,7 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     world: World = field(default_factory=World)  # this process's place among the run's processes
     devices: list[str] = field(default_factory=list)  # every process's device name, in rank order
+    staged: bool = False  # retraining a completed run, whose result stays until this one completes (attempts.py)
 
     @classmethod
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir) -> Run:
@@ -181,12 +133,16 @@ class Run:
     def steps_per_epoch(self) -> int:
         return _steps_per_epoch(len(self.data.splits["train"]), self.recipe.train.batch_size)
 
+    @property
+    def attempt(self) -> Attempt:
+        return Attempt(self.results, self.run_id, self.staged)
+
     def _identity(self) -> dict[str, Any]:
         return {"frozen_sha256": self.built.frozen_sha256, "config_hash": self.recipe.config_hash()}
 
     def write(self, row: dict[str, Any]) -> None:
         """Write the run's row: rank 0 alone, when several processes train it."""
-        distributed.on_main(write_row, self.results.root, row)
+        distributed.on_main(self.attempt.write, row)
 
     def save(self, improved: bool) -> None:
         """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state.
@@ -195,16 +151,15 @@ class Run:
             return
         weights = trainable_state(self.built.model)
         if improved:
-            save_checkpoint(self.results.best(self.run_id), epoch=self.state.epoch, trainable=weights,
+            save_checkpoint(self.attempt.best, epoch=self.state.epoch, trainable=weights,
                             **self._identity())
-        save_checkpoint(self.results.last(self.run_id), **asdict(self.state), trainable=weights,
+        save_checkpoint(self.attempt.last, **asdict(self.state), trainable=weights,
                         optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(), **self._identity())
 
     def restore(self, path: Path) -> None:
-        """Continue from ``path`` (a last.pt), which must come from this configuration and frozen layer."""
+        """Continue from ``path`` (a last.pt), which must come from this configuration, model and frozen layer."""
         ckpt = load_checkpoint(path)
-        if ckpt["config_hash"] != self.recipe.config_hash():
-            raise ModelFileError(f"{path}: saved with another configuration; rerun without --resume")
+        check_checkpoint(ckpt, path, "last", self.built.model, self.optimizer, self.recipe.config_hash())
         check_frozen_hash(self.built, ckpt["frozen_sha256"], str(path))
         load_trainable_state(self.built.model, ckpt["trainable"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -278,7 +233,16 @@ class Run:
         distributed.sync_buffers(self.runner)
         scores, loss = predict(distributed.unwrap(self.runner), target, self.transforms[1],
                                self.recipe.train.eval_batch_size, self.amp, task_type, self.world)
+        if not np.isfinite(scores).all():
+            self.diverged(f"{split} scores", "NaN or infinite", len(self.state.history) + (split != "test"))
         return metrics.evaluate(target.labels.cpu().numpy(), scores, task_type), scores, loss
+
+    def diverged(self, what: str, value: Any, epoch: int) -> None:
+        """Stop a run whose ``what`` (a loss, scores) is no longer a finite number at ``epoch`` (1-based)."""
+        t = self.recipe.train
+        clip = f"lower train.grad_clip (now {t.grad_clip})" if t.grad_clip else "set train.grad_clip (e.g. 1.0)"
+        raise TrainingDiverged(f"{self.run_id} diverged at epoch {epoch} of {t.epochs} ({what}: {value}); "
+                               f"lower train.lr (now {t.lr:g}, --lr) or {clip}, then train again")
 
     def validate(self) -> dict[str, float]:
         result, _, loss = self.score("val")
@@ -287,8 +251,10 @@ class Run:
     def finalize(self) -> dict[str, Any]:
         """Load the best validation epoch's weights and score the test split, once: the completed row."""
         distributed.peer_loss_interrupts(distributed.barrier)()  # rank 0 has written best.pt
-        best = self.results.best(self.run_id)
-        load_trainable_state(self.built.model, load_checkpoint(best)["trainable"], best)
+        best = self.attempt.best
+        ckpt = load_checkpoint(best)
+        check_checkpoint(ckpt, best, "best", self.built.model)
+        load_trainable_state(self.built.model, ckpt["trainable"], best)
         result, scores, _ = self.score("test")
         return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
                         peak_memory_mb=max(distributed.gather(peak_memory_mb(self.device))),
@@ -299,23 +265,48 @@ class Run:
 # ------------------------------------------------------------------------------------------------- train
 
 
-@locked_run  # one process at a time trains a run (locks.py); a second one gets one line saying who
 def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = False, force: bool = False,
           reporter: Reporter | None = None, log=print) -> dict[str, Any]:
     """Train one run and return its results row (also written to ``results_dir``). A completed run is never
-    trained again unless ``force``: with ``resume`` its row is returned, otherwise it is an error."""
-    reporter, results, run_id = reporter or SilentReporter(), ResultsDir(results_dir), recipe.run_id()
-    done = read_row(results.root, run_id)
-    if done is not None and done["status"] == "completed" and not force:
-        if resume:
-            log(f"{run_id} is already completed; nothing to resume")
+    trained again unless ``force``: with ``resume`` its row is returned, otherwise it is an error. A completed
+    run's result stays until a forced retraining of it has completed (attempts.py). Asking about a completed run
+    only reads the folder (no lock), so that it works in a read-only one."""
+    results = ResultsDir(results_dir)
+    with folder_errors(results.root):  # a full disk, a read-only folder: one results error (exit 5)
+        done = None if pending_commit(results, recipe.run_id()) else _completed(results, recipe.run_id(), resume,
+                                                                                    force, log)
+        if done is not None:
             return done
-        auc = f"test AUC {done['test_auc']:.4f}, " if isinstance(done["test_auc"], float) else ""
-        raise ResultsError(f"{run_id} is already completed ({auc}{results.row(run_id)}); use --force to train it "
-                            f"again and replace that result")
+        return _train(recipe, data_dir, results_dir, resume=resume, force=force, reporter=reporter, log=log)
+
+
+def _completed(results: ResultsDir, run_id: str, resume: bool, force: bool, log) -> dict[str, Any] | None:
+    """The completed row to return instead of training (``resume``), None to train; a ResultsError for a completed
+    run asked to train again without ``force``."""
+    done = read_row(results.root, run_id)
+    if done is None or done["status"] != "completed" or force:
+        return None
+    if resume:
+        log(f"{run_id} is already completed; nothing to resume")
+        return done
+    auc = f"test AUC {done['test_auc']:.4f}, " if isinstance(done["test_auc"], float) else ""
+    raise ResultsError(f"{run_id} is already completed ({auc}{results.row(run_id)}); use --force to train it "
+                        f"again and replace that result")
+
+
+@locked_run  # one process at a time trains a run (locks.py); a second one gets one line saying who
+def _train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool, force: bool,
+           reporter: Reporter | None, log) -> dict[str, Any]:
+    reporter, results, run_id = reporter or SilentReporter(), ResultsDir(results_dir), recipe.run_id()
+    distributed.on_main(roll_forward, results, run_id, log)  # a retraining killed while it replaced the result
+    done = _completed(results, run_id, resume, force, log)  # completed meanwhile by another process
+    if done is not None:
+        return done
+    done = read_row(results.root, run_id)
     for stale in results.stale_writes(run_id):  # left by a killed write; the files they were for are whole
         stale.unlink(missing_ok=True)
     run = Run.build(recipe, Path(data_dir), results)
+    run.staged = done is not None and done["status"] == "completed"
     last = results.last(run_id)
     if resume and last.exists():
         run.restore(last)
@@ -324,41 +315,62 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         log(f"no checkpoint for {run_id} under {last.parent}; starting from epoch 1")
     elif last.exists():
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
-
-    def record_row(row: dict[str, Any]) -> None:  # the row first: a reporter never stands between a run and its result
-        run.write(row)
-        reporter.finish(row)
-
     run.write(run.row("running"))
     reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
     reset_peak_memory(run.device)
+    final = _epochs(run, reporter, log)
+    _record_end(run, final, reporter, commit=True)
+    return final
+
+
+def _epochs(run: Run, reporter: Reporter, log) -> dict[str, Any]:
+    """The run's remaining epochs, then its test pass: the completed row. A run that stops leaves its row
+    (interrupted or failed; or none, when even that cannot be written) and raises."""
+    recipe = run.recipe
     restore_signals = _signals_interrupt()
     try:
         for epoch in range(run.state.epoch + 1, recipe.train.epochs):
-            record = run.train_epoch(epoch, reporter) | run.validate()
+            record = run.train_epoch(epoch, reporter)
+            if not math.isfinite(record["train_loss"]):
+                run.diverged("training loss", record["train_loss"], epoch + 1)
+            record |= run.validate()
             run.save(improved=run.state.add(record, recipe.train.select_metric))
             reporter.epoch({**record, "best_epoch": run.state.best_epoch})
             if run.state.patience_spent(recipe.train.patience):
                 log(f"stopping early: no better val {recipe.train.select_metric} for {recipe.train.patience} epochs")
                 break
         reporter.close()
-        final = run.finalize()
+        return run.finalize()
     except KeyboardInterrupt as e:
         distributed.on_sigterm(signal.SIG_IGN)  # a second SIGTERM (a launcher stopping all) must not cut the write
         by = e.signal_name if isinstance(e, Interrupted) else "the user (Ctrl-C)"
-        record_row(run.row("interrupted", ended_at=_now(),
-                          error=f"interrupted by {by}; continue with the same command and --resume"))
+        _record_end(run, run.row("interrupted", ended_at=_now(),
+                                 error=f"interrupted by {by}; continue with the same command and --resume"), reporter)
         raise
     except BaseException as e:
         distributed.on_sigterm(signal.SIG_IGN)
-        record_row(run.row("failed", ended_at=_now(), error=f"{type(e).__name__}: {e}"))
+        known = as_results_error(e, run.results.root) if isinstance(e, OSError) else None
+        _record_end(run, run.row("failed", ended_at=_now(), error=str(known) if known else f"{type(e).__name__}: {e}"),
+                    reporter)
         raise
     finally:
         restore_signals()
         reporter.close()
-    record_row(final)
-    distributed.on_main(last.unlink, missing_ok=True)  # the optimiser state is not needed once the run is complete
-    return final
+
+
+def _record_end(run: Run, row: dict[str, Any], reporter: Reporter, commit: bool = False) -> None:
+    """Write the run's final row (``commit``: the completed one, which takes the place of an earlier result), then
+    tell the reporter: the row first, so a reporter never stands between a run and its result. A row that cannot
+    be written (a full disk) takes this attempt's row away, so that no ``running`` row outlives the process."""
+    if commit:
+        distributed.on_main(run.attempt.commit, row)
+    else:
+        try:
+            distributed.on_main(run.attempt.write, row)
+        except BaseException:  # the error that ended the run is the one to report
+            distributed.on_main(run.attempt.withdraw)
+            return
+    reporter.finish(row)
 
 
 def _signals_interrupt():

@@ -8,7 +8,8 @@ code  exception              what went wrong
 ====  =====================  ============================================================================
 0                            success
 1     (anything else)        an internal error: a bug in medboost (one line; MEDBOOST_DEBUG=1 shows the traceback)
-2     ``ConfigError``        usage or configuration: an option, a recipe, a study, a key, a run id
+2     ``ConfigError``        usage or configuration: an option, a recipe, a study, a key, a run id; a run
+                             whose loss became NaN or infinite (``TrainingDiverged``: lower train.lr)
 3     ``DataError``          a data file: missing, unreadable, or not what the task expects
 4     ``ModelFileError``     a model file: LM weights (safetensors, Meta .pth), config.json, a checkpoint
 5     ``ResultsError``       the results folder or a results row: missing, corrupt, duplicated, foreign
@@ -63,6 +64,11 @@ class ConfigError(MedboostError):
 
     exit_code = 2
     kind = "config error"
+
+
+class TrainingDiverged(ConfigError):
+    """A run whose loss or scores stopped being finite numbers: the recipe's learning rate (or its lack of gradient
+    clipping) does not suit the model; the run ends as ``failed``."""
 
 
 class DataError(MedboostError):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
+from .checkpoint_checks import check_checkpoint
 from .checkpoints import load_checkpoint, load_trainable_state
 from .data import Split, load_dataset
 from .errors import ModelFileError, ResultsError
@@ -29,6 +30,7 @@ def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, Built
     set_threads(recipe.train.threads)
     built = build_model(recipe, recipe.task_info, resolve_device(recipe.train.device))
     ckpt = load_checkpoint(best)
+    check_checkpoint(ckpt, best, "best", built.model)
     check_frozen_hash(built, ckpt["frozen_sha256"], str(best))
     load_trainable_state(built.model, ckpt["trainable"], best)
     built.model.eval()

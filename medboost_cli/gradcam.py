@@ -18,6 +18,7 @@ import torch.nn as nn
 from .data import load_dataset
 from .engine import load_run, make_transforms
 from .errors import ConfigError, MedboostError, ResultsError
+from .fileio import save_figure
 from .models.backbones import gradcam_target
 from .recipes import saved_recipe
 from .results import find_run
@@ -105,7 +106,7 @@ def _draw(images, labels, maps, probs, booster: str, title: str, stem: Path) -> 
     paths = []
     for ext in ("png", "pdf"):
         path = stem.with_name(f"{stem.name}.{ext}")
-        fig.savefig(path, dpi=130)
+        save_figure(fig, path, dpi=130)
         paths.append(path)
     plt.close(fig)
     return paths

@@ -187,8 +187,11 @@ def acquire(results_dir: Path, run_id: str, log: Callable[[str], None] = lambda 
         try:
             os.write(fd, json.dumps(asdict(me)).encode())
             os.fsync(fd)
-        finally:
+        except BaseException:  # a full disk: no empty lock file left for others to wait on
             os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
         return me
     holder = read_holder(path)
     if holder is not None:

@@ -38,9 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .attempts import attempt_row
 from .errors import ConfigError
 from .recipes import Recipe
-from .results import cell_id, read_row
+from .results import cell_id
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 _MODULES = {"tensorboard": "torch.utils.tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -126,7 +127,7 @@ class Tracker:
         self.open = False
 
     def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
-        row = read_row(self.results_dir, self.run_id) or {}  # the engine's "running" row: attempt and epochs so far
+        row = attempt_row(self.results_dir, self.run_id) or {}  # the engine's "running" row: attempt, epochs so far
         self.started_at = row.get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S")
         history = [h for h in json.loads(row.get("history_json") or "[]") if h["epoch"] < first_epoch]
         continued = self._open(first_epoch)

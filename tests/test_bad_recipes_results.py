@@ -242,9 +242,13 @@ BAD_FILES = {
                       "1 of its test_scores are not finite numbers", removes=True),
     "scores-without-labels": Bad(lambda f, r: _rewrite(f, r, test_labels=None),
                                  "has test_scores but no test_labels", removes=True),
+    "auc-as-text": Bad(lambda f, r: _rewrite(f, r, test_auc=str(r["test_auc"])),
+                       "has columns of the wrong type (test_auc is string", removes=True),
+    "flag-as-number": Bad(lambda f, r: _rewrite(f, r, frozen=1), "has columns of the wrong type (frozen is int64",
+                          removes=True),
 }
 # The report reads rows through the same load_results as `runs`; it is slow, so it gets one case of each kind.
-REPORT_CASES = ("corrupt", "foreign-columns", "short-scores")
+REPORT_CASES = ("corrupt", "foreign-columns", "short-scores", "auc-as-text")
 # Single-run commands: training only reads the row of the run it trains (a damaged one, not an added file).
 CASES = [pytest.param(case, command, id=f"{case}-{command}") for case, bad in BAD_FILES.items()
          for command in ("runs", "report", "evaluate", "gradcam", "train")

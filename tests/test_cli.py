@@ -145,13 +145,13 @@ import io, os, signal, sys
 import torch
 real_save, seen = torch.save, []
 def save(obj, f, *args, **kwargs):
-    if "last.pt" in os.path.basename(str(f)):
+    if "last.pt" in os.path.basename(str(getattr(f, "name", f))):  # the temporary file's name, or its path
         seen.append(f)
         if len(seen) == 2:
             buffer = io.BytesIO()
             real_save(obj, buffer, *args, **kwargs)
-            with open(f, "wb") as out:
-                out.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
     return real_save(obj, f, *args, **kwargs)
 torch.save = save

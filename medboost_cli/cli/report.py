@@ -39,6 +39,7 @@ def report(
     if ctx.invoked_subcommand:
         return
     from ..report import default_out_dir, make_report
+    from ..results.folder_errors import folder_errors
 
     folder = results_dir_of(results_dir)
     out = out or default_out_dir(folder)
@@ -47,8 +48,9 @@ def report(
              if _on_command_line(ctx, name)]
     chosen = [f for f, on in (("markdown", markdown), ("latex", latex), ("html", html)) if on]
     formats = chosen or ["markdown"]
-    written = make_report(folder, out, formats, seeds=seeds, n_boot=n_boot, all_tables=all_tables,
-                          command_options=tuple(p for pair in given for p in pair))
+    with folder_errors(out):  # a full or read-only report folder: one results error, the old report kept whole
+        written = make_report(folder, out, formats, seeds=seeds, n_boot=n_boot, all_tables=all_tables,
+                              command_options=tuple(p for pair in given for p in pair))
     if "markdown" in written and (markdown or not chosen):  # no format given: Markdown, printed
         typer.echo(written["markdown"].read_text(), nl=False)  # as written, byte for byte: a pipe gets the file
     for fmt, path in written.items():
@@ -74,7 +76,11 @@ def gradcam(
     from ..data import data_dir_from
     from ..gradcam import gradcam_figure
     from ..report import default_out_dir
+    from ..results.folder_errors import folder_errors
 
     folder = results_dir_of(results_dir)
-    for path in gradcam_figure(run, folder, data_dir_from(data_dir), images, out or default_out_dir(folder)):
+    out = out or default_out_dir(folder)
+    with folder_errors(out):
+        paths = gradcam_figure(run, folder, data_dir_from(data_dir), images, out)
+    for path in paths:
         say(str(path))

@@ -22,6 +22,7 @@ from typing import IO, Any, Callable
 from rich.console import Console
 
 from ..errors import Interrupted, MedboostError
+from ..fileio import append_log
 from ..locks import RunLocked
 from ..recipes import Recipe
 from ..results import ResultsDir, read_row
@@ -120,9 +121,8 @@ def run_job(job: Job, resume: bool | None = None, *, reporter: Any = None, echo:
     interruption after logging it and calling ``on_end`` with its outcome (the sequential launcher stops at the
     first failure)."""
     path = ResultsDir(job.results_dir).log(job.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(path, "a", buffering=1, encoding="utf-8") as f:
+    with append_log(path) as f:
         if capture:
             _capture(f)
         run_log = RunLog(f, echo)

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError, ResultsError
+from ..fileio import write_csv, write_text
 from ..cohort import cv_groups
 from ..results import warn_line
 from .figures import figure1
@@ -100,7 +101,7 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     written = {}
     for fmt in formats:
         name, render = RENDERERS[fmt]
-        (out_dir / name).write_text(render(shown, sentences, meta))
+        write_text(out_dir / name, render(shown, sentences, meta))
         written[fmt] = out_dir / name
     if "latex" in formats:
         write_fragments(shown, out_dir)
@@ -115,4 +116,4 @@ def write_traces(tables: list, out_dir: Path) -> None:
     even when it has no row."""
     for name, is_pairs in (("cells.csv", False), ("pairs.csv", True)):
         rows = [tr for t in tables for tr in t.traces if (t.key == "pairs") == is_pairs]
-        pd.DataFrame(rows, columns=TRACE_COLUMNS).to_csv(out_dir / name, index=False)
+        write_csv(pd.DataFrame(rows, columns=TRACE_COLUMNS), out_dir / name, index=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import save_figure
 from ..paper import TITLES
 from .gather import Cell, Config
 
@@ -106,7 +107,7 @@ def figure1(configs: list[Config], out_dir: Path) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"figure1.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")  # title and legend inside the saved image
+        save_figure(fig, path, dpi=150, bbox_inches="tight")  # title and legend inside the saved image
         paths.append(str(path))
     plt.close(fig)
     return paths

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..fileio import write_text
 from .gather import Value
 from .render import EMPTY, FIGURE_CAPTION, NO_PAIRS, SKIPPED, Meta, empty_lines, introduction
 from .tables import Table, _Params, best_values
@@ -110,7 +111,7 @@ def write_fragments(tables: list[Table], out_dir: Path) -> list[Path]:
     paths = []
     for t in tables:
         path = folder / f"{t.name or t.key}.tex"
-        path.write_text(fragment(t))
+        write_text(path, fragment(t))
         paths.append(path)
     return paths
 

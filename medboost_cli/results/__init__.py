@@ -5,12 +5,16 @@ A results folder (``--results-dir``, else ``$MEDBOOST_RESULTS``, else ``./result
     runs/RUN_ID.parquet            one row per run (``COLUMNS``), replaced atomically as the run progresses
     checkpoints/RUN_ID/last.pt     the last finished epoch's training state (deleted once the run completes)
     checkpoints/RUN_ID/best.pt     the weights of the best validation epoch
+    checkpoints/RUN_ID/*.pending.* a forced retraining's row and best weights until it completes (``attempts``)
     bench/BENCH_ID.parquet         one row per ``medboost bench`` case
     locks/RUN_ID.lock              held while a process trains the run (medboost_cli.locks)
     logs/RUN_ID.log                a run's log lines and errors when a launcher ran it (medboost_cli.launchers)
 
 Run ids are made in medboost_cli.run_ids. One file per run makes concurrent writers safe: a row is written when
-the run starts (status ``running``) and replaced when it ends (``completed``, ``failed`` or ``interrupted``).
+the run starts (status ``running``) and replaced when it ends (``completed``, ``failed`` or ``interrupted``); a
+completed row stays until a forced retraining has completed (medboost_cli.attempts). Every write is atomic
+(medboost_cli.fileio); ``folder_errors`` turns the operating system's errors on the folder (a full disk, a
+read-only folder) into ``ResultsError``.
 Per-sample test scores and labels are kept in the row, so statistics need nothing else. Rows carry
 ``schema_version``; rows of older schemas are read with what they lack filled in (medboost_cli.compat).
 

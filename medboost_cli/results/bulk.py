@@ -36,7 +36,8 @@ def read_runs_at_once(files: list[Path], columns: list[str] | None) -> tuple[pa.
                 with pq.ParquetFile(path) as file:
                     names = file.schema_arrow.names
                     read_back.append((tuple(names), file.metadata.num_rows,
-                                      file.read(columns=to_read(columns, names), use_threads=False)))
+                                      file.read(columns=to_read(columns, names), use_threads=False),
+                                      file.schema_arrow))
             except (pa.ArrowException, OSError):  # not readable: read_run says why
                 read_back.append(None)
         return read_back
@@ -46,9 +47,9 @@ def read_runs_at_once(files: list[Path], columns: list[str] | None) -> tuple[pa.
         read_back = [got for chunk in pool.map(read, chunks) for got in chunk]
     at_fault, columns_ok = set(), {}
     for i, (path, got) in enumerate(zip(files, read_back)):
-        if got is not None and (got[0], got[1]) not in columns_ok:
-            columns_ok[got[0], got[1]] = columns_problem(path, list(got[0]), got[1]) is None
-        if got is None or not columns_ok[got[0], got[1]]:
+        if got is not None and (got[3], got[1]) not in columns_ok:
+            columns_ok[got[3], got[1]] = columns_problem(path, list(got[0]), got[1], got[3]) is None
+        if got is None or not columns_ok[got[3], got[1]]:
             at_fault.add(i)
     sound = [i for i in range(len(files)) if i not in at_fault]
     table = None

@@ -23,6 +23,11 @@ RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 # Read and checked in every row, whichever columns the caller asks for, so that every command counts the same runs.
 IDENTITY = ["run_id", "status", "config_json", "schema_version"]
 SCORES = ("test_labels", "test_scores")
+# The columns that hold numbers and flags; every other column but SCORES holds text. A column of nulls fits any.
+NUMBERS = ("size", "layer", "seed", "fold", "folds", "epochs", "epochs_done", "best_epoch", "val_acc", "val_auc",
+           "test_acc", "test_auc", "test_sens", "test_spec", "params_total", "params_trainable", "train_seconds",
+           "images_per_second", "peak_memory_mb", "world_size", "schema_version")
+FLAGS = ("frozen",)
 
 
 def _names(names: list[str], limit: int = 6) -> str:
@@ -43,7 +48,7 @@ def read_run(path: Path, columns: list[str] | None = None) -> pa.Table:
             names, n_rows = file.schema_arrow.names, file.metadata.num_rows
             version = file.read(columns=["schema_version"]).column(0)[0].as_py() \
                 if "schema_version" in names and n_rows else None
-            problem = version_problem(version) or columns_problem(path, names, n_rows)
+            problem = version_problem(version) or columns_problem(path, names, n_rows, file.schema_arrow)
             if problem:
                 raise ResultsError(f"{path}: {problem}")
             table = file.read(columns=to_read(columns, names))
@@ -69,8 +74,8 @@ def version_problem(version: Any) -> str | None:
     return None
 
 
-def columns_problem(path: Path, names: list[str], n_rows: int) -> str | None:
-    """What is wrong with a run file's columns (``names``) and row count, or None."""
+def columns_problem(path: Path, names: list[str], n_rows: int, schema: pa.Schema | None = None) -> str | None:
+    """What is wrong with a run file's columns (``names``, of types ``schema``) and row count, or None."""
     lacks = [c for c in COLUMNS if c not in names and c not in ADDED_COLUMNS]
     foreign = [c for c in names if c not in COLUMNS]
     if lacks or foreign:
@@ -79,7 +84,26 @@ def columns_problem(path: Path, names: list[str], n_rows: int) -> str | None:
         return f"not a run row that medboost wrote ({what}); {_away(path)}"
     if n_rows != 1:
         return f"holds {n_rows} rows where a run file holds one; {_away(path)}"
-    return None
+    return types_problem(path, schema) if schema is not None else None
+
+
+def _fits(name: str, kind: pa.DataType) -> bool:
+    if pa.types.is_null(kind) or name in SCORES:  # the scores' types are checked with their values
+        return True
+    if name in NUMBERS:
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    if name in FLAGS:
+        return pa.types.is_boolean(kind)
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def types_problem(path: Path, schema: pa.Schema) -> str | None:
+    """Columns whose type is not the one medboost writes (a number stored as text, say), or None."""
+    wrong = [f"{field.name} is {field.type}" for field in schema if field.name in COLUMNS
+             and not _fits(field.name, field.type)]
+    if not wrong:
+        return None
+    return f"has columns of the wrong type ({_names(wrong)}; medboost writes numbers, flags and text); {_away(path)}"
 
 
 def rows_problems(paths: list[Path], table: pa.Table) -> list[str | None]:

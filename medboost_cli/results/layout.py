@@ -39,6 +39,14 @@ class ResultsDir:
     def best(self, run_id: str) -> Path:
         return self.checkpoints(run_id) / "best.pt"
 
+    def pending_best(self, run_id: str) -> Path:
+        """The best checkpoint of a retraining of a completed run, until it completes (``attempts``)."""
+        return self.checkpoints(run_id) / "best.pending.pt"
+
+    def pending_row(self, run_id: str) -> Path:
+        """The row of a retraining of a completed run, until it completes (``attempts``)."""
+        return self.checkpoints(run_id) / "row.pending.parquet"
+
     def lock(self, run_id: str) -> Path:
         return self.root / "locks" / f"{check_run_id(run_id)}.lock"
 

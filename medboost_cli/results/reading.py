@@ -14,10 +14,12 @@ from ..errors import ResultsError
 from ..run_ids import check_run_id
 from .bulk import read_runs_table
 from .checks import read_run
+from .folder_errors import in_folder
 from .layout import ResultsDir, check_folder
 from .rows import COLUMNS
 
 
+@in_folder("results_dir")  # a full disk, a read-only folder: one results error
 def load_results(results_dir: Path, columns: list[str] | None = None, status: str | None = None,
                  warn: Callable[[str], None] | None = None) -> pd.DataFrame:
     """All runs under ``results_dir`` as one DataFrame (empty, with the standard columns, when there are none).
@@ -49,6 +51,7 @@ def _row_of(path: Path) -> dict[str, Any]:
     return upgrade_table(read_run(path), COLUMNS).to_pylist()[0]
 
 
+@in_folder("results_dir")  # a full disk, a read-only folder: one results error
 def read_row(results_dir: Path, run_id: str) -> dict[str, Any] | None:
     """The row of ``run_id``, or None when the run has none; a row file that is not sound is a ResultsError."""
     layout = ResultsDir(results_dir)
@@ -57,6 +60,7 @@ def read_row(results_dir: Path, run_id: str) -> dict[str, Any] | None:
     return _row_of(path) if path.exists() else None
 
 
+@in_folder("results_dir")  # a full disk, a read-only folder: one results error
 def find_run(results_dir: Path, run: str) -> dict[str, Any]:
     """A run's row by id, unique id prefix, or the path of its Parquet file."""
     path = Path(run)

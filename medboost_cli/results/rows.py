@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from ..compat import SCHEMA_VERSION
 from ..fileio import atomic_write
+from .folder_errors import in_folder
 from .layout import ResultsDir
 
 # Columns every row has, in order.
@@ -54,8 +55,10 @@ def derived_columns(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_row(results_dir: Path, row: dict[str, Any]) -> Path:
-    """Write (or replace) a run's row: to a temporary file in the same folder, then an atomic rename.
+@in_folder("results_dir")  # a full disk, a read-only folder: one results error
+def write_row(results_dir: Path, row: dict[str, Any], path: Path | None = None) -> Path:
+    """Write (or replace) a run's row: to a temporary file in the same folder, then an atomic rename. ``path``:
+    where, when not the run's place under runs/ (the row of a retraining, ``attempts``).
 
     Without column statistics (the footer would hold the long JSON columns twice more, as min and max) and without
     dictionary pages (one row has nothing to share): the file is less than half the size (11 KB instead of 27 KB
@@ -64,10 +67,11 @@ def write_row(results_dir: Path, row: dict[str, Any]) -> Path:
     if missing:
         raise ValueError(f"result row lacks columns {missing}")
     table = pa.Table.from_pylist([{c: row[c] for c in COLUMNS}])
-    return atomic_write(ResultsDir(results_dir).row(row["run_id"]),
+    return atomic_write(path or ResultsDir(results_dir).row(row["run_id"]),
                         lambda tmp: pq.write_table(table, tmp, use_dictionary=False, write_statistics=False))
 
 
+@in_folder("results_dir")  # a full disk, a read-only folder: one results error
 def write_bench_row(results_dir: Path, row: dict[str, Any]) -> Path:
     table = pa.Table.from_pylist([row])
     return atomic_write(ResultsDir(results_dir).bench / f"{row['bench_id']}.parquet",
