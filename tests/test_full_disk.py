@@ -182,7 +182,7 @@ def test_a_read_only_tmpfs_reads_and_refuses_writes_in_one_line(completed, tmp_p
 @pytest.mark.parametrize("where, words", [
     (lambda t: t / "a-file", "is a file, not a results folder"),
     (lambda t: t / "a-file" / "results", "a part of that path is a file"),
-    (lambda t: t / ("x" * 300), "longer than the file system allows"),
+    (lambda t: t / ("x" * 300), "has a name of 300 bytes"),  # refused as an option value, before any write
     (lambda t: t / ("x" * 200) / ("y" * 200) / ("z" * 200), "..."),
 ], ids=["a-file", "under-a-file", "name-too-long", "long-path"])
 def test_a_results_folder_that_cannot_be_one_is_one_results_error(where, words, completed, tmp_path):
@@ -193,7 +193,7 @@ def test_a_results_folder_that_cannot_be_one_is_one_results_error(where, words, 
     if words == "...":  # a long path that the file system takes: trains
         assert result.returncode == 0, result.stderr
         return
-    assert_one_line_error(result, words, code=5)
+    assert_one_line_error(result, words, code=2 if words.startswith("has a name") else 5)
     assert len(result.stderr) < 600
     if folder.name == "a-file":
         assert_one_line_error(run("runs", "--results-dir", folder), "is a file, not a results folder", code=5)
