@@ -9,8 +9,9 @@ allocation of that size; glibc told to do the same (``MALLOC_MMAP_MAX_=0``) frag
 An allocator is chosen when a process starts (``LD_PRELOAD``), so ``medboost --allocator NAME`` (or
 ``MEDBOOST_ALLOCATOR``) starts the same command again in the same process (``os.execve``: same PID, interpreter
 command line and environment, plus the preload) before anything else runs; processes it starts (bench's workers, DataLoader workers,
-``torchrun``'s ranks started by this command) inherit it. ``auto``, the default, takes tcmalloc where it is installed
-and otherwise stays on the system's allocator; ``system`` never preloads. Results do not depend on the allocator:
+``torchrun``'s ranks started by this command) inherit it. ``system``, the default, never preloads: a process that
+restarts itself, and children and cluster jobs that inherit a preload, are the user's choice to make. ``auto``
+takes tcmalloc where it is installed and otherwise stays on the system's allocator. Results do not depend on the allocator:
 only where memory comes from changes, not a single value computed in it (tested).
 
 Only on Linux (``LD_PRELOAD`` is glibc's dynamic loader's); elsewhere ``auto`` stays on the system's allocator.

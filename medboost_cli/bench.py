@@ -287,15 +287,16 @@ def run_bench(recipe: Recipe, modes: list[str], warmup: int, steps: int, results
 
 
 def allocator_hint(current: str | None = None, installed: bool | None = None) -> str | None:
-    """One line for a CPU bench on glibc where no caching allocator is installed: it is what the figures lack most
-    (allocator.py; README, performance)."""
+    """One line for a CPU bench on glibc: what a caching allocator would gain, and how to get it (allocator.py;
+    docs: performance). Nothing on tcmalloc or jemalloc, or off glibc."""
     current = in_use() if current is None else current
     if installed is None:
         installed = any(find(name) for name in LIBRARIES)
-    if current != "glibc" or installed:
+    if current != "glibc":
         return None
-    return ("note: on glibc's malloc every step faults its activations in anew; with tcmalloc installed "
-            f"({INSTALL['tcmalloc'].split(',')[0]}) medboost runs on it and CPU steps measured 3-20% faster")
+    how = "--allocator auto" if installed else f"{INSTALL['tcmalloc'].split(',')[0]}, then --allocator auto"
+    return ("note: on glibc's malloc every step faults its activations in anew; on tcmalloc CPU steps measured "
+            f"3-20% faster: {how} (or MEDBOOST_ALLOCATOR=auto)")
 
 
 def with_reference(row: dict[str, Any], before: float, after: float) -> dict[str, Any]:

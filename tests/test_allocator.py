@@ -125,10 +125,11 @@ def test_only_medboost_itself_starts_again(orig_argv, expected):
 @pytest.mark.parametrize("words, env, expected", [
     (["--allocator", "jemalloc", "train", "breast"], None, "jemalloc"),
     (["--allocator=system", "bench", "--shape", "2d-224"], None, "system"),
-    (["train", "breast", "--allocator", "system"], None, "auto"),  # an option of train's, not the global one
+    (["train", "breast", "--allocator", "auto"], None, "system"),  # an option of train's, not the global one
     (["bench"], "system", "system"),
-    (["evaluate", "run-id"], None, "auto"),
-    (["ablate", "residual"], None, "auto"),
+    (["evaluate", "run-id"], None, "system"),  # the default: no restart unless asked for
+    (["ablate", "residual"], None, "system"),
+    (["ablate", "residual"], "auto", "auto"),
     (["report", "--latex"], None, None),        # does not train or measure: never started again
     (["runs"], "jemalloc", None),
     (["--version"], None, None),

@@ -47,9 +47,10 @@ def _version(ctx: typer.Context, value: bool) -> None:
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
     allocator: AllocatorName = typer.Option(
-        "auto", "--allocator", envvar="MEDBOOST_ALLOCATOR", show_envvar=True,
-        help="host-memory allocator for train, evaluate, ablate and bench: auto (tcmalloc where installed), "
-             "system, tcmalloc or jemalloc; chosen by starting the command again with LD_PRELOAD"),
+        "system", "--allocator", envvar="MEDBOOST_ALLOCATOR", show_envvar=True,
+        help="host-memory allocator for train, evaluate, ablate and bench: system (the default: the process as "
+             "started), auto (tcmalloc where installed), tcmalloc or jemalloc; the last three start the command "
+             "again with LD_PRELOAD, which the processes it starts inherit"),
 ) -> None:
     """Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST).
 
