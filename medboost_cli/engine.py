@@ -40,6 +40,7 @@ from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
 from .recipes import Recipe
 from .results import ResultsDir, git_commit, new_row, package_versions, read_row, write_row
+from .run_cost import RunCost, summary_line
 from .seeding import EpochStream, dropout_seed, epoch_generator
 from .steps import loss_fn, make_transforms, predict, train_step
 
@@ -155,22 +156,26 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     world: World = field(default_factory=World)  # this process's place among the run's processes
     devices: list[str] = field(default_factory=list)  # every process's device name, in rank order
+    cost: RunCost | None = None  # wall time by part and FLOPs (run_cost.py)
 
     @classmethod
-    def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir) -> Run:
+    def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir, cost: RunCost | None = None) -> Run:
+        cost = cost or RunCost()
         set_threads(recipe.train.threads)
         device = distributed.device_for(recipe.train.device)
         world = distributed.init(device)  # several processes: join the group (gloo on CPU, NCCL on CUDA)
-        data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
-                            select_metric=recipe.train.select_metric).to(device)
-        built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
-        optimizer = make_optimizer(built.model, recipe)
+        with cost.part("data"):
+            data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
+                                select_metric=recipe.train.select_metric).to(device)
+        with cost.part("model"):
+            built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
+            optimizer = make_optimizer(built.model, recipe)
+            runner = prepare_runner(built.model, recipe, wrap=lambda module: distributed.wrap(module, device))
         steps = _steps_per_epoch(len(data.splits["train"]), recipe.train.batch_size)
-        runner = prepare_runner(built.model, recipe, wrap=lambda module: distributed.wrap(module, device))
         distributed.check_shared(results.root)
         return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built, runner,
                    make_transforms(recipe, built.model.backbone), optimizer, make_schedule(optimizer, recipe, steps),
-                   world=world, devices=distributed.gather(device_name(device)))
+                   world=world, devices=distributed.gather(device_name(device)), cost=cost)
 
     @property
     def run_id(self) -> str:
@@ -256,10 +261,10 @@ class Run:
             idx = order[first : first + t.batch_size]
             theta = transform.maps(len(idx), spatial, augment)  # the whole batch's, on every process
             rows, weight, count = world.batch_share(len(idx))
-            loss = train_step(self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform,
-                              None, self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
-                              theta=None if theta is None else theta[rows], loss_scale=weight,
-                              micro_batch=t.micro_batch)
+            loss = self.cost.train_step(len(idx[rows]), lambda: train_step(
+                self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform, None, self.amp,
+                self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
+                theta=None if theta is None else theta[rows], loss_scale=weight, micro_batch=t.micro_batch))
             self.schedule.step()
             loss_sum += loss * count
             reporter.step(loss.item() if (i % 10 == 0 and self.device.type == "cpu") else None)  # no GPU sync
@@ -275,8 +280,9 @@ class Run:
         target = self.data.splits[split]
         task_type = self.recipe.task_info.task_type
         distributed.sync_buffers(self.runner)
-        scores, loss = predict(distributed.unwrap(self.runner), target, self.transforms[1],
-                               self.recipe.train.eval_batch_size, self.amp, task_type, self.world)
+        scores, loss = self.cost.evaluation(split, lambda: predict(
+            distributed.unwrap(self.runner), target, self.transforms[1], self.recipe.train.eval_batch_size, self.amp,
+            task_type, self.world))
         return metrics.evaluate(target.labels.cpu().numpy(), scores, task_type), scores, loss
 
     def validate(self) -> dict[str, float]:
@@ -287,7 +293,8 @@ class Run:
         """Load the best validation epoch's weights and score the test split, once: the completed row."""
         distributed.peer_loss_interrupts(distributed.barrier)()  # rank 0 has written best.pt
         best = self.results.best(self.run_id)
-        load_trainable_state(self.built.model, load_checkpoint(best)["trainable"], best)
+        with self.cost.part("checkpoints"):
+            load_trainable_state(self.built.model, load_checkpoint(best)["trainable"], best)
         result, scores, _ = self.score("test")
         return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
                         peak_memory_mb=max(distributed.gather(peak_memory_mb(self.device))),
@@ -303,6 +310,7 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
           reporter: Reporter | None = None, log=print) -> dict[str, Any]:
     """Train one run and return its results row (also written to ``results_dir``). A completed run is never
     trained again unless ``force``: with ``resume`` its row is returned, otherwise it is an error."""
+    cost = RunCost()  # from the start of the process (run_cost.py)
     reporter, results, run_id = reporter or SilentReporter(), ResultsDir(results_dir), recipe.run_id()
     done = read_row(results.root, run_id)
     if done is not None and done["status"] == "completed" and not force:
@@ -314,7 +322,7 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
                             f"again and replace that result")
     for stale in results.stale_writes(run_id):  # left by a killed write; the files they were for are whole
         stale.unlink(missing_ok=True)
-    run = Run.build(recipe, Path(data_dir), results)
+    run = Run.build(recipe, Path(data_dir), results, cost)
     last = results.last(run_id)
     if resume and last.exists():
         run.restore(last)
@@ -325,17 +333,25 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
 
     def record_row(row: dict[str, Any]) -> None:  # the row first: a reporter never stands between a run and its result
+        figures = cost.figures(run.device, run.amp or torch.float32)
+        row.update(cost.columns(figures))
         run.write(row)
+        if run.world.is_main:
+            log(summary_line(figures))
         reporter.finish(row)
 
-    run.write(run.row("running"))
+    with cost.part("row"):
+        run.write(run.row("running"))
     reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
     reset_peak_memory(run.device)
     restore_signals = _signals_interrupt()
     try:
         for epoch in range(run.state.epoch + 1, recipe.train.epochs):
-            record = run.train_epoch(epoch, reporter) | run.validate()
-            run.save(improved=run.state.add(record, recipe.train.select_metric))
+            with cost.part("train"):
+                record = run.train_epoch(epoch, reporter)
+            record |= run.validate()
+            with cost.part("checkpoints"):
+                run.save(improved=run.state.add(record, recipe.train.select_metric))
             reporter.epoch({**record, "best_epoch": run.state.best_epoch})
             if run.state.patience_spent(recipe.train.patience):
                 log(f"stopping early: no better val {recipe.train.select_metric} for {recipe.train.patience} epochs")
