@@ -31,6 +31,7 @@ from . import distributed, metrics
 from .checkpoints import (CHECKPOINT_FORMAT, TrainState, load_checkpoint, load_trainable_state, save_checkpoint,
                           trainable_state)
 from .checkpoints import now as _now
+from .compile_cache import compile_model
 from .data import BatchTransform, load_dataset
 from .distributed import World
 from .errors import Interrupted, ModelFileError, ResultsError
@@ -85,11 +86,11 @@ class SilentReporter:
 
 def prepare_runner(model: nn.Module, recipe: Recipe, wrap=lambda module: module) -> nn.Module:
     """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default,
-    see the README's performance section), then ``wrap`` (DDP for several processes); it shares its parameters
+    see the README's performance section; compile_cache.py says where compiled graphs are kept), then ``wrap`` (DDP for several processes); it shares its parameters
     with ``model``."""
     if recipe.train.channels_last and recipe.task_info.dims == 2:
         model.to(memory_format=torch.channels_last)
-    return wrap(torch.compile(model) if recipe.train.compile else model)
+    return wrap(compile_model(model) if recipe.train.compile else model)
 
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
