@@ -7,7 +7,8 @@ start-up and imports, data loading, building the model, evaluation, checkpoints 
 
 * **FLOPs** are counted by ``torch.utils.flop_counter`` on the run's own first step of each batch shape (the last
   batch of an epoch may be short) and its first pass over each evaluated split; later steps and passes of the same
-  shape add the same count. Counting runs the ops as they are, so the run's numbers do not change.
+  shape add the same count. Counting runs the ops as they are, so the run's numbers do not change (with
+  ``train.compile`` the counted calls run eagerly, and the compiled graphs serve the others).
 * **Wall time** is split into ``PARTS``. The start-up is the time from the process's creation (the operating
   system's record of it, ``psutil``) to the start of ``train``; a second run in the same process (a study run in
   process) starts at its own ``train`` call instead. The final row's write is taken to last as long as the first
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, TypeVar
 
 import psutil
@@ -49,8 +51,13 @@ def process_start() -> float:
 
 
 def _counted(fn: Callable[[], T]) -> tuple[T, int]:
+    """``fn()`` and the FLOPs it ran. A compiled model (``train.compile``) runs this call eagerly: torch.compile
+    does not trace under the counter's dispatch mode, and would otherwise never compile the frames it skipped."""
     out: list[T] = []
-    flops = count_flops(lambda: out.append(fn()))
+    stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    with stance("force_eager") if stance else nullcontext(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*global hooks on modules.*")  # the counter's module tracker
+        flops = count_flops(lambda: out.append(fn()))
     return out[0], flops
 
 

@@ -106,3 +106,16 @@ def test_bench_run_trains_the_recipe_once_and_prints_its_breakdown(data_dir, tmp
 
     row = pd.read_parquet(bench).iloc[0]
     assert row["run_flops"] > 0 and json.loads(row["run_cost_json"])["train_steps"] == 6
+
+
+def test_counting_flops_leaves_the_runs_numbers_unchanged(data_dir, tmp_path, monkeypatch):
+    """The same run with FLOPs counted (on its first step of each shape and first pass of each split) and with
+    nothing counted: the same losses and test scores, bit for bit."""
+    recipe = load_recipe("breast", preset="cpu", flags=[("--booster", "booster.mode", "rllm")], sets=TINY_SETS)
+    counted = train(recipe, data_dir, tmp_path / "counted", log=lambda line: None)
+    monkeypatch.setattr(run_cost, "_counted", lambda fn: (fn(), 0))
+    plain = train(recipe, data_dir, tmp_path / "plain", log=lambda line: None)
+    assert plain["run_flops"] == 0 < counted["run_flops"]
+    assert plain["test_scores"] == counted["test_scores"]
+    losses = [[e["train_loss"], e["val_loss"]] for e in json.loads(plain["history_json"])]
+    assert losses == [[e["train_loss"], e["val_loss"]] for e in json.loads(counted["history_json"])]
