@@ -41,7 +41,7 @@ from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, count_parameters
 from .recipes import Recipe
 from .results import ResultsDir, git_commit, new_row, package_versions, read_row, write_row
-from .run_cost import RunCost, summary_line
+from .run_cost import RunCost
 from .seeding import EpochStream, dropout_seed, epoch_generator
 from .steps import loss_fn, make_transforms, predict, train_step
 
@@ -161,7 +161,7 @@ class Run:
 
     @classmethod
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir, cost: RunCost | None = None) -> Run:
-        cost = cost or RunCost()
+        cost = cost or RunCost()  # from the start of the process (run_cost.py)
         set_threads(recipe.train.threads)
         device = distributed.device_for(recipe.train.device)
         world = distributed.init(device)  # several processes: join the group (gloo on CPU, NCCL on CUDA)
@@ -191,19 +191,22 @@ class Run:
 
     def write(self, row: dict[str, Any]) -> None:
         """Write the run's row: rank 0 alone, when several processes train it."""
-        distributed.on_main(write_row, self.results.root, row)
+        with self.cost.part("row"):
+            distributed.on_main(write_row, self.results.root, row)
 
     def save(self, improved: bool) -> None:
         """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state.
         Rank 0 alone writes them; every process reads them back (``finalize``, ``restore``)."""
         if not self.world.is_main:
             return
-        weights = trainable_state(self.built.model)
-        if improved:
-            save_checkpoint(self.results.best(self.run_id), epoch=self.state.epoch, trainable=weights,
+        with self.cost.part("checkpoints"):
+            weights = trainable_state(self.built.model)
+            if improved:
+                save_checkpoint(self.results.best(self.run_id), epoch=self.state.epoch, trainable=weights,
+                                **self._identity())
+            save_checkpoint(self.results.last(self.run_id), **asdict(self.state), trainable=weights,
+                            optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(),
                             **self._identity())
-        save_checkpoint(self.results.last(self.run_id), **asdict(self.state), trainable=weights,
-                        optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(), **self._identity())
 
     def restore(self, path: Path) -> None:
         """Continue from ``path`` (a last.pt), which must come from this configuration and frozen layer."""
@@ -272,6 +275,7 @@ class Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
+        self.cost.seconds["train"] += seconds
         train_loss = distributed.total(float(loss_sum)) / len(split)
         return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "seconds": seconds}
 
@@ -311,7 +315,6 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
           reporter: Reporter | None = None, log=print) -> dict[str, Any]:
     """Train one run and return its results row (also written to ``results_dir``). A completed run is never
     trained again unless ``force``: with ``resume`` its row is returned, otherwise it is an error."""
-    cost = RunCost()  # from the start of the process (run_cost.py)
     reporter, results, run_id = reporter or SilentReporter(), ResultsDir(results_dir), recipe.run_id()
     done = read_row(results.root, run_id)
     if done is not None and done["status"] == "completed" and not force:
@@ -323,7 +326,7 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
                             f"again and replace that result")
     for stale in results.stale_writes(run_id):  # left by a killed write; the files they were for are whole
         stale.unlink(missing_ok=True)
-    run = Run.build(recipe, Path(data_dir), results, cost)
+    run = Run.build(recipe, Path(data_dir), results)
     last = results.last(run_id)
     if resume and last.exists():
         run.restore(last)
@@ -334,25 +337,18 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
 
     def record_row(row: dict[str, Any]) -> None:  # the row first: a reporter never stands between a run and its result
-        figures = cost.figures(run.device, run.amp or torch.float32)
-        row.update(cost.columns(figures))
+        run.cost.close(row, run.device, run.amp, log if run.world.is_main else None)  # the run-level figure
         run.write(row)
-        if run.world.is_main:
-            log(summary_line(figures))
         reporter.finish(row)
 
-    with cost.part("row"):
-        run.write(run.row("running"))
+    run.write(run.row("running"))
     reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
     reset_peak_memory(run.device)
     restore_signals = _signals_interrupt()
     try:
         for epoch in range(run.state.epoch + 1, recipe.train.epochs):
-            with cost.part("train"):
-                record = run.train_epoch(epoch, reporter)
-            record |= run.validate()
-            with cost.part("checkpoints"):
-                run.save(improved=run.state.add(record, recipe.train.select_metric))
+            record = run.train_epoch(epoch, reporter) | run.validate()
+            run.save(improved=run.state.add(record, recipe.train.select_metric))
             reporter.epoch({**record, "best_epoch": run.state.best_epoch})
             if run.state.patience_spent(recipe.train.patience):
                 log(f"stopping early: no better val {recipe.train.select_metric} for {recipe.train.patience} epochs")

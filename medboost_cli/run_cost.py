@@ -10,8 +10,8 @@ start-up and imports, data loading, building the model, evaluation, checkpoints 
   shape add the same count. Counting runs the ops as they are, so the run's numbers do not change (with
   ``train.compile`` the counted calls run eagerly, and the compiled graphs serve the others).
 * **Wall time** is split into ``PARTS``. The start-up is the time from the process's creation (the operating
-  system's record of it, ``psutil``) to the start of ``train``; a second run in the same process (a study run in
-  process) starts at its own ``train`` call instead. The final row's write is taken to last as long as the first
+  system's record of it, ``psutil``) to the start of building the run (``engine.Run.build``); a second run in the
+  same process (a study run in process) starts there instead. The final row's write is taken to last as long as the first
   (the "running" row's), as the figure is stored in that row. ``other`` is what no part names.
 * **The reference** is a matmul timed for at most ``REFERENCE_SECONDS`` (2% of a short run) after training
   (``bench_timing.matmul_tflops_within``); its own time is left out of the wall time.
@@ -128,6 +128,14 @@ class RunCost:
                 "total_flops": flops, "matmul_tflops": rate, "matmul_dtype": dtype_name(dtype),
                 "reference_seconds": reference_seconds,
                 "fraction_of_matmul": flops / (wall * rate * 1e12) if wall > 0 and rate > 0 else None}
+
+    def close(self, row: dict[str, Any], device: torch.device, amp: torch.dtype | None, log=None) -> None:
+        """Put the run's figures (``figures``, in the precision ``amp`` or fp32) into its final ``row``, and say
+        them in one line to ``log`` where given."""
+        figures = self.figures(device, amp or torch.float32)
+        row.update(self.columns(figures))
+        if log is not None:
+            log(summary_line(figures))
 
     def columns(self, figures: dict[str, Any]) -> dict[str, Any]:
         """The row's columns (``COLUMNS``) for ``figures``."""
