@@ -41,7 +41,7 @@ def run_table(row: dict[str, Any], label: str) -> Table:
     """A run's wall time by part: seconds, share of the wall time, and the FLOPs each part ran."""
     figures = json.loads(row["run_cost_json"])
     fraction = row["run_fraction_of_matmul"]
-    at = f"run at {100 * fraction:.0f}% of it" if fraction is not None else "no figure"
+    at = f"run at {100 * fraction:.1f}% of it" if fraction is not None else "no figure"
     table = Table(title=f"{label}: a whole run on {row['device']}, {row['precision']}; "
                         f"{figures['total_flops'] / 1e12:.3f} TFLOP in {figures['wall_seconds']:.1f} s; "
                         f"{figures['matmul_dtype']} matmul {figures['matmul_tflops']:.3f} TFLOP/s; {at}")

@@ -131,10 +131,11 @@ class RunCost:
 
     def close(self, row: dict[str, Any], device: torch.device, amp: torch.dtype | None, log=None) -> None:
         """Put the run's figures (``figures``, in the precision ``amp`` or fp32) into its final ``row``, and say
-        them in one line to ``log`` where given."""
+        them in one line to ``log`` where given and the run completed (an interrupted or failed run ends with its
+        one line saying why)."""
         figures = self.figures(device, amp or torch.float32)
         row.update(self.columns(figures))
-        if log is not None:
+        if log is not None and row.get("status") == "completed":
             log(summary_line(figures))
 
     def columns(self, figures: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +148,7 @@ def summary_line(figures: dict[str, Any]) -> str:
     """One line: the run's fraction of the matmul rate, and where its wall time went."""
     fraction = figures["fraction_of_matmul"]
     parts = ", ".join(f"{LABELS[name]} {s:.1f} s" for name, s in figures["seconds"].items() if s >= 0.05)
-    head = f"{100 * fraction:.0f}% of" if fraction is not None else "no figure against"
+    head = f"{100 * fraction:.1f}% of" if fraction is not None else "no figure against"
     return (f"run efficiency: {head} the {figures['matmul_dtype']} matmul rate ({figures['total_flops'] / 1e12:.3f} "
             f"TFLOP in {figures['wall_seconds']:.1f} s at {figures['matmul_tflops']:.3f} TFLOP/s; {parts})")
 
