@@ -15,7 +15,7 @@ from typing import Any
 from rich.table import Table
 
 from .recipes import Recipe
-from .run_cost import breakdown
+from .run_cost import breakdown, row_line
 
 KEPT = ("run_id", "task", "backbone", "booster", "llm", "device", "world_size", "precision", "epochs_done",
         "train_seconds", "test_auc", "run_flops", "run_fraction_of_matmul", "run_cost_json", "config_json",
@@ -34,6 +34,7 @@ def bench_run(recipe: Recipe, data_dir: Path, results_dir: Path | None, label: s
                                          "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if results_dir is not None:
         write_bench_row(results_dir, bench)
+    log(row_line(row))
     return bench
 
 

@@ -337,7 +337,7 @@ def train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool = F
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
 
     def record_row(row: dict[str, Any]) -> None:  # the row first: a reporter never stands between a run and its result
-        run.cost.close(row, run.device, run.amp, log if run.world.is_main else None)  # the run-level figure
+        run.cost.close(row, run.device, run.amp)  # the run-level figure (run_cost.py), shown by the caller
         run.write(row)
         reporter.finish(row)
 

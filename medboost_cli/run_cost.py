@@ -129,14 +129,10 @@ class RunCost:
                 "reference_seconds": reference_seconds,
                 "fraction_of_matmul": flops / (wall * rate * 1e12) if wall > 0 and rate > 0 else None}
 
-    def close(self, row: dict[str, Any], device: torch.device, amp: torch.dtype | None, log=None) -> None:
-        """Put the run's figures (``figures``, in the precision ``amp`` or fp32) into its final ``row``, and say
-        them in one line to ``log`` where given and the run completed (an interrupted or failed run ends with its
-        one line saying why)."""
-        figures = self.figures(device, amp or torch.float32)
-        row.update(self.columns(figures))
-        if log is not None and row.get("status") == "completed":
-            log(summary_line(figures))
+    def close(self, row: dict[str, Any], device: torch.device, amp: torch.dtype | None) -> None:
+        """Put the run's figures (``figures``, the reference in the precision ``amp`` or fp32) into its final
+        ``row``; ``row_line`` says them in one line."""
+        row.update(self.columns(self.figures(device, amp or torch.float32)))
 
     def columns(self, figures: dict[str, Any]) -> dict[str, Any]:
         """The row's columns (``COLUMNS``) for ``figures``."""
@@ -160,3 +156,8 @@ def breakdown(row: dict[str, Any]) -> list[dict[str, Any]]:
     flops = {"train": figures["flops"]["train"], "eval": figures["flops"]["eval"]}
     return [{"part": LABELS[name], "seconds": s, "share": s / wall if wall else None, "tflop": flops.get(name, 0) / 1e12}
             for name, s in figures["seconds"].items()]
+
+
+def row_line(row: dict[str, Any]) -> str | None:
+    """``summary_line`` of a row's figures; None for a row without them (written before they existed)."""
+    return summary_line(json.loads(row["run_cost_json"])) if row.get("run_cost_json") else None

@@ -55,7 +55,7 @@ def test_a_run_stores_and_prints_its_flops_its_wall_time_by_part_and_its_fractio
     assert row["run_fraction_of_matmul"] == pytest.approx(
         row["run_flops"] / (figures["wall_seconds"] * figures["matmul_tflops"] * 1e12))
     assert 0 < row["run_fraction_of_matmul"] < 1
-    assert [line for line in lines if line.startswith("run efficiency: ")] == [run_cost.summary_line(figures)]
+    assert run_cost.row_line(row) == run_cost.summary_line(figures) and not lines  # the caller shows it
     stored = read_row(results_dir, row["run_id"])  # the written row holds the same figures
     assert stored["run_flops"] == row["run_flops"] and stored["run_cost_json"] == row["run_cost_json"]
 
@@ -119,3 +119,12 @@ def test_counting_flops_leaves_the_runs_numbers_unchanged(data_dir, tmp_path, mo
     assert plain["test_scores"] == counted["test_scores"]
     losses = [[e["train_loss"], e["val_loss"]] for e in json.loads(plain["history_json"])]
     assert losses == [[e["train_loss"], e["val_loss"]] for e in json.loads(counted["history_json"])]
+
+
+def test_medboost_train_prints_the_runs_line_with_its_result(data_dir, tmp_path):
+    result = CliRunner().invoke(app, ["train", "breast", "--preset", "cpu", "--quiet",
+                                      *sum((["--set", s] for s in TINY_SETS), []), "--data-dir", str(data_dir),
+                                      "--results-dir", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("run efficiency: ")]
+    assert "% of the" in line and "training steps" in line
