@@ -47,7 +47,7 @@ if [[ $dry == 1 ]]; then
   bench=("$py" -m medboost_cli bench breast "${tiny[@]}" --booster rllm --warmup 0 --steps 1)
   run=("$py" -m medboost_cli train breast "${tiny[@]}" --set train.epochs=1)
 else
-  tests=("$py" -m pytest -m gpu -q -p no:cacheprovider tests/)
+  tests=("$py" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py)
   bench=("$py" -m medboost_cli bench --shape 2d-224 --batch 128 --booster none --booster rllm --warmup 3 --steps 10)
   run=("$py" -m medboost_cli train breast --set backbone.pretrained=false --set booster.llm=random:llama-7b
        --set "train.epochs=${GPU_CHECK_EPOCHS:-5}" --set train.warmup_epochs=1 "${sets[@]}")
