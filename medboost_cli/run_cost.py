@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterator, TypeVar
 import psutil
 import torch
 
-from .bench_timing import count_flops, dtype_name, matmul_tflops_within
+# bench_timing is imported where it is used: it imports torch.utils.benchmark, which asks CUDA for its devices,
+# and engine (which a launcher's forkserver imports before forking runs that may use a GPU) imports this module
 
 T = TypeVar("T")
 
@@ -53,6 +54,8 @@ def process_start() -> float:
 def _counted(fn: Callable[[], T]) -> tuple[T, int]:
     """``fn()`` and the FLOPs it ran. A compiled model (``train.compile``) runs this call eagerly: torch.compile
     does not trace under the counter's dispatch mode, and would otherwise never compile the frames it skipped."""
+    from .bench_timing import count_flops
+
     out: list[T] = []
     stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
     with stance("force_eager") if stance else nullcontext(), warnings.catch_warnings():
@@ -112,6 +115,8 @@ class RunCost:
     def figures(self, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         """The run's figures now: wall time (with the final row's write), its parts, FLOPs, the reference matmul
         rate measured here and the run's fraction of it."""
+        from .bench_timing import dtype_name, matmul_tflops_within
+
         wall = self.elapsed() + self.seconds["row"]  # the final row's write, as long as the first row's
         budget = min(REFERENCE_SECONDS, max(MIN_REFERENCE_SECONDS, REFERENCE_SHARE * wall))
         start = time.perf_counter()
