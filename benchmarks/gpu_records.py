@@ -89,7 +89,8 @@ def records(results: Path, out: Path, tests_log: Path, bench_command: str, run_c
     key = machine_key(device)
     cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
     base = {"table": TABLE, "date": dt.date.today().isoformat(), "machine": key}
-    summary = [line for line in tests_log.read_text().splitlines() if re.search(r"\d+ (passed|failed|errors?|tests? collected)", line)]
+    counted = re.compile(r"\d+ (passed|failed|errors?|tests? collected)")
+    summary = [line for line in tests_log.read_text().splitlines() if counted.search(line)]
     data = {"machines": {key: f"{device}, torch {torch.__version__}{cuda}"}, "records": [
         base | {"command": "pytest -m gpu", "what": "the tests of the CUDA paths",
                 "figure": summary[-1].strip("= ") if summary else "no summary line"},

@@ -86,8 +86,8 @@ class SilentReporter:
 
 def prepare_runner(model: nn.Module, recipe: Recipe, wrap=lambda module: module) -> nn.Module:
     """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default,
-    see the README's performance section; compile_cache.py says where compiled graphs are kept), then ``wrap`` (DDP for several processes); it shares its parameters
-    with ``model``."""
+    see the README's performance section; compile_cache.py says where compiled graphs are kept), then ``wrap``
+    (DDP for several processes); it shares its parameters with ``model``."""
     if recipe.train.channels_last and recipe.task_info.dims == 2:
         model.to(memory_format=torch.channels_last)
     return wrap(compile_model(model) if recipe.train.compile else model)
@@ -266,8 +266,8 @@ class Run:
             theta = transform.maps(len(idx), spatial, augment)  # the whole batch's, on every process
             rows, weight, count = world.batch_share(len(idx))
             loss = self.cost.train_step(len(idx[rows]), lambda: train_step(
-                self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform, None, self.amp,
-                self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
+                self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform, None,
+                self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
                 theta=None if theta is None else theta[rows], loss_scale=weight, micro_batch=t.micro_batch))
             self.schedule.step()
             loss_sum += loss * count

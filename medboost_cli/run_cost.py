@@ -11,8 +11,8 @@ start-up and imports, data loading, building the model, evaluation, checkpoints 
   ``train.compile`` the counted calls run eagerly, and the compiled graphs serve the others).
 * **Wall time** is split into ``PARTS``. The start-up is the time from the process's creation (the operating
   system's record of it, ``psutil``) to the start of building the run (``engine.Run.build``); a second run in the
-  same process (a study run in process) starts there instead. The final row's write is taken to last as long as the first
-  (the "running" row's), as the figure is stored in that row. ``other`` is what no part names.
+  same process (a study run in process) starts there instead. The final row's write is taken to last as long as
+  the first (the "running" row's), as the figure is stored in that row. ``other`` is what no part names.
 * **The reference** is a matmul timed for at most ``REFERENCE_SECONDS`` (2% of a short run) after training
   (``bench_timing.matmul_tflops_within``); its own time is left out of the wall time.
 
@@ -159,8 +159,8 @@ def breakdown(row: dict[str, Any]) -> list[dict[str, Any]]:
     figures = json.loads(row["run_cost_json"])
     wall = figures["wall_seconds"]
     flops = {"train": figures["flops"]["train"], "eval": figures["flops"]["eval"]}
-    return [{"part": LABELS[name], "seconds": s, "share": s / wall if wall else None, "tflop": flops.get(name, 0) / 1e12}
-            for name, s in figures["seconds"].items()]
+    return [{"part": LABELS[name], "seconds": s, "share": s / wall if wall else None,
+             "tflop": flops.get(name, 0) / 1e12} for name, s in figures["seconds"].items()]
 
 
 def row_line(row: dict[str, Any]) -> str | None:

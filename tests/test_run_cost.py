@@ -26,7 +26,8 @@ def test_a_run_stores_and_prints_its_flops_its_wall_time_by_part_and_its_fractio
         data_dir, results_dir):
     """48 train samples at batch 16 for 2 epochs: 6 steps of one shape, each the FLOPs of bench's step at that
     shape; 2 val passes over 16 samples and a test pass over 24, each a forward whose FLOPs are linear in the
-    samples (to the few FLOPs of composing the augmentation maps). The parts add up to the wall time, and the fraction is the FLOPs over wall time x matmul rate."""
+    samples (to the few FLOPs of composing the augmentation maps). The parts add up to the wall time, and the
+    fraction is the FLOPs over wall time x matmul rate."""
     recipe = load_recipe("breast", preset="cpu", sets=TINY_SETS)
     lines: list[str] = []
     row = train(recipe, data_dir, results_dir, log=lines.append)
@@ -93,7 +94,8 @@ def test_the_reference_matmul_keeps_to_its_budget():
 
 def test_bench_run_trains_the_recipe_once_and_prints_its_breakdown(data_dir, tmp_path):
     out = tmp_path / "results"
-    result = CliRunner().invoke(app, ["bench", "--run", "breast", "--preset", "cpu", *sum((["--set", s] for s in TINY_SETS), []),
+    sets = [a for s in TINY_SETS for a in ("--set", s)]
+    result = CliRunner().invoke(app, ["bench", "--run", "breast", "--preset", "cpu", *sets,
                                       "--data-dir", str(data_dir), "--results-dir", str(out)])
     assert result.exit_code == 0, result.output
     assert "run efficiency: " in result.output
