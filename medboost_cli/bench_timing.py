@@ -101,3 +101,29 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bfloat16, sha
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
+
+
+QUICK_MATMUL_SHAPES = {"cpu": (1024, 2048, 2048), "cuda": (8192, 8192, 8192)}
+
+
+def matmul_tflops_within(device: torch.device, dtype: torch.dtype, seconds: float,
+                         shape: tuple[int, int, int] | None = None) -> float:
+    """The matmul rate in ``dtype`` from as many calls as fit in ``seconds`` after one untimed call, the best of
+    them (at least one timed call): the reference a whole run is held to, measured in the run's own process at
+    little cost (``QUICK_MATMUL_SHAPES``: on the CPU a smaller product than ``MATMUL_SHAPES``, so that a short
+    budget still holds several calls)."""
+    m, k, n = shape or QUICK_MATMUL_SHAPES.get(device.type, QUICK_MATMUL_SHAPES["cuda"])
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *args: None)
+    a @ b  # noqa: B018 (the first call sets up the library's kernels and threads)
+    sync(device)
+    best, end = 0.0, benchmark.timer() + seconds
+    while True:
+        start = benchmark.timer()
+        a @ b  # noqa: B018
+        sync(device)
+        now = benchmark.timer()
+        best = max(best, 2 * m * k * n / (now - start) / 1e12)
+        if now >= end:
+            return best

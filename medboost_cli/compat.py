@@ -57,6 +57,8 @@ UPGRADES: tuple[Upgrade, ...] = (
     Upgrade(2, dict.fromkeys(("test_sens", "test_spec", "fold", "folds"), lambda row: None)),
     # added within schema 3: a row without them was trained by one process, on its device
     Upgrade(None, {"world_size": lambda row: 1, "devices": _one_device}, reads=("device",)),
+    # added within schema 3: the run-level efficiency (run_cost.py), not measured before
+    Upgrade(None, dict.fromkeys(("run_flops", "run_fraction_of_matmul", "run_cost_json"), lambda row: None)),
 )
 SCHEMA_VERSION = 1 + max(u.version for u in UPGRADES if u.version is not None)
 

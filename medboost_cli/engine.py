@@ -43,6 +43,7 @@ from .models import BuiltModel, build_model, check_frozen_hash, check_model, cou
 from .recipes import Recipe
 from .results import ResultsDir, git_commit, new_row, package_versions, read_row
 from .results.folder_errors import as_results_error, folder_errors
+from .run_cost import RunCost
 from .seeding import EpochStream, dropout_seed, epoch_generator
 from .optimisation import _steps_per_epoch, make_optimizer, make_schedule, prepare_runner
 from .steps import loss_fn, make_transforms, predict, train_step
@@ -107,23 +108,27 @@ class Run:
     world: World = field(default_factory=World)  # this process's place among the run's processes
     devices: list[str] = field(default_factory=list)  # every process's device name, in rank order
     staged: bool = False  # retraining a completed run, whose result stays until this one completes (attempts.py)
+    cost: RunCost | None = None  # wall time by part and FLOPs (run_cost.py)
 
     @classmethod
-    def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir) -> Run:
+    def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir, cost: RunCost | None = None) -> Run:
+        cost = cost or RunCost()  # from the start of the process (run_cost.py)
         set_threads(recipe.train.threads)
         device = distributed.device_for(recipe.train.device)
         world = distributed.init(device)  # several processes: join the group (gloo on CPU, NCCL on CUDA)
         check_model(recipe, recipe.task_info)  # the backbone family's checks of the keys, before the data is read
-        data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
-                            select_metric=recipe.train.select_metric).to(device)
-        built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
-        optimizer = make_optimizer(built.model, recipe)
+        with cost.part("data"):
+            data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
+                                select_metric=recipe.train.select_metric).to(device)
+        with cost.part("model"):
+            built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
+            optimizer = make_optimizer(built.model, recipe)
+            runner = prepare_runner(built.model, recipe, wrap=lambda module: distributed.wrap(module, device))
         steps = _steps_per_epoch(len(data.splits["train"]), recipe.train.batch_size)
-        runner = prepare_runner(built.model, recipe, wrap=lambda module: distributed.wrap(module, device))
         distributed.check_shared(results.root)
         return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built, runner,
                    make_transforms(recipe, built.model.backbone), optimizer, make_schedule(optimizer, recipe, steps),
-                   world=world, devices=distributed.gather(device_name(device)))
+                   world=world, devices=distributed.gather(device_name(device)), cost=cost)
 
     @property
     def run_id(self) -> str:
@@ -142,19 +147,22 @@ class Run:
 
     def write(self, row: dict[str, Any]) -> None:
         """Write the run's row: rank 0 alone, when several processes train it."""
-        distributed.on_main(self.attempt.write, row)
+        with self.cost.part("row"):
+            distributed.on_main(self.attempt.write, row)
 
     def save(self, improved: bool) -> None:
         """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state.
         Rank 0 alone writes them; every process reads them back (``finalize``, ``restore``)."""
         if not self.world.is_main:
             return
-        weights = trainable_state(self.built.model)
-        if improved:
-            save_checkpoint(self.attempt.best, epoch=self.state.epoch, trainable=weights,
+        with self.cost.part("checkpoints"):
+            weights = trainable_state(self.built.model)
+            if improved:
+                save_checkpoint(self.attempt.best, epoch=self.state.epoch, trainable=weights,
+                                **self._identity())
+            save_checkpoint(self.attempt.last, **asdict(self.state), trainable=weights,
+                            optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(),
                             **self._identity())
-        save_checkpoint(self.attempt.last, **asdict(self.state), trainable=weights,
-                        optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(), **self._identity())
 
     def restore(self, path: Path) -> None:
         """Continue from ``path`` (a last.pt), which must come from this configuration, model and frozen layer."""
@@ -212,16 +220,17 @@ class Run:
             idx = order[first : first + t.batch_size]
             theta = transform.maps(len(idx), spatial, augment)  # the whole batch's, on every process
             rows, weight, count = world.batch_share(len(idx))
-            loss = train_step(self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform,
-                              None, self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
-                              theta=None if theta is None else theta[rows], loss_scale=weight,
-                              micro_batch=t.micro_batch)
+            loss = self.cost.train_step(len(idx[rows]), lambda: train_step(
+                self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform, None,
+                self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
+                theta=None if theta is None else theta[rows], loss_scale=weight, micro_batch=t.micro_batch))
             self.schedule.step()
             loss_sum += loss * count
             reporter.step(loss.item() if (i % 10 == 0 and self.device.type == "cpu") else None)  # no GPU sync
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
+        self.cost.seconds["train"] += seconds
         train_loss = distributed.total(float(loss_sum)) / len(split)
         return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "seconds": seconds}
 
@@ -231,8 +240,9 @@ class Run:
         target = self.data.splits[split]
         task_type = self.recipe.task_info.task_type
         distributed.sync_buffers(self.runner)
-        scores, loss = predict(distributed.unwrap(self.runner), target, self.transforms[1],
-                               self.recipe.train.eval_batch_size, self.amp, task_type, self.world)
+        scores, loss = self.cost.evaluation(split, lambda: predict(
+            distributed.unwrap(self.runner), target, self.transforms[1], self.recipe.train.eval_batch_size, self.amp,
+            task_type, self.world))
         if not np.isfinite(scores).all():
             self.diverged(f"{split} scores", "NaN or infinite", len(self.state.history) + (split != "test"))
         return metrics.evaluate(target.labels.cpu().numpy(), scores, task_type), scores, loss
@@ -252,9 +262,10 @@ class Run:
         """Load the best validation epoch's weights and score the test split, once: the completed row."""
         distributed.peer_loss_interrupts(distributed.barrier)()  # rank 0 has written best.pt
         best = self.attempt.best
-        ckpt = load_checkpoint(best)
-        check_checkpoint(ckpt, best, "best", self.built.model)
-        load_trainable_state(self.built.model, ckpt["trainable"], best)
+        with self.cost.part("checkpoints"):
+            ckpt = load_checkpoint(best)
+            check_checkpoint(ckpt, best, "best", self.built.model)
+            load_trainable_state(self.built.model, ckpt["trainable"], best)
         result, scores, _ = self.score("test")
         return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
                         peak_memory_mb=max(distributed.gather(peak_memory_mb(self.device))),
@@ -361,7 +372,9 @@ def _epochs(run: Run, reporter: Reporter, log) -> dict[str, Any]:
 def _record_end(run: Run, row: dict[str, Any], reporter: Reporter, commit: bool = False) -> None:
     """Write the run's final row (``commit``: the completed one, which takes the place of an earlier result), then
     tell the reporter: the row first, so a reporter never stands between a run and its result. A row that cannot
-    be written (a full disk) takes this attempt's row away, so that no ``running`` row outlives the process."""
+    be written (a full disk) takes this attempt's row away, so that no ``running`` row outlives the process. The
+    row carries the run-level figure (``run_cost.py``), which the caller shows."""
+    run.cost.close(row, run.device, run.amp)
     if commit:
         distributed.on_main(run.attempt.commit, row)
     else:

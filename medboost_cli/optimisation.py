@@ -8,16 +8,17 @@ import math
 import torch
 import torch.nn as nn
 
+from .compile_cache import compile_model
 from .recipes import Recipe
 
 
 def prepare_runner(model: nn.Module, recipe: Recipe, wrap=lambda module: module) -> nn.Module:
-    """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default,
-    see the README's performance section), then ``wrap`` (DDP for several processes); it shares its parameters
-    with ``model``."""
+    """The module the loops call: channels-last and/or torch.compile when the recipe asks (both off by default;
+    docs: performance; ``compile_cache.py`` says where compiled graphs are kept), then ``wrap`` (DDP for several
+    processes); it shares its parameters with ``model``."""
     if recipe.train.channels_last and recipe.task_info.dims == 2:
         model.to(memory_format=torch.channels_last)
-    return wrap(torch.compile(model) if recipe.train.compile else model)
+    return wrap(compile_model(model) if recipe.train.compile else model)
 
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from . import choices
-from .app import ResultsDir, app, console, log, results_dir_of
+from .app import DataDir, ResultsDir, app, console, log, results_dir_of
 
 
 
@@ -29,6 +29,9 @@ def bench(
     warmup: int = typer.Option(2, "--warmup", min=0, help="untimed steps first"),
     steps: int = typer.Option(5, "--steps", min=1, help="timed steps, each timed on its own (median and IQR)"),
     sets: list[str] = typer.Option([], "--set", help="override any recipe key (repeatable)"),
+    run: bool = typer.Option(False, "--run", help="train the recipe once, whole, and break its wall time down "
+                             "by part against the matmul rate (the run-level efficiency)"),
+    data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
     """Measure each booster mode's (PneumoLLM: each variant's) train step and eval throughput, memory, parameters
@@ -37,6 +40,13 @@ def bench(
 
     recipe = bench_recipe(task, shape, llm, batch, sets, preset=choices.value(preset), backbone=choices.value(backbone), model=model)
     label = shape or task
+    if run:
+        from ..bench_run import bench_run, run_table
+        from ..data import data_dir_from
+
+        console.print(run_table(bench_run(recipe, data_dir_from(data_dir), results_dir_of(results_dir), label, log=log),
+                                label))
+        return
     names = bench_names(recipe, [choices.value(b) for b in boosters], variants)
     rows = run_bench(recipe, names, warmup, steps, results_dir_of(results_dir), label, log=log)
     console.print(bench_table(rows, label))

@@ -124,6 +124,7 @@ def _train(task: str, flags: list, *, preset, sets, recipe_file, data_dir, folde
 def _show_row(row: dict, folder: Path, as_json: bool) -> None:
     """A trained run: its row as JSON, or its best epoch, val and test metrics, sizes and speed."""
     from ..results import ResultsDir as Layout
+    from ..run_cost import row_line
 
     if as_json:
         typer.echo(_json_row(row))
@@ -135,6 +136,8 @@ def _show_row(row: dict, folder: Path, as_json: bool) -> None:
         f"train {row['train_seconds']:.0f}s ({row['images_per_second']:.0f} img/s); "
         f"peak memory {row['peak_memory_mb']:.0f} MB; result: {Layout(folder).row(row['run_id'])}"
     )
+    if line := row_line(row):
+        say(line)
 
 
 def _json_row(row: dict) -> str:
