@@ -26,7 +26,8 @@ SCORES = ("test_labels", "test_scores")
 # The columns that hold numbers and flags; every other column but SCORES holds text. A column of nulls fits any.
 NUMBERS = ("size", "layer", "seed", "fold", "folds", "epochs", "epochs_done", "best_epoch", "val_acc", "val_auc",
            "test_acc", "test_auc", "test_sens", "test_spec", "params_total", "params_trainable", "train_seconds",
-           "images_per_second", "peak_memory_mb", "world_size", "schema_version")
+           "images_per_second", "peak_memory_mb", "world_size", "schema_version", "run_flops",
+           "run_fraction_of_matmul")
 FLAGS = ("frozen",)
 
 
