@@ -28,6 +28,8 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/medboost download breast
 	$(BIN)/medboost train breast --booster rllm --preset cpu
+	@echo "next: . $(VENV)/bin/activate (puts medboost on PATH), then: medboost runs; medboost evaluate RUN_ID;"
+	@echo "      medboost train breast --booster none --preset cpu (the baseline); medboost report --html"
 
 # The suite with precision `auto` pinned to fp32, then its numerical core again with `auto` forced to bf16: what
 # a CPU with bf16 instructions runs, on every CPU (one without them emulates bf16, slowly: hence a reduced set).

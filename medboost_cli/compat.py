@@ -59,6 +59,8 @@ UPGRADES: tuple[Upgrade, ...] = (
     Upgrade(None, {"world_size": lambda row: 1, "devices": _one_device}, reads=("device",)),
     # added within schema 3: the run-level efficiency (run_cost.py), not measured before
     Upgrade(None, dict.fromkeys(("run_flops", "run_fraction_of_matmul", "run_cost_json"), lambda row: None)),
+    # added within schema 3: the data folder the run read (evaluate and Grad-CAM default to it), not recorded before
+    Upgrade(None, {"data_dir": lambda row: None}),
 )
 SCHEMA_VERSION = 1 + max(u.version for u in UPGRADES if u.version is not None)
 

@@ -109,6 +109,7 @@ class Run:
     devices: list[str] = field(default_factory=list)  # every process's device name, in rank order
     staged: bool = False  # retraining a completed run, whose result stays until this one completes (attempts.py)
     cost: RunCost | None = None  # wall time by part and FLOPs (run_cost.py)
+    data_dir: str | None = None  # the folder the data came from, recorded in the row
 
     @classmethod
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir, cost: RunCost | None = None) -> Run:
@@ -128,7 +129,8 @@ class Run:
         distributed.check_shared(results.root)
         return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built, runner,
                    make_transforms(recipe, built.model.backbone), optimizer, make_schedule(optimizer, recipe, steps),
-                   world=world, devices=distributed.gather(device_name(device)), cost=cost)
+                   world=world, devices=distributed.gather(device_name(device)), cost=cost,
+                   data_dir=str(Path(data_dir).resolve()))
 
     @property
     def run_id(self) -> str:
@@ -195,7 +197,7 @@ class Run:
             precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
             frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
             history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
-            started_at=s.started_at, **extra,
+            started_at=s.started_at, data_dir=self.data_dir, **extra,
         )
 
     @distributed.peer_loss_interrupts

@@ -10,6 +10,7 @@ from . import metrics
 from .checkpoint_checks import check_checkpoint
 from .checkpoints import load_checkpoint, load_trainable_state
 from .data import Split, load_dataset
+from .download import data_dir_from
 from .errors import ModelFileError, ResultsError
 from .hardware import autocast_dtype, resolve_device, set_threads
 from .models import BuiltModel, build_model, check_frozen_hash
@@ -37,9 +38,19 @@ def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, Built
     return row, recipe, built
 
 
-def evaluate_run(run: str, results_dir: Path, data_dir: Path, split: str = "test") -> dict[str, Any]:
-    """Re-score a saved run on ``split`` from its best checkpoint; returns the new and the recorded metrics."""
+def run_data_dir(row: dict[str, Any], given: Path | None) -> Path:
+    """The data folder for a saved run: ``given`` (``--data-dir`` or $MEDBOOST_DATA), else the folder the run was
+    trained on where it still exists, else medboost's default."""
+    if given is None and row.get("data_dir") and Path(row["data_dir"]).is_dir():
+        return Path(row["data_dir"])
+    return data_dir_from(given)
+
+
+def evaluate_run(run: str, results_dir: Path, data_dir: Path | None = None, split: str = "test") -> dict[str, Any]:
+    """Re-score a saved run on ``split`` from its best checkpoint; returns the new and the recorded metrics.
+    ``data_dir`` None: the folder the run was trained on (``run_data_dir``)."""
     row, recipe, built = load_run(run, results_dir)
+    data_dir = run_data_dir(row, data_dir)
     device = next(built.model.parameters()).device
     amp = autocast_dtype(recipe.train.precision, device)
     task = recipe.task_info

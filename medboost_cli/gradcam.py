@@ -18,6 +18,7 @@ import torch.nn as nn
 from .data import load_dataset
 from .engine import load_run, make_transforms
 from .errors import ConfigError, MedboostError, ResultsError
+from .evaluation import run_data_dir
 from .fileio import save_figure
 from .models.backbones import gradcam_target
 from .recipes import saved_recipe
@@ -56,9 +57,12 @@ def _paired_runs(run: str, results_dir: Path) -> tuple[str, str]:
     return (first["run_id"], partner) if first["booster"] == "none" else (partner, first["run_id"])
 
 
-def gradcam_figure(run: str, results_dir: Path, data_dir: Path, n_images: int, out_dir: Path) -> list[Path]:
+def gradcam_figure(run: str, results_dir: Path, data_dir: Path | None, n_images: int, out_dir: Path) -> list[Path]:
+    """Grad-CAM maps of a run and its paired run on ``n_images`` test images; ``data_dir`` None: the folder the
+    run was trained on (``evaluation.run_data_dir``)."""
     ids = _paired_runs(run, results_dir)
     loaded = [load_run(i, results_dir) for i in ids]
+    data_dir = run_data_dir(loaded[0][0], data_dir)
     recipe = loaded[0][1]
     task = recipe.task_info
     for _, rec, built in loaded:  # before the data is read: a backbone without a target is one error line

@@ -78,3 +78,12 @@ def test_the_tests_run_in_fp32_then_their_numerical_core_in_bf16(tmp_path):
         path, _, name = arg.partition("::")
         assert (ROOT / path).is_file(), path
         assert not name or f"def {name}(" in (ROOT / path).read_text(), arg
+
+
+def test_demo_ends_with_the_next_steps(tmp_path):
+    """After `make demo` medboost is not on PATH: the demo says how to get it there and what to run next."""
+    repo = _checkout(tmp_path, shared=False)
+    commands = _make(repo, "-n", "demo", cwd=repo).splitlines()
+    train = next(i for i, c in enumerate(commands) if "medboost train breast" in c)
+    after = " ".join(commands[train + 1:])
+    assert ".venv/bin/activate" in after and "medboost runs" in after and "medboost report" in after

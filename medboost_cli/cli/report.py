@@ -73,7 +73,6 @@ def gradcam(
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
     """Grad-CAM maps of a baseline run and its booster run, side by side (the paper's Figure 3)."""
-    from ..data import data_dir_from
     from ..gradcam import gradcam_figure
     from ..report import default_out_dir
     from ..results.folder_errors import folder_errors
@@ -81,6 +80,6 @@ def gradcam(
     folder = results_dir_of(results_dir)
     out = out or default_out_dir(folder)
     with folder_errors(out):
-        paths = gradcam_figure(run, folder, data_dir_from(data_dir), images, out)
+        paths = gradcam_figure(run, folder, data_dir, images, out)
     for path in paths:
         say(str(path))

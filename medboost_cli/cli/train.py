@@ -166,12 +166,12 @@ def evaluate(
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
-    """Re-score a saved run's best checkpoint on a split and compare with the recorded metrics."""
-    from ..data import data_dir_from
+    """Re-score a saved run's best checkpoint on a split and compare with the recorded metrics (on the data folder
+    the run was trained on unless --data-dir or MEDBOOST_DATA names another)."""
     from ..engine import evaluate_run
 
     split = choices.value(split)
-    out = evaluate_run(run, results_dir_of(results_dir), data_dir_from(data_dir), split)
+    out = evaluate_run(run, results_dir_of(results_dir), data_dir, split)
     say(f"{out['run_id']} on {split}, checkpoint of epoch {out['best_epoch'] + 1}")
     metrics_table("", [("now", out["acc"], out["auc"]), ("recorded", out["recorded_acc"], out["recorded_auc"])])
 
