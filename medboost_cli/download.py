@@ -30,11 +30,25 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path:
     return Path("~/.medmnist").expanduser()
 
 
+_MD5S: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns): the file's MD5, hashed once per process
+
+
 def md5sum(path: Path, chunk: int = 1 << 22) -> str:
+    """The file's MD5; a file hashed before in this process (same size and modification time) is not read again,
+    so that the verification and the run manifest (results/provenance.py) hash a data file once."""
+    try:
+        info = os.stat(path)
+        key = (str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+    except OSError:
+        key = None
+    if key in _MD5S:
+        return _MD5S[key]
     digest = hashlib.md5()
     with open_data_file(path) as f:
         while block := f.read(chunk):
             digest.update(block)
+    if key is not None:
+        _MD5S[key] = digest.hexdigest()
     return digest.hexdigest()
 
 

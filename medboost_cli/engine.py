@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import distributed, metrics
+from . import distributed, metrics, panel
 from .attempts import Attempt, pending_commit, roll_forward
 from .checkpoint_checks import check_checkpoint
 from .checkpoints import (CHECKPOINT_FORMAT, TrainState, load_checkpoint, load_trainable_state, save_checkpoint,
@@ -41,7 +41,7 @@ from .hardware import autocast_dtype, device_name, peak_memory_mb, reset_peak_me
 from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, check_model, count_parameters
 from .recipes import Recipe
-from .results import ResultsDir, git_commit, new_row, package_versions, read_row
+from .results import ResultsDir, git_commit, new_row, package_versions, read_row, run_manifest
 from .results.folder_errors import as_results_error, folder_errors
 from .run_cost import RunCost
 from .seeding import EpochStream, dropout_seed, epoch_generator
@@ -195,7 +195,9 @@ class Run:
             precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
             frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
             history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
-            started_at=s.started_at, **extra,
+            started_at=s.started_at,
+            manifest_json=run_manifest(self.data.path, device_name(self.device), r.lm_source, built.frozen_sha256),
+            **extra,
         )
 
     @distributed.peer_loss_interrupts
@@ -268,6 +270,7 @@ class Run:
             load_trainable_state(self.built.model, ckpt["trainable"], best)
         result, scores, _ = self.score("test")
         return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
+                        **panel.run_panel(self.data.splits, scores, self.recipe.task_info.task_type, self.score),
                         peak_memory_mb=max(distributed.gather(peak_memory_mb(self.device))),
                         test_labels=self.data.splits["test"].labels.cpu().numpy().tolist(),
                         test_scores=scores.astype(np.float32).tolist())
