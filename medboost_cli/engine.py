@@ -84,9 +84,6 @@ class SilentReporter:
         pass
 
 
-# ------------------------------------------------------------------------------------------------ pieces
-
-
 # ------------------------------------------------------------------------------------------------- a run
 
 
@@ -109,6 +106,7 @@ class Run:
     devices: list[str] = field(default_factory=list)  # every process's device name, in rank order
     staged: bool = False  # retraining a completed run, whose result stays until this one completes (attempts.py)
     cost: RunCost | None = None  # wall time by part and FLOPs (run_cost.py)
+    val_scores: dict[str, np.ndarray] = field(default_factory=dict)  # the last and the best epoch's (panel.py)
 
     @classmethod
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir, cost: RunCost | None = None) -> Run:
@@ -153,6 +151,8 @@ class Run:
     def save(self, improved: bool) -> None:
         """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state.
         Rank 0 alone writes them; every process reads them back (``finalize``, ``restore``)."""
+        if improved:
+            self.val_scores["best"] = self.val_scores.get("last")
         if not self.world.is_main:
             return
         with self.cost.part("checkpoints"):
@@ -195,9 +195,8 @@ class Run:
             precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
             frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
             history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
-            started_at=s.started_at,
             manifest_json=run_manifest(self.data.path, device_name(self.device), r.lm_source, built.frozen_sha256),
-            **extra,
+            started_at=s.started_at, **extra,
         )
 
     @distributed.peer_loss_interrupts
@@ -257,7 +256,7 @@ class Run:
                                f"lower train.lr (now {t.lr:g}, --lr) or {clip}, then train again")
 
     def validate(self) -> dict[str, float]:
-        result, _, loss = self.score("val")
+        result, self.val_scores["last"], loss = self.score("val")
         return {"val_loss": loss, **{f"val_{k}": v for k, v in result.items()}}
 
     def finalize(self) -> dict[str, Any]:
@@ -270,7 +269,7 @@ class Run:
             load_trainable_state(self.built.model, ckpt["trainable"], best)
         result, scores, _ = self.score("test")
         return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
-                        **panel.run_panel(self.data.splits, scores, self.recipe.task_info.task_type, self.score),
+                        **panel.run_panel(self, scores),
                         peak_memory_mb=max(distributed.gather(peak_memory_mb(self.device))),
                         test_labels=self.data.splits["test"].labels.cpu().numpy().tolist(),
                         test_scores=scores.astype(np.float32).tolist())

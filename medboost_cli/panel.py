@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (balanced_accuracy_score, cohen_kappa_score, f1_score, matthews_corrcoef, recall_score,
@@ -145,9 +145,12 @@ def panel_columns(result: dict[str, Any]) -> dict[str, Any]:
     return {"test_panel_json": json.dumps({k: _plain(v) for k, v in result.items()}), **flat}
 
 
-def run_panel(splits: dict[str, Any], scores: np.ndarray, task_type: str, score: Callable) -> dict[str, Any]:
-    """A run's panel columns from its test ``scores`` (the best checkpoint's). A binary task's threshold comes from
-    the validation split, scored once more with the same weights (``score("val")``, engine.Run.score): one pass,
-    and the best epoch's own validation scores also for a resumed run, whose earlier epochs' scores are gone."""
-    val = (splits["val"].labels.cpu().numpy(), score("val")[1]) if task_type == BINARY else None
+def run_panel(run: Any, scores: np.ndarray) -> dict[str, Any]:
+    """An engine.Run's panel columns from its test ``scores`` (the selected checkpoint's). A binary task's threshold
+    comes from the selected epoch's validation scores, kept when that epoch was validated (no pass more); a run
+    resumed after that epoch has them no longer and scores the validation split once with the same weights."""
+    splits, task_type, val = run.data.splits, run.recipe.task_info.task_type, None
+    if task_type == BINARY:
+        kept = run.val_scores.get("best")
+        val = (splits["val"].labels.cpu().numpy(), kept if kept is not None else run.score("val")[1])
     return panel_columns(panel(splits["test"].labels.cpu().numpy(), scores, task_type, val))

@@ -115,6 +115,8 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_dir, tmp_path
     for key in ("best_epoch", "val_auc", "val_acc", "test_auc", "test_acc", "epochs_done"):
         assert resumed[key] == full[key], key
     assert np.array_equal(np.array(resumed["test_scores"]), np.array(full["test_scores"]))
+    # the validation threshold: the kept scores of the selected epoch, or (resumed after it) that epoch's weights'
+    assert resumed["test_panel_json"] == full["test_panel_json"]
     logs.clear()
     again = train(recipe, data_dir, tmp_path / "cut", resume=True, log=logs.append)  # completed: nothing to do
     assert "already completed" in logs[0] and again["test_auc"] == full["test_auc"]

@@ -58,7 +58,8 @@ def test_multilabel_panel_is_macro_over_labels():
     scores = rng.random((40, 3))
     pred = (scores > 0.5).astype(int)
     out = panel(y, scores, metrics.MULTILABEL)
-    assert out["balanced_acc"] == pytest.approx(np.mean([balanced_accuracy_score(y[:, i], pred[:, i]) for i in range(3)]))
+    per_label = [balanced_accuracy_score(y[:, i], pred[:, i]) for i in range(3)]
+    assert out["balanced_acc"] == pytest.approx(np.mean(per_label))
     assert out["mcc"] == pytest.approx(np.mean([matthews_corrcoef(y[:, i], pred[:, i]) for i in range(3)]))
     assert out["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
     assert out["recall_per_class"] == pytest.approx(list(recall_score(y, pred, average=None)))
