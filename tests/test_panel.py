@@ -83,3 +83,24 @@ def test_undefined_values_are_nan_and_null_in_json():
     stored = json.loads(columns["test_panel_json"])
     assert stored["val_threshold"] is None and stored["mcc"] == pytest.approx(out["mcc"])
     assert columns["test_mcc"] == out["mcc"] and columns["test_ece"] == out["ece"]
+
+
+def test_the_manifest_reuses_the_verifications_md5_and_a_changed_file_is_hashed_again(tmp_path, monkeypatch):
+    import os
+
+    from medboost_cli import download
+    from medboost_cli.results import run_manifest
+
+    data = tmp_path / "breastmnist.npz"
+    data.write_bytes(b"abc")
+    assert download.md5sum(data) == "900150983cd24fb0d6963f7d28e17f72"
+    reads = []
+    monkeypatch.setattr(download, "open_data_file", lambda p: reads.append(p) or open(p, "rb"))
+    manifest = json.loads(run_manifest(data, "cpu", "minilm", "f" * 64))
+    assert manifest["data"] == {"file": "breastmnist.npz", "md5": "900150983cd24fb0d6963f7d28e17f72"} and not reads
+    assert manifest["lm"] == {"source": "minilm", "frozen_sha256": "f" * 64} and manifest["machine"]["cpu"]
+    data.write_bytes(b"abd")
+    os.utime(data, ns=(1, 1))  # another modification time: hashed again
+    assert download.known_md5(data) != "900150983cd24fb0d6963f7d28e17f72" and reads == [data]
+    assert download.md5sum(data) == download.known_md5(data)  # md5sum itself always reads the file
+    assert json.loads(run_manifest(None, "cpu", None, None))["data"] is None
