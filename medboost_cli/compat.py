@@ -61,6 +61,9 @@ UPGRADES: tuple[Upgrade, ...] = (
     Upgrade(None, dict.fromkeys(("run_flops", "run_fraction_of_matmul", "run_cost_json"), lambda row: None)),
     # added within schema 3: the data folder the run read (evaluate and Grad-CAM default to it), not recorded before
     Upgrade(None, {"data_dir": lambda row: None}),
+    # added within schema 3: the test metric panel (panel.py) and the run manifest, not recorded before
+    Upgrade(None, dict.fromkeys(("test_balanced_acc", "test_macro_f1", "test_mcc", "test_ece", "test_panel_json",
+                                 "manifest_json"), lambda row: None)),
 )
 SCHEMA_VERSION = 1 + max(u.version for u in UPGRADES if u.version is not None)
 

@@ -30,12 +30,34 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path:
     return Path("~/.medmnist").expanduser()
 
 
+_MD5S: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns): the MD5 md5sum computed
+
+
+def _key(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return str(Path(path).resolve()), info.st_ino, info.st_size, info.st_mtime_ns
+
+
 def md5sum(path: Path, chunk: int = 1 << 22) -> str:
+    """The file's MD5, always read from the file (the verification's); remembered for ``known_md5``."""
+    key = _key(path)
     digest = hashlib.md5()
     with open_data_file(path) as f:
         while block := f.read(chunk):
             digest.update(block)
+    if key is not None:
+        _MD5S[key] = digest.hexdigest()
     return digest.hexdigest()
+
+
+def known_md5(path: Path) -> str:
+    """The file's MD5 as ``md5sum`` computed it in this process for the same file (path, inode, size and
+    modification time), else ``md5sum``'s: a verified data file is hashed once for the check and the run manifest
+    (results/provenance.py)."""
+    return _MD5S.get(_key(path)) or md5sum(path)
 
 
 # ---------------------------------------------------------------------------------------------- download

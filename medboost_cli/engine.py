@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import distributed, metrics
+from . import distributed, metrics, panel
 from .attempts import Attempt, pending_commit, roll_forward
 from .checkpoint_checks import check_checkpoint
 from .checkpoints import (CHECKPOINT_FORMAT, TrainState, load_checkpoint, load_trainable_state, save_checkpoint,
@@ -41,7 +41,7 @@ from .hardware import autocast_dtype, device_name, peak_memory_mb, reset_peak_me
 from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, check_model, count_parameters
 from .recipes import Recipe
-from .results import ResultsDir, git_commit, new_row, package_versions, read_row
+from .results import ResultsDir, git_commit, new_row, package_versions, read_row, run_manifest
 from .results.folder_errors import as_results_error, folder_errors
 from .run_cost import RunCost
 from .seeding import EpochStream, dropout_seed, epoch_generator
@@ -84,9 +84,6 @@ class SilentReporter:
         pass
 
 
-# ------------------------------------------------------------------------------------------------ pieces
-
-
 # ------------------------------------------------------------------------------------------------- a run
 
 
@@ -110,6 +107,7 @@ class Run:
     staged: bool = False  # retraining a completed run, whose result stays until this one completes (attempts.py)
     cost: RunCost | None = None  # wall time by part and FLOPs (run_cost.py)
     data_dir: str | None = None  # the folder the data came from, recorded in the row
+    val_scores: dict[str, np.ndarray] = field(default_factory=dict)  # the last and the best epoch's (panel.py)
 
     @classmethod
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir, cost: RunCost | None = None) -> Run:
@@ -155,6 +153,8 @@ class Run:
     def save(self, improved: bool) -> None:
         """best.pt when the epoch is the new best, then last.pt (always): weights, optimiser, schedule, state.
         Rank 0 alone writes them; every process reads them back (``finalize``, ``restore``)."""
+        if improved:
+            self.val_scores["best"] = self.val_scores.get("last")
         if not self.world.is_main:
             return
         with self.cost.part("checkpoints"):
@@ -197,6 +197,7 @@ class Run:
             precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
             frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
             history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
+            manifest_json=run_manifest(self.data.path, device_name(self.device), r.lm_source, built.frozen_sha256),
             started_at=s.started_at, data_dir=self.data_dir, **extra,
         )
 
@@ -257,7 +258,7 @@ class Run:
                                f"lower train.lr (now {t.lr:g}, --lr) or {clip}, then train again")
 
     def validate(self) -> dict[str, float]:
-        result, _, loss = self.score("val")
+        result, self.val_scores["last"], loss = self.score("val")
         return {"val_loss": loss, **{f"val_{k}": v for k, v in result.items()}}
 
     def finalize(self) -> dict[str, Any]:
@@ -270,6 +271,7 @@ class Run:
             load_trainable_state(self.built.model, ckpt["trainable"], best)
         result, scores, _ = self.score("test")
         return self.row("completed", test_acc=result["acc"], test_auc=result["auc"], ended_at=_now(),
+                        **panel.run_panel(self, scores),
                         peak_memory_mb=max(distributed.gather(peak_memory_mb(self.device))),
                         test_labels=self.data.splits["test"].labels.cpu().numpy().tolist(),
                         test_scores=scores.astype(np.float32).tolist())

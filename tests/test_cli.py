@@ -271,6 +271,23 @@ def test_runs_lists_the_results_as_a_table_or_json(tmp_path):
     assert "3 runs" in table and "0.8125" in table and "interrupted" in table
 
 
+def test_runs_json_shows_the_manifest_and_the_panel_as_objects(tmp_path):
+    import json
+
+    from medboost_cli.results import new_row, run_manifest, write_row
+
+    manifest = run_manifest(None, "cpu", None, None)
+    write_row(tmp_path, new_row(run_id="breast-vit-mini-rllm-0000aaaa-s0", status="completed", task="breast", seed=0,
+                                manifest_json=manifest, test_panel_json=json.dumps({"mcc": 0.5}), test_mcc=0.5))
+    write_row(tmp_path, new_row(run_id="breast-vit-mini-rllm-0000aaaa-s1", status="completed", task="breast", seed=1))
+    listed = run("runs", "--results-dir", tmp_path, "--json")
+    assert listed.returncode == 0, listed.stderr
+    new, old = json.loads(listed.stdout)
+    assert new["manifest"] == json.loads(manifest) and new["manifest"]["machine"]["device"] == "cpu"
+    assert new["test_panel"] == {"mcc": 0.5} and new["test_mcc"] == 0.5 and "manifest_json" not in new
+    assert old["manifest"] is None and old["test_panel"] is None  # a row without them
+
+
 def test_bench_refuses_zero_timed_steps(tmp_path):
     result = run("bench", "breast", "--preset", "cpu", "--steps", "0", "--results-dir", tmp_path)
     assert result.returncode == 2 and "--steps" in result.stderr and "Traceback" not in result.stderr

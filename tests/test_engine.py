@@ -115,6 +115,8 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_dir, tmp_path
     for key in ("best_epoch", "val_auc", "val_acc", "test_auc", "test_acc", "epochs_done"):
         assert resumed[key] == full[key], key
     assert np.array_equal(np.array(resumed["test_scores"]), np.array(full["test_scores"]))
+    # the validation threshold: the kept scores of the selected epoch, or (resumed after it) that epoch's weights'
+    assert resumed["test_panel_json"] == full["test_panel_json"]
     logs.clear()
     again = train(recipe, data_dir, tmp_path / "cut", resume=True, log=logs.append)  # completed: nothing to do
     assert "already completed" in logs[0] and again["test_auc"] == full["test_auc"]
@@ -189,6 +191,27 @@ def test_unknown_run_is_a_clear_error(results_dir):
         evaluate_run("nope", results_dir, results_dir)
 
 
+def test_a_completed_row_has_the_metric_panel_and_the_manifest(rllm_run):
+    from medboost_cli.download import md5sum
+    from medboost_cli.panel import panel
+
+    data_dir, results_dir, row = rllm_run
+    stored = json.loads(row["test_panel_json"])
+    scores, labels = np.array(row["test_scores"]), np.array(row["test_labels"])
+    recomputed = panel(labels, scores, "binary-class")  # without validation scores: no threshold
+    assert stored["mcc"] == pytest.approx(recomputed["mcc"]) == pytest.approx(row["test_mcc"])
+    assert row["test_balanced_acc"] == pytest.approx(recomputed["balanced_acc"])
+    assert row["test_ece"] == pytest.approx(recomputed["ece"]) and stored["ece_bins"] == 15
+    assert stored["sens_at_0.5"] == pytest.approx(row["test_sens"])
+    assert 0 <= stored["val_threshold"] <= 1 and stored["sens_at_val_threshold"] is not None
+    manifest = json.loads(row["manifest_json"])
+    assert manifest["data"] == {"file": "breastmnist.npz", "md5": md5sum(data_dir / "breastmnist.npz")}
+    assert manifest["lm"]["frozen_sha256"] == row["frozen_sha256"] and manifest["lm"]["source"] == row["llm"]
+    assert manifest["medboost"]["commit"] == row["git_commit"] and "torch" in manifest["versions"]
+    assert manifest["machine"]["device"] == row["device"] and manifest["machine"]["cpu"]
+    assert load_results(results_dir).iloc[0].manifest_json == row["manifest_json"]
+
+
 @pytest.mark.parametrize("task", ["derma", "chestmnist", "retina"])
 def test_other_task_types_train(tmp_path, task):
     write_medmnist(tmp_path / "d", task)
@@ -199,6 +222,9 @@ def test_other_task_types_train(tmp_path, task):
     assert scores.shape == (24, width) and labels.shape == (24, width if task == "chestmnist" else 1)
     info = load_recipe(task).task_info
     assert metrics.evaluate(labels, scores, info.task_type) == {"acc": row["test_acc"], "auc": row["test_auc"]}
+    stored = json.loads(row["test_panel_json"])
+    assert ("qwk" in stored) == (task == "retina") and "val_threshold" in stored["not_applicable"]
+    assert len(stored["recall_per_class"]) == width
 
 
 def test_load_results_gathers_runs(data_dir, results_dir):

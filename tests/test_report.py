@@ -266,3 +266,28 @@ def test_a_study_over_2d_and_3d_tasks_shows_each_task_with_its_own_backbones(tmp
     control = md.split("## Control")[1].split("\n## ")[0]
     assert "| ViT-mini | BreastMNIST |" in control and "| ViT-3D (dim 192, depth 4) | AdrenalMNIST3D |" in control
     assert "| ViT-3D | BreastMNIST |" not in control and "| ViT-mini | AdrenalMNIST3D |" not in control
+
+
+def test_the_metric_panel_table_shows_means_over_the_seeds_that_have_a_panel(tmp_path):
+    import json
+
+    import numpy as np
+
+    from medboost_cli.panel import panel, panel_columns
+
+    rows = fabricate(tmp_path / "results", "residual", tasks=["adrenal3d"], seeds=2)
+    with_panel = [r for r in rows if r["seed"] == 0 or r["booster"] != "rllm"]  # R-LLM's seed 1: a row from before
+    for r in with_panel:
+        write_row(tmp_path / "results", r | panel_columns(panel(np.array(r["test_labels"]),
+                                                                np.array(r["test_scores"]), "binary-class")))
+    written = make_report(tmp_path / "results", tmp_path / "out", ["markdown", "latex", "html"], n_boot=50)
+    md = written["markdown"].read_text()
+    table = md.split("## Metric panel: residual")[1].split("\n## ")[0]
+    rllm = [r for r in with_panel if r["booster"] == "rllm"]
+    mcc = 100 * json.loads(panel_columns(panel(np.array(rllm[0]["test_labels"]), np.array(rllm[0]["test_scores"]),
+                                                "binary-class"))["test_panel_json"])["mcc"]
+    line = next(row for row in table.splitlines() if f"{CPU_VIVIT} + R-LLM |" in row)
+    assert f"{mcc:.2f} (n=1)" in line and "| — |" in line  # one seed with a panel; no QWK for a binary task
+    assert "(2)" in next(row for row in table.splitlines() if row.startswith(f"| {CPU_VIVIT} | "))
+    assert "Youden" in table and (tmp_path / "out" / "tables" / "panel-residual-cpu.tex").exists()
+    assert "Metric panel" in written["html"].read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +14,10 @@ from . import choices
 from .app import ResultsDir, app, console, results_dir_of
 
 RUN_COLUMNS = ["run_id", "status", "task", "backbone", "booster", "llm", "layer", "lm_norm", "seed", "epochs_done",
-               "best_epoch", "val_auc", "test_acc", "test_auc", "precision", "train_seconds", "ended_at"]
+               "best_epoch", "val_auc", "test_acc", "test_auc", "precision", "train_seconds", "ended_at",
+               "test_balanced_acc", "test_macro_f1", "test_mcc", "test_ece", "test_panel_json", "manifest_json"]
+# In --json the JSON columns are objects, under their names less "_json" (null for rows without them).
+OBJECTS = {"test_panel_json": "test_panel", "manifest_json": "manifest"}
 # The table on screen: what tells runs apart and how each went; --json has every RUN_COLUMNS key.
 SHOWN = ["run_id", "status", "task", "backbone", "booster", "seed", "epochs_done", "best_epoch", "val_auc",
          "test_acc", "test_auc", "precision"]
@@ -29,6 +33,8 @@ def one_based(records: list[dict]) -> list[dict]:
     out = []
     for r in records:
         r = {**r, **{k: int(r[k]) for k in INTEGERS if isinstance(r.get(k), (int, float))}}
+        r |= {name: json.loads(r[k]) if isinstance(r.get(k), str) else None for k, name in OBJECTS.items() if k in r}
+        r = {k: v for k, v in r.items() if k not in OBJECTS}
         if r.get("best_epoch") is not None:
             r["best_epoch"] += 1
         out.append(r)
@@ -40,12 +46,11 @@ def runs(
     task: Optional[str] = typer.Option(None, "--task", help="only this task (short name or medmnist flag)"),
     status: Optional[choices.RunStatus] = typer.Option(None, "--status", help="only runs with this status"),
     as_json: bool = typer.Option(False, "--json", help="a JSON array with one object per run (keys: "
-                                 + ", ".join(RUN_COLUMNS) + "; best_epoch counted from 1), for scripts"),
+                                 + ", ".join(OBJECTS.get(c, c) for c in RUN_COLUMNS)
+                                 + "; best_epoch counted from 1; test_panel and manifest as objects), for scripts"),
     results_dir: Optional[Path] = ResultsDir,
 ) -> None:
     """List the runs in the results folder, as a table or as JSON (best_epoch counted from 1 in both)."""
-    import json
-
     from ..results import load_results
     from ..tasks import resolve_task
 

@@ -36,6 +36,7 @@ from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .latex import latex_escape, render_latex, write_fragments
 from .render import Meta, render_html, render_markdown
+from .panel_table import panel_tables
 from .tables import build_tables, outside_summary, summary, table_cv, table_outside, table_pairs
 
 __all__ = ["default_out_dir", "make_report", "latex_escape"]
@@ -87,7 +88,7 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     outside = outside_cells(configs, df)
     tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
     cv = cv_groups(df.to_dict("records")) if not df.empty else []
-    tables += [table_cv(cv)] if cv else []
+    tables += ([table_cv(cv)] if cv else []) + panel_tables(configs)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = set(df["run_id"]) if not df.empty else set()
     missing = [c.run_command(run) for c in configs for run in c.plan if run.run_id not in done] if all_tables else []

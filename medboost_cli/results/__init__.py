@@ -37,12 +37,12 @@ from ..run_ids import cell_id, check_run_id, make_run_id
 from .bulk import read_runs_table, warn_line
 from .checks import RUN_STATUSES
 from .layout import ResultsDir
-from .provenance import git_commit, package_versions
+from .provenance import git_commit, package_versions, run_manifest
 from .reading import find_run, load_results, read_row
 from .rows import COLUMNS, derived_columns, new_row, write_bench_row, write_row
 
 __all__ = [
     "ADDED_AFTER_V1", "ADDED_AFTER_V2", "ADDED_IN_V2", "COLUMNS", "RUN_STATUSES", "SCHEMA_VERSION", "ResultsDir",
     "cell_id", "check_run_id", "derived_columns", "find_run", "git_commit", "load_results", "make_run_id",
-    "new_row", "package_versions", "read_row", "read_runs_table", "warn_line", "write_bench_row", "write_row",
+    "new_row", "package_versions", "read_row", "read_runs_table", "run_manifest", "warn_line", "write_bench_row", "write_row",
 ]

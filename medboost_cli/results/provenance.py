@@ -34,3 +34,27 @@ def git_commit() -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def run_manifest(data_path: Path | None, device: str | None, lm_source: str | None,
+                 frozen_sha256: str | None) -> str:
+    """A run's manifest (the ``manifest_json`` column): the data file with its MD5 (download.known_md5: the one a
+    verified load computed in this process), the LM weights (their source and the sha256 of the frozen tensors the
+    run used; the checkpoint files themselves are not hashed again), medboost's version and commit, the library
+    versions and the machine (CPU and the run's device)."""
+    from ..download import known_md5
+    from ..errors import DataError
+    from ..hardware import cpu_summary
+
+    data = None
+    if data_path is not None:
+        try:
+            data = {"file": Path(data_path).name, "md5": known_md5(Path(data_path))}
+        except DataError:  # a file gone since it was read: the manifest says so instead of failing the run
+            data = {"file": Path(data_path).name, "md5": None}
+    versions = json.loads(package_versions())
+    return json.dumps({
+        "data": data, "lm": {"source": lm_source, "frozen_sha256": frozen_sha256} if lm_source else None,
+        "medboost": {"version": versions.get("medboost"), "commit": git_commit()}, "versions": versions,
+        "machine": {"cpu": cpu_summary(), "device": device},
+    }, sort_keys=True)

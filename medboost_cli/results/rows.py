@@ -23,7 +23,8 @@ COLUMNS = [
     "test_auc", "test_sens", "test_spec", "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb",
     "memory_kind", "device", "world_size", "devices", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
     "versions_json", "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",
-    "run_flops", "run_fraction_of_matmul", "run_cost_json", "data_dir", "schema_version",
+    "run_flops", "run_fraction_of_matmul", "run_cost_json", "data_dir", "test_balanced_acc", "test_macro_f1",
+    "test_mcc", "test_ece", "test_panel_json", "manifest_json", "schema_version",
 ]
 
 
