@@ -117,3 +117,23 @@ def test_a_stratified_subset_keeps_the_label_shares_and_is_fixed():
     assert np.bincount(labels[picked, 0]).tolist() == [12, 6, 2] and len(set(picked.tolist())) == 20
     assert np.array_equal(picked, budget.stratified_subset(labels, 20, seed=0))
     assert np.array_equal(np.sort(picked), picked)
+
+
+def test_where_the_points_fall_does_not_change_what_is_trained(data_dir, tmp_path):
+    """Without dropout, 7 steps validated at 3 points or at 1 reach the same weights: a point starting inside an
+    epoch continues its batches and augmentation where the previous point left them."""
+    sets = ["backbone.drop_path=0", "train.warmup_epochs=1"]
+    three = train(budget_recipe("breast", "none", *sets), data_dir, tmp_path / "a", log=quiet)
+    one = train(budget_recipe("breast", "none", *sets, "train.eval_points=1"), data_dir, tmp_path / "b", log=quiet)
+    last, only = json.loads(three["history_json"])[-1], json.loads(one["history_json"])[0]
+    assert (last["step"], last["val_loss"], last["val_auc"]) == (only["step"], only["val_loss"], only["val_auc"])
+
+
+def test_selection_reads_the_subset_and_the_other_splits_stay_whole(data_dir):
+    from medboost_cli.data import load_dataset
+
+    data = load_dataset(resolve_task("breast"), 28, data_dir, verify=False)
+    cut = budget.with_val_subset(data, 8)
+    assert [len(cut.splits[s]) for s in ("train", "val", "test")] == [48, 8, 24]
+    assert np.bincount(cut.splits["val"].labels[:, 0].numpy()).tolist() == [4, 4]  # 8 of 8 + 8, stratified
+    assert budget.with_val_subset(data, 16) is data and budget.with_val_subset(data, None) is data
