@@ -137,3 +137,11 @@ def test_selection_reads_the_subset_and_the_other_splits_stay_whole(data_dir):
     assert [len(cut.splits[s]) for s in ("train", "val", "test")] == [48, 8, 24]
     assert np.bincount(cut.splits["val"].labels[:, 0].numpy()).tolist() == [4, 4]  # 8 of 8 + 8, stratified
     assert budget.with_val_subset(data, 16) is data and budget.with_val_subset(data, None) is data
+
+
+def test_evaluate_scores_val_on_the_subset_the_run_selected_on(data_dir, tmp_path):
+    from medboost_cli.engine import evaluate_run
+
+    row = train(budget_recipe("breast", "none", "train.val_subset=8"), data_dir, tmp_path / "r", log=quiet)
+    again = evaluate_run(row["run_id"], tmp_path / "r", data_dir, split="val")
+    assert len(again["labels"]) == 8 and again["auc"] == row["val_auc"]
