@@ -21,13 +21,13 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from . import distributed, metrics, panel
+from . import budget, distributed, metrics, panel
 from .attempts import Attempt, pending_commit, roll_forward
 from .checkpoint_checks import check_checkpoint
 from .checkpoints import (CHECKPOINT_FORMAT, TrainState, load_checkpoint, load_trainable_state, save_checkpoint,
@@ -41,6 +41,7 @@ from .hardware import autocast_dtype, device_name, peak_memory_mb, reset_peak_me
 from .locks import locked_run
 from .models import BuiltModel, build_model, check_frozen_hash, check_model, count_parameters
 from .recipes import Recipe
+from .reporters import Reporter, SilentReporter
 from .results import ResultsDir, git_commit, new_row, package_versions, read_row, run_manifest
 from .results.folder_errors import as_results_error, folder_errors
 from .run_cost import RunCost
@@ -53,35 +54,6 @@ __all__ = [  # the names of this module, with the pieces it takes from steps, ch
     "load_run", "load_trainable_state", "loss_fn", "make_optimizer", "make_schedule", "make_transforms", "predict",
     "prepare_runner", "save_checkpoint", "train", "train_step", "trainable_state",
 ]
-
-
-class Reporter(Protocol):
-    """What a run tells a progress display or an experiment tracker (trackers.py): ``start`` before the first
-    epoch it trains, ``step`` per batch, ``epoch`` per finished epoch, ``close`` once training stops, and
-    ``finish`` with the final row (completed, interrupted or failed) after that row is written."""
-
-    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
-    def step(self, loss: float | None) -> None: ...
-    def epoch(self, record: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
-    def finish(self, row: dict[str, Any]) -> None: ...
-
-
-class SilentReporter:
-    def start(self, run_id, epochs, steps_per_epoch, first_epoch):
-        pass
-
-    def step(self, loss):
-        pass
-
-    def epoch(self, record):
-        pass
-
-    def close(self):
-        pass
-
-    def finish(self, row):
-        pass
 
 
 # ------------------------------------------------------------------------------------------------- a run
@@ -119,6 +91,7 @@ class Run:
         with cost.part("data"):
             data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
                                 select_metric=recipe.train.select_metric).to(device)
+            data = budget.with_val_subset(data, recipe.train.val_subset)  # selection on a fixed subset, if asked
         with cost.part("model"):
             built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
             optimizer = make_optimizer(built.model, recipe)
@@ -191,7 +164,7 @@ class Run:
             epochs_done=len(s.history), best_epoch=s.best_epoch,
             select_metric=r.train.select_metric, val_acc=best.get("val_acc"), val_auc=best.get("val_auc"),
             params_total=total, params_trainable=trainable, train_seconds=s.train_seconds,
-            images_per_second=(n_train * len(s.history) / s.train_seconds) if s.train_seconds else None,
+            images_per_second=(budget.images_seen(s.history, n_train) / s.train_seconds) if s.train_seconds else None,
             memory_kind="gpu_allocated" if self.device.type == "cuda" else "process_rss",
             device=device_name(self.device), world_size=self.world.size, devices=json.dumps(self.devices),
             precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
@@ -214,19 +187,12 @@ class Run:
         order = torch.randperm(len(split), generator=epoch_generator(seed, epoch, EpochStream.DATA_ORDER))
         order = order.to(self.device)
         augment = epoch_generator(seed, epoch, EpochStream.AUGMENT)
-        transform, spatial = self.transforms[0], split.images.ndim - 2
         self.runner.train()
         loss_sum = torch.zeros((), device=self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         for i, first in enumerate(range(0, len(split), t.batch_size)):
-            idx = order[first : first + t.batch_size]
-            theta = transform.maps(len(idx), spatial, augment)  # the whole batch's, on every process
-            rows, weight, count = world.batch_share(len(idx))
-            loss = self.cost.train_step(len(idx[rows]), lambda: train_step(
-                self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform, None,
-                self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
-                theta=None if theta is None else theta[rows], loss_scale=weight, micro_batch=t.micro_batch))
+            loss, count = self.batch_step(split, order[first : first + t.batch_size], augment)
             self.schedule.step()
             loss_sum += loss * count
             reporter.step(loss.item() if (i % 10 == 0 and self.device.type == "cpu") else None)  # no GPU sync
@@ -236,6 +202,18 @@ class Run:
         self.cost.seconds["train"] += seconds
         train_loss = distributed.total(float(loss_sum)) / len(split)
         return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "seconds": seconds}
+
+    def batch_step(self, split, idx: torch.Tensor, augment: torch.Generator) -> tuple[torch.Tensor, int]:
+        """One optimizer step on the samples ``idx`` of ``split`` (this process's share of them), the batch's affine
+        maps drawn from ``augment``: (this process's loss, its number of samples)."""
+        t, transform = self.recipe.train, self.transforms[0]
+        theta = transform.maps(len(idx), split.images.ndim - 2, augment)  # the whole batch's, on every process
+        rows, weight, count = self.world.batch_share(len(idx))
+        loss = self.cost.train_step(len(idx[rows]), lambda: train_step(
+            self.runner, self.optimizer, split.images[idx[rows]], split.labels[idx[rows]], transform, None,
+            self.amp, self.recipe.task_info.task_type, t.label_smoothing, t.grad_clip,
+            theta=None if theta is None else theta[rows], loss_scale=weight, micro_batch=t.micro_batch))
+        return loss, count
 
     @distributed.peer_loss_interrupts
     def score(self, split: str) -> tuple[dict[str, float], np.ndarray, float]:
@@ -254,7 +232,8 @@ class Run:
         """Stop a run whose ``what`` (a loss, scores) is no longer a finite number at ``epoch`` (1-based)."""
         t = self.recipe.train
         clip = f"lower train.grad_clip (now {t.grad_clip})" if t.grad_clip else "set train.grad_clip (e.g. 1.0)"
-        raise TrainingDiverged(f"{self.run_id} diverged at epoch {epoch} of {t.epochs} ({what}: {value}); "
+        of = budget.points(t, self.steps_per_epoch)  # epochs, or a step budget's evaluation points
+        raise TrainingDiverged(f"{self.run_id} diverged at epoch {epoch} of {of} ({what}: {value}); "
                                f"lower train.lr (now {t.lr:g}, --lr) or {clip}, then train again")
 
     def validate(self) -> dict[str, float]:
@@ -325,13 +304,15 @@ def _train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool, f
     last = results.last(run_id)
     if resume and last.exists():
         run.restore(last)
-        log(f"resuming {run_id} after epoch {run.state.epoch + 1} of {recipe.train.epochs}")
+        log(f"resuming {run_id} after epoch {run.state.epoch + 1} of {budget.points(recipe.train, run.steps_per_epoch)}")
     elif resume:
         log(f"no checkpoint for {run_id} under {last.parent}; starting from epoch 1")
     elif last.exists():
         log(f"an interrupted run {run_id} exists; starting it over (use --resume to continue it)")
     run.write(run.row("running"))
-    reporter.start(run_id, recipe.train.epochs, run.steps_per_epoch, run.state.epoch + 1)
+    reporter.start(run_id, budget.points(recipe.train, run.steps_per_epoch),
+                   budget.steps_per_point(recipe.train, run.steps_per_epoch),
+                   run.state.epoch + 1)
     reset_peak_memory(run.device)
     final = _epochs(run, reporter, log)
     _record_end(run, final, reporter, commit=True)
@@ -344,8 +325,8 @@ def _epochs(run: Run, reporter: Reporter, log) -> dict[str, Any]:
     recipe = run.recipe
     restore_signals = _signals_interrupt()
     try:
-        for epoch in range(run.state.epoch + 1, recipe.train.epochs):
-            record = run.train_epoch(epoch, reporter)
+        for epoch in range(run.state.epoch + 1, budget.points(recipe.train, run.steps_per_epoch)):  # or a budget's
+            record = budget.train_point(run, epoch, reporter)
             if not math.isfinite(record["train_loss"]):
                 run.diverged("training loss", record["train_loss"], epoch + 1)
             record |= run.validate()
@@ -395,6 +376,3 @@ def _signals_interrupt():
     epoch checkpoint, as Ctrl-C does (naming the error of another process that stopped first, when several
     train the run); returns the function that restores the previous handler."""
     return distributed.on_sigterm(distributed.interrupt)
-
-
-# ---------------------------------------------------------------------------------------------- evaluate

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
+from .budget import with_val_subset
 from .checkpoint_checks import check_checkpoint
 from .checkpoints import load_checkpoint, load_trainable_state
 from .data import Split, load_dataset
@@ -55,6 +56,7 @@ def evaluate_run(run: str, results_dir: Path, data_dir: Path | None = None, spli
     amp = autocast_dtype(recipe.train.precision, device)
     task = recipe.task_info
     data = load_dataset(task, recipe.data.size, Path(data_dir), verify=recipe.data.verify).to(device)
+    data = with_val_subset(data, recipe.train.val_subset)  # val as the run selected on it
     _, eval_tf = make_transforms(recipe, built.model.backbone)
     target: Split = data.splits[split]
     scores, loss = predict(built.model, target, eval_tf, recipe.train.eval_batch_size, amp, task.task_type)

@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .budget import binds
 from .compile_cache import compile_model
 from .recipes import Recipe
 
@@ -43,10 +44,14 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
-    """Linear warm-up, then cosine decay to ``min_lr``; a pure function of the step, so resuming is exact."""
+    """Linear warm-up, then cosine decay to ``min_lr``; a pure function of the step, so resuming is exact. Under a
+    step budget that binds (budget.py) the schedule runs over ``train.steps``, the warm-up taking the share of them
+    that ``warmup_epochs`` takes of ``epochs``."""
     t = recipe.train
-    total = t.epochs * steps_per_epoch
-    warmup = min(int(t.warmup_epochs * steps_per_epoch), total - 1)
+    bound = binds(t, steps_per_epoch)
+    total = t.steps if bound else t.epochs * steps_per_epoch
+    per_epoch = t.steps / t.epochs if bound else steps_per_epoch
+    warmup = min(int(t.warmup_epochs * per_epoch), total - 1)
     floor = t.min_lr / t.lr
 
     def factor(step: int) -> float:

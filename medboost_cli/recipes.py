@@ -159,6 +159,13 @@ class TrainConfig(_Strict):
                                     "memory; see the README's performance section)")
     compile: bool = Field(False, description="torch.compile the model (see the README's performance section)")
     channels_last: bool = Field(False, description="channels-last memory format for convolutional parts (2D)")
+    # A step budget (budget.py): the same cost on every task, whatever its training split's size.
+    steps: Annotated[int | None, omitted_while(None)] = Field(None, ge=1, description="optimizer steps to train "
+                                                              "(null: train.epochs passes over the training split)")
+    eval_points: Annotated[int, omitted_while(20)] = Field(20, ge=1, description="with train.steps: validation "
+                                                           "evaluations (and checkpoints), evenly spaced")
+    val_subset: Annotated[int | None, omitted_while(None)] = Field(None, ge=1, description="select on a fixed, "
+                                                                   "stratified validation subset of this many samples")
 
 
 # Seeds are 0 <= seed < 2**32: numpy's generators take no other, and torch's derived seeds (seeding.py) stay in range.

@@ -13,6 +13,9 @@ from medboost_cli.recipes import Recipe, load_recipe, saved_recipe
 
 from .test_results import _mixed_folder
 
+# The CPU preset before its step budget (presets/cpu.yaml): these keys give its configurations back their run ids.
+EPOCH_CPU = ["train.steps=null", "train.val_subset=null"]
+
 # Run ids of existing configurations: a change to the recipe schema, the recipes, the presets or the hash that
 # moves one of them would orphan every result of that configuration.
 KNOWN_RUN_IDS = [
@@ -21,24 +24,34 @@ KNOWN_RUN_IDS = [
     ("breast", None, [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], ["train.micro_batch=4"],
      "breast-vit-s-rllm-46634577-s3"),
     ("breast", "cpu", [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)],
-     ["train.device=cpu", "train.threads=2"], "breast-vit-mini-rllm-68150a46-s3"),
-    ("breast", "cpu", [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], ["booster.lm_norm=unit"],
+     ["train.device=cpu", "train.threads=2", *EPOCH_CPU], "breast-vit-mini-rllm-68150a46-s3"),
+    ("breast", "cpu", [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], ["booster.lm_norm=unit", *EPOCH_CPU],
      "breast-vit-mini-rllm-70dc1810-s3"),
-    ("breast", "cpu", [("--booster", "booster.mode", "none")], [], "breast-vit-mini-none-bdf6ec78-s0"),
+    ("breast", "cpu", [("--booster", "booster.mode", "none")], EPOCH_CPU, "breast-vit-mini-none-bdf6ec78-s0"),
     ("breast", None, [("--booster", "booster.mode", "hybrid")], ["train.micro_batch=16"],
      "breast-vit-s-hybrid-c1ac8763-s0"),
-    ("derma", "cpu", [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], [],
+    ("derma", "cpu", [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], EPOCH_CPU,
      "derma-vit-mini-rllm-910853ed-s3"),
     ("adrenal3d", None, [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], [],
      "adrenal3d-vit3d-rllm-c86e8bfe-s3"),
-    ("adrenal3d", "cpu", [("--backbone", "backbone.name", "vivit-s")], [], "adrenal3d-vivit-s-rllm-3cccdb79-s0"),
+    ("adrenal3d", "cpu", [("--backbone", "backbone.name", "vivit-s")], EPOCH_CPU,
+     "adrenal3d-vivit-s-rllm-3cccdb79-s0"),
     ("adrenal3d", None, [("--backbone", "backbone.name", "vivit-s")], ["backbone.vivit_norms=head"],
      "adrenal3d-vivit-s-rllm-2ca4708c-s0"),
     ("breast", None, [("--model", "model", "pneumollm")], [], "breast-clip-l14-pneumollm-fdd6e230-s0"),
-    ("breast", "cpu", [("--model", "model", "pneumollm")], ["train.micro_batch=2"],
+    ("breast", "cpu", [("--model", "model", "pneumollm")], ["train.micro_batch=2", *EPOCH_CPU],
      "breast-vit-mini-pneumollm-48d65011-s0"),
-    ("derma", "cpu", [("--model", "model", "pneumollm")], ["pneumollm.tokens=2"],
+    ("derma", "cpu", [("--model", "model", "pneumollm")], ["pneumollm.tokens=2", *EPOCH_CPU],
      "derma-vit-mini-pneumollm-6c094faa-s0"),
+    # the CPU preset with its step budget
+    ("breast", "cpu", [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], [],
+     "breast-vit-mini-rllm-2c327aa2-s3"),
+    ("breast", "cpu", [("--booster", "booster.mode", "none")], [], "breast-vit-mini-none-651956f3-s0"),
+    ("derma", "cpu", [("--booster", "booster.mode", "rllm"), ("--seed", "seed", 3)], [],
+     "derma-vit-mini-rllm-a3632dc4-s3"),
+    ("adrenal3d", "cpu", [("--backbone", "backbone.name", "vivit-s")], [], "adrenal3d-vivit-s-rllm-818dbd51-s0"),
+    ("derma", "cpu", [("--model", "model", "pneumollm")], ["pneumollm.tokens=2"],
+     "derma-vit-mini-pneumollm-1daccdc7-s0"),
 ]
 
 
