@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..untrusted import HF_HEAD_NAMES, HFConfig, check_heads
 from .family import LMFamily
 from .layers import LayerNorm, Rope, SelfAttention, linear
-from .spec import LayerSpec, attention_flops, attention_params
+from .spec import LayerSpec, attention_params, block_flops
 
 
 class BertMLP(nn.Module):
@@ -71,7 +71,7 @@ def n_params(spec: LayerSpec) -> int:
 
 
 def flops(spec: LayerSpec, tokens: int) -> int:
-    return attention_flops(spec, tokens) + 2 * tokens * spec.hidden * spec.intermediate * 2
+    return block_flops(spec, tokens, mlp_matrices=2)
 
 
 BERT = LMFamily(

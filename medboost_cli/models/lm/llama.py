@@ -18,7 +18,7 @@ from ..untrusted import HF_HEAD_NAMES, HFConfig, check_heads, short
 from .family import LMFamily
 from .layers import RMSNorm, Rope, SelfAttention, rms_final_norm
 from .llama_meta import META_FORMAT
-from .spec import LayerSpec, attention_flops, attention_params
+from .spec import LayerSpec, attention_params, block_flops
 
 
 class LlamaMLP(nn.Module):
@@ -71,7 +71,7 @@ def n_params(spec: LayerSpec) -> int:
 
 
 def flops(spec: LayerSpec, tokens: int) -> int:
-    return attention_flops(spec, tokens) + 2 * tokens * spec.hidden * spec.intermediate * 3
+    return block_flops(spec, tokens, mlp_matrices=3)
 
 
 LLAMA = LMFamily(

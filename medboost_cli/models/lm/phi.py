@@ -27,7 +27,7 @@ from ...errors import ModelFileError
 from ..untrusted import HF_HEAD_NAMES, HFConfig, Positive, check_heads, short
 from .family import LMFamily
 from .layers import LayerNorm, Rope, SelfAttention, layer_final_norm, linear
-from .spec import LayerSpec, attention_flops, attention_params
+from .spec import LayerSpec, attention_params, block_flops
 
 
 class PhiMLP(nn.Module):
@@ -87,7 +87,7 @@ def n_params(spec: LayerSpec) -> int:
 
 
 def flops(spec: LayerSpec, tokens: int) -> int:
-    return attention_flops(spec, tokens) + 2 * tokens * spec.hidden * spec.intermediate * 2
+    return block_flops(spec, tokens, mlp_matrices=2)
 
 
 PHI = LMFamily(

@@ -33,3 +33,9 @@ def attention_flops(spec: LayerSpec, tokens: int) -> int:
     scores and the mixing of the values."""
     linear = 2 * tokens * attention_params(spec)
     return linear + 2 * 2 * tokens * tokens * spec.heads * spec.head_dim
+
+
+def block_flops(spec: LayerSpec, tokens: int, mlp_matrices: int) -> int:
+    """Forward FLOPs of attention plus an MLP of ``mlp_matrices`` hidden x intermediate matrices (3 for a gated
+    MLP such as LLaMA's, 2 for BERT's and Phi's)."""
+    return attention_flops(spec, tokens) + 2 * tokens * spec.hidden * spec.intermediate * mlp_matrices
