@@ -266,6 +266,7 @@ def test_a_study_over_2d_and_3d_tasks_shows_each_task_with_its_own_backbones(tmp
     control = md.split("## Control")[1].split("\n## ")[0]
     assert "| ViT-mini | BreastMNIST |" in control and "| ViT-3D (dim 192, depth 4) | AdrenalMNIST3D |" in control
     assert "| ViT-3D | BreastMNIST |" not in control and "| ViT-mini | AdrenalMNIST3D |" not in control
+    assert "| Method | Dataset | ACC | AUC |" in control  # no "[paper]" header: the paper has no control study
 
 
 def test_the_metric_panel_table_shows_means_over_the_seeds_that_have_a_panel(tmp_path):

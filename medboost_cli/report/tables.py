@@ -162,8 +162,8 @@ class _Params(Value):
 
 def table_ablation(config: Config, spec: TableSpec) -> Table:
     """Tables 5 and 6 and the control study: one row per task x backbone x variant, a column per metric."""
-    t = _start(config, spec, ["Method", "Dataset"] + [f"{HEADERS[m]} [paper]" for m in spec.metrics])
-    seen = []
+    t = _start(config, spec, ["Method", "Dataset"] + [HEADERS[m] for m in spec.metrics])
+    seen, with_paper = [], set()
     planned = {(r.task, r.backbone) for r in config.plan}
     for task in config.tasks():
         for backbone in [b for b in config.backbones() if (task, b) in planned]:  # a 3D backbone has no 2D rows
@@ -174,6 +174,8 @@ def table_ablation(config: Config, spec: TableSpec) -> Table:
                 row = [name, _title(task)]
                 for metric in spec.metrics:
                     paper = spec.paper_value(task, variant, metric, backbone)
+                    if paper is not None:
+                        with_paper.add(metric)
                     if metric == "params":
                         row.append(_params(cell, paper))
                         continue
@@ -182,6 +184,8 @@ def table_ablation(config: Config, spec: TableSpec) -> Table:
                     _trace(t, name, task, metric, cell)
                 seen.append((task, cell))
                 t.rows.append(row)
+    # "[paper]" in a column's header only where the paper gives values in it (the control study has none)
+    t.header[2:] = [f"{HEADERS[m]} [paper]" if m in with_paper else HEADERS[m] for m in spec.metrics]
     t.notes += _missing_note(config, seen)
     return t
 
