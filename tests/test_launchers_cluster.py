@@ -78,21 +78,29 @@ def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(study, monkey
 def test_a_real_preemption_of_a_submitit_local_job_requeues_it_and_it_resumes(study):
     """SIGUSR2 to the training process, as Slurm sends before a time limit or a preemption: submitit requeues
     the job and the run resumes from last.pt (the in-process test above checks the resumed metrics)."""
-    (planned,) = plan(study, 1, "train.epochs=60")
+    (planned,) = plan(study, 1, "train.epochs=200", "train.steps=null")
     job = Job.of(planned, study / "d", study / "r", threads=1)
     executor = SubmititLocal.executor(study / "r", ClusterOptions(time=20))
     ((handle, _),) = submit([job], executor)
     layout = ResultsDir(study / "r")
     deadline = time.time() + 300
     while not layout.last(job.run_id).exists() and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(locks.read_holder(layout.lock(job.run_id)).pid, signal.SIGUSR2)
+        time.sleep(0.01)
+    # Stopped first, the run cannot finish its epochs (~40 ms each) before the signal lands, however loaded the
+    # machine; SIGUSR2 is then delivered when it continues.
+    pid = locks.read_holder(layout.lock(job.run_id)).pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert "completed" not in layout.log(job.run_id).read_text(), "the run ended before it could be preempted"
+        os.kill(pid, signal.SIGUSR2)
+    finally:
+        os.kill(pid, signal.SIGCONT)
     (outcome,) = wait_for([(handle, job)], lambda _: None, poll_s=0.2)
     assert outcome.status == "trained", outcome
     log = layout.log(job.run_id).read_text()
     assert "interrupted by SIGUSR2" in log and "resuming" in log and log.count(" on ") >= 2
     assert "Requeued job" in handle.stdout()
-    assert load_results(study / "r", columns=["status", "epochs_done"]).iloc[0].tolist() == ["completed", 60]
+    assert load_results(study / "r", columns=["status", "epochs_done"]).iloc[0].tolist() == ["completed", 200]
 
 
 def test_slurm_dry_run_prints_the_sbatch_script_and_the_runs(study):
