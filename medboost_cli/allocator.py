@@ -11,7 +11,9 @@ An allocator is chosen when a process starts (``LD_PRELOAD``), so ``medboost --a
 command line and environment, plus the preload) before anything else runs; processes it starts (bench's workers, DataLoader workers,
 ``torchrun``'s ranks started by this command) inherit it. ``system``, the default, never preloads: a process that
 restarts itself, and children and cluster jobs that inherit a preload, are the user's choice to make. ``auto``
-takes tcmalloc where it is installed and otherwise stays on the system's allocator. Results do not depend on the allocator:
+takes tcmalloc where the system has it, else mimalloc, which medboost installs from PyPI on x86-64 Linux (the
+``cmeel-mimalloc`` wheel), so that a plain ``pip install`` can run on a caching allocator without an apt step;
+jemalloc is never ``auto``'s pick (slower than glibc in the CPU preset, below). Results do not depend on the allocator:
 only where memory comes from changes, not a single value computed in it (tested).
 
 Only on Linux (``LD_PRELOAD`` is glibc's dynamic loader's); elsewhere ``auto`` stays on the system's allocator.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+from importlib import metadata
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,16 +31,21 @@ from platform import libc_ver
 
 from .errors import ConfigError
 
-CHOICES = ("auto", "system", "tcmalloc", "jemalloc")
+CHOICES = ("auto", "system", "tcmalloc", "mimalloc", "jemalloc")
+AUTO_ORDER = ("tcmalloc", "mimalloc")  # what ``auto`` takes, the first one found
 ENV = "MEDBOOST_ALLOCATOR"
 TRIED = "MEDBOOST_ALLOCATOR_TRIED"  # set on the restart: a restart that did not load the library must not loop
 
 # Library names as ctypes.util.find_library takes them (ldconfig's cache: /usr/lib/x86_64-linux-gnu and the like).
 # tcmalloc_minimal is tcmalloc without the heap profiler (Debian/Ubuntu: libtcmalloc-minimal4; conda: gperftools).
-LIBRARIES = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
+LIBRARIES = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "mimalloc": ("mimalloc",), "jemalloc": ("jemalloc",)}
+# Allocators a Python distribution carries as a shared library: the distribution and the library's file name.
+# cmeel wheels install their C/C++ libraries under site-packages/cmeel.prefix/lib.
+BUNDLED = {"mimalloc": ("cmeel-mimalloc", "libmimalloc.so.3")}
 INSTALL = {
     "tcmalloc": "apt install libtcmalloc-minimal4 (Debian/Ubuntu), dnf install gperftools-libs, or conda install -c "
                 "conda-forge gperftools",
+    "mimalloc": "pip install cmeel-mimalloc (x86-64 Linux; a dependency of medboost there)",
     "jemalloc": "apt install libjemalloc2 (Debian/Ubuntu), dnf install jemalloc, or conda install -c conda-forge "
                 "jemalloc",
 }
@@ -45,8 +53,10 @@ INSTALL = {
 # tcmalloc: no warning on stderr for each allocation over 1 GiB (batch-128 activations are many such);
 # jemalloc: never hand freed pages back (its default gives them back after 10 s, mid-step at the paper's shape,
 # which measured slower than glibc in the CPU preset: 920 against 738-783 ms).
+# mimalloc: the same, for the same reason (its default purges freed pages after 10 ms).
 SETTINGS = {
     "tcmalloc": {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)},
+    "mimalloc": {"MIMALLOC_PURGE_DELAY": "-1"},
     "jemalloc": {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"},
 }
 
@@ -73,6 +83,22 @@ def find(allocator: str) -> str | None:
         found = ctypes.util.find_library(name)
         if found:
             return found
+    return bundled(allocator)
+
+
+def bundled(allocator: str) -> str | None:
+    """The path of ``allocator``'s library where an installed Python distribution carries it (``BUNDLED``)."""
+    if allocator not in BUNDLED:
+        return None
+    distribution, library = BUNDLED[allocator]
+    try:
+        files = metadata.files(distribution) or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == library:
+            path = Path(file.locate())
+            return str(path) if path.is_file() else None
     return None
 
 
@@ -87,7 +113,7 @@ def restart_environment(choice: str, environ: Mapping[str, str], current: str,
         raise ConfigError(f"--allocator (or {ENV})='{choice}' is not an allocator; use one of {', '.join(CHOICES)}")
     if choice == "system" or current in LIBRARIES and choice in ("auto", current):
         return None
-    wanted = "tcmalloc" if choice == "auto" else choice
+    wanted = next((a for a in AUTO_ORDER if finder(a)), AUTO_ORDER[0]) if choice == "auto" else choice
     if environ.get(TRIED) == wanted:  # this process is that restart, and the library did not load
         if choice == "auto":
             return None

@@ -244,8 +244,9 @@ def test_booster_modes_with_pneumollm_are_one_line_config_errors(tmp_path):
 
 def test_a_cpu_bench_on_glibc_says_once_what_a_caching_allocator_gains_and_how():
     hint = bench.allocator_hint("glibc", installed=False)
-    assert "apt install libtcmalloc-minimal4 (Debian/Ubuntu), then --allocator auto" in hint and "\n" not in hint
-    assert "3-20% faster: --allocator auto (or MEDBOOST_ALLOCATOR=auto)" in bench.allocator_hint("glibc", installed=True)
-    # nothing to say when the process is on tcmalloc or jemalloc, or off glibc
+    assert "pip install cmeel-mimalloc, then --allocator auto" in hint and "\n" not in hint
+    assert "3-25% faster: --allocator auto (or MEDBOOST_ALLOCATOR=auto)" in bench.allocator_hint("glibc", installed=True)
+    # nothing to say when the process is on a caching allocator, or off glibc
     assert bench.allocator_hint("tcmalloc", installed=False) is None
+    assert bench.allocator_hint("mimalloc", installed=False) is None
     assert bench.allocator_hint("system", installed=False) is None

@@ -49,7 +49,8 @@ def _main(
     allocator: AllocatorName = typer.Option(
         "system", "--allocator", envvar="MEDBOOST_ALLOCATOR", show_envvar=True,
         help="host-memory allocator for train, evaluate, ablate and bench: system (the default: the process as "
-             "started), auto (tcmalloc where installed), tcmalloc or jemalloc; the last three start the command "
+             "started), auto (tcmalloc where installed, else the mimalloc medboost installs), tcmalloc, mimalloc or "
+             "jemalloc; all but system start the command "
              "again with LD_PRELOAD, which the processes it starts inherit"),
 ) -> None:
     """Benchmark whether a frozen language-model layer boosts biomedical image classifiers (R-LLM on MedMNIST).
