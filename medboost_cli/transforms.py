@@ -44,16 +44,16 @@ class BatchTransform:
         samples), so that processes that each hold some rows of a batch apply the maps one process would."""
         spatial = x.ndim - 2
         x = x.float().div_(255.0)
-        shape = self.resize.sample_shape(tuple(x.shape[2:]), self.out_size)  # where the resampling lands
+        sampled = self.resize.sample_shape(tuple(x.shape[2:]), self.out_size)  # where the resampling lands
         if theta is None and generator is not None:
             theta = self.maps(x.shape[0], spatial, generator)
         if theta is not None:
             theta = theta.to(x.device, non_blocking=True)
-            size = (x.shape[0], x.shape[1]) + shape
+            size = (x.shape[0], x.shape[1]) + sampled
             grid = F.affine_grid(theta, list(size), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
-        elif x.shape[2:] != shape:
-            x = F.interpolate(x, size=shape, mode="bilinear" if spatial == 2 else "trilinear")
+        elif x.shape[2:] != sampled:
+            x = F.interpolate(x, size=sampled, mode="bilinear" if spatial == 2 else "trilinear")
         if x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
                 raise DataError(f"images have {x.shape[1]} channels but the backbone takes {self.in_chans}")
