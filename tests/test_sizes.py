@@ -189,9 +189,9 @@ def test_pinned_ids_of_native_sizes():
     """The first configurations at MedMNIST+ sizes: a change that moves these orphans their results."""
     rllm = [("--booster", "booster.mode", "rllm")]
     assert load_recipe("breast", flags=rllm + [("--size", "data.size", 64)]).run_id() == \
-        "breast-vit-s-rllm-PIN1-s0"
+        "breast-vit-s-rllm-26ce9104-s0"
     assert load_recipe("breast", flags=rllm + [("--size", "data.size", 64)], sets=["data.resize=pad"]).run_id() == \
-        "breast-vit-s-rllm-PIN2-s0"
+        "breast-vit-s-rllm-46e126c1-s0"
 
 
 def test_rows_before_the_key_read_as_upsample():
@@ -223,7 +223,7 @@ def test_breastmnist_64_trains_padded_into_a_larger_input(tmp_path):
 @pytest.mark.slow
 def test_adrenalmnist3d_64_trains_padded(tmp_path):
     data = shared_file("adrenalmnist3d_64.npz").parent
-    recipe = load_recipe("adrenal3d", preset="cpu", flags=[("--size", "data.size", 64)],
+    recipe = load_recipe("adrenal3d", preset="cpu", flags=[("--size", "data.size", 64), ("--booster", "booster.mode", "none")],
                          sets=["data.resize=pad", "backbone.img_size=80", "backbone.patch_size=16",
                                "backbone.dim=32", "backbone.depth=1", "backbone.heads=2", "backbone.dim_head=16",
                                "data.translate=0", "train.epochs=1", "train.warmup_epochs=0"])

@@ -9,7 +9,6 @@ from pathlib import Path
 from medboost_cli.launchers import LAUNCHERS
 from medboost_cli.models.backbones import BACKBONES
 from medboost_cli.models.lm import FAMILIES as LM_FAMILIES
-from medboost_cli.resizing import RESIZES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "medboost_cli"
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
@@ -49,7 +48,6 @@ def test_no_family_or_launcher_is_chosen_by_name_outside_its_registry():
         "launcher": (set(LAUNCHERS), PACKAGE / "launchers"),
         "LM family": (set(LM_FAMILIES), PACKAGE / "models" / "lm"),
         "backbone": (set(BACKBONES), PACKAGE / "models" / "backbones"),
-        "resize mode": (set(RESIZES), PACKAGE / "resizing"),
     }
     found = []
     for kind, (names, home) in registries.items():
