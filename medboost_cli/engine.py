@@ -157,7 +157,7 @@ class Run:
         best = s.best_record()
         return new_row(
             run_id=self.run_id, status=status, task=r.task_info.short, flag=r.task_info.flag, size=r.data.size,
-            backbone=r.backbone.name, booster=r.arm, llm=r.lm_source,
+            resize=r.data.resize, backbone=r.backbone.name, booster=r.arm, llm=r.lm_source,
             layer=built.llm.layer if built.llm else None, frozen=r.booster.freeze, llm_init=r.booster.llm_init,
             lm_norm=built.llm.norm if built.llm else built.stack.norm_kind if built.stack else None, seed=r.seed,
             epochs=r.train.epochs,

@@ -80,11 +80,13 @@ def gradcam_figure(run: str, results_dir: Path, data_dir: Path | None, n_images:
         with torch.no_grad():
             probs.append(model(x).float().softmax(-1)[torch.arange(n), labels].cpu().numpy())
     title = f"Grad-CAM, {task.flag}: {ids[0]} vs {ids[1]}"
-    return _draw(images, labels, maps, probs, loaded[1][0]["booster"], title, out_dir / f"gradcam-{ids[1]}")
+    return _draw(images, labels, maps, probs, loaded[1][0]["booster"], title, out_dir / f"gradcam-{ids[1]}",
+                 eval_tf.resize)
 
 
-def _draw(images, labels, maps, probs, booster: str, title: str, stem: Path) -> list[Path]:
-    """One row per image: the image, the baseline's map, the booster run's map; written as PNG and PDF."""
+def _draw(images, labels, maps, probs, booster: str, title: str, stem: Path, resize) -> list[Path]:
+    """One row per image: the image, the baseline's map, the booster run's map; written as PNG and PDF. The image
+    is drawn where the model saw it (``resize``: interpolated to the input, or padded in its centre)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +97,8 @@ def _draw(images, labels, maps, probs, booster: str, title: str, stem: Path) -> 
     size = maps[0].shape[-1]
     for i in range(n):
         img = images[i].float().mean(0)[None, None] / 255.0
-        img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear")[0, 0].numpy()
+        img = torch.nn.functional.interpolate(img, size=resize.sample_shape(img.shape[2:], size), mode="bilinear")
+        img = resize.place(img, size)[0, 0].numpy()
         axes[i, 0].imshow(img, cmap="gray")
         axes[i, 0].set_title(f"test #{i}, class {int(labels[i])}", fontsize=8)
         for j, name in ((1, "baseline"), (2, f"+ {booster}")):

@@ -23,6 +23,7 @@ from .paths import PathName
 from .recipe_errors import explain as _explain, source_of as _source_of
 from .recipe_yaml import merge, parse_set, read_yaml, recipes_dir, task_recipe_path  # merge: for studies.py too
 from .recipe_yaml import merged as _merged, nest as _nest, recipe_layers as _recipe_layers
+from .resizing import DEFAULT_RESIZE, RESIZES
 from .run_ids import config_digest, make_run_id
 from .tasks import Task, resolve_task
 
@@ -30,6 +31,7 @@ BoosterMode = Literal["none", "rllm", "out", "hybrid", "mlp"]
 BOOSTER_MODES: tuple[str, ...] = BoosterMode.__args__  # type: ignore[attr-defined]
 MODEL_FAMILIES: tuple[str, ...] = tuple(FAMILIES)  # the registered model families (models/families)
 ModelFamilyName = Literal[MODEL_FAMILIES]  # type: ignore[valid-type]
+ResizeName = Literal[tuple(RESIZES)]  # type: ignore[valid-type]  # the registered resize modes (resizing/)
 
 
 class _Strict(BaseModel):
@@ -44,6 +46,9 @@ VIVIT_LEGACY = {"applies": lambda backbone: str(backbone.get("name", "")).starts
 
 class DataConfig(_Strict):
     size: int = Field(28, description="MedMNIST file size (28, 64, 128, 224; 3D: 28, 64)")
+    resize: Annotated[ResizeName, omitted_while(DEFAULT_RESIZE)] = Field(
+        DEFAULT_RESIZE, description="how an image smaller than the backbone's input is brought to it: "
+        + "; ".join(f"{m.name}: {m.what} ({m.protocol})" for m in RESIZES.values()))
     verify: bool = Field(True, description="check MD5 and split sizes against medmnist's INFO")
     hflip: float = Field(0.5, ge=0, le=1, description="probability of flipping the last (W) axis")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of flipping the H axis")
@@ -345,7 +350,10 @@ def validate_layers(layers: list[tuple[str, dict]]) -> Recipe:
         raise ConfigError(
             f"{_source_of(('task',), layers)}: sets task '{recipe.task}' but the command asked for '{layers[0][1]['task']}'"
         )
-    recipe.task_info.check_size(recipe.data.size)
+    try:
+        recipe.task_info.check_size(recipe.data.size)
+    except ConfigError as e:
+        raise ConfigError(f"{_source_of(('data', 'size'), layers)}: {e}") from None
     _check_data_keys(recipe, layers)
     _check_fold_keys(recipe, layers)
     return recipe

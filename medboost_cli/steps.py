@@ -15,15 +15,24 @@ import torch.nn.functional as F
 from . import distributed, metrics
 from .data import BatchTransform, Split
 from .distributed import World
+from .errors import ConfigError
 from .hardware import autocast
+from .resizing import resize_mode
 
 if TYPE_CHECKING:
     from .recipes import Recipe
 
 
 def make_transforms(recipe: Recipe, backbone: nn.Module) -> tuple[BatchTransform, BatchTransform]:
+    """The training (augmenting) and the evaluation transform of ``recipe`` for ``backbone``'s input; a
+    ``data.resize`` that cannot bring the recipe's images to that input is one ConfigError line."""
     d = recipe.data
-    common = dict(out_size=backbone.input_size, in_chans=backbone.in_chans, mean=backbone.mean, std=backbone.std)
+    resize = resize_mode(d.resize)
+    problem = resize.problem(d.size, backbone.input_size)
+    if problem:
+        raise ConfigError(f"data.resize={d.resize}: {problem}")
+    common = dict(out_size=backbone.input_size, in_chans=backbone.in_chans, mean=backbone.mean, std=backbone.std,
+                  resize=resize)
     train = BatchTransform(**common, hflip=d.hflip, vflip=d.vflip, dflip=d.dflip, scale=tuple(d.scale),
                            translate=d.translate, rotate=d.rotate, padding=d.padding)
     return train, BatchTransform(**common)

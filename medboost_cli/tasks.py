@@ -90,7 +90,8 @@ class Task:
                               f"{self.sizes[0]} images; unset data.size (or prepare the cohort at {size})")
         if size not in self.sizes:
             raise ConfigError(
-                f"size {size} is not available for {self.flag}; choose one of {', '.join(map(str, self.sizes))}"
+                f"size {size} is not available for {self.flag}: MedMNIST publishes it at "
+                f"{', '.join(map(str, self.sizes))} only; choose one of those"
             )
 
 
@@ -115,8 +116,14 @@ def resolve_task(name: str) -> Task:
         n_channels=int(info["n_channels"]),
         dims=dims,
         n_samples=dict(info["n_samples"]),
-        sizes=(28, 64) if dims == 3 else (28, 64, 128, 224),
+        sizes=published_sizes(info),
     )
+
+
+def published_sizes(info: dict) -> tuple[int, ...]:
+    """The sizes medmnist's INFO has a file for: 28 (``url``) and each ``url_{size}`` (MedMNIST+: 64, 128 and 224
+    for 2D tasks, 64 for 3D ones)."""
+    return (28,) + tuple(sorted(int(key[4:]) for key in info if key.startswith("url_") and key[4:].isdigit()))
 
 
 def is_cohort_name(name: str) -> bool:

@@ -175,8 +175,8 @@ class TensorBoardTracker(Tracker):
 
     name = "TensorBoard"
     HPARAMS = ("task", "seed", "backbone.name", "booster.mode", "booster.llm", "booster.layer", "booster.freeze",
-               "booster.llm_init", "booster.lm_norm", "data.size", "train.epochs", "train.batch_size", "train.lr",
-               "train.weight_decay")  # the HPARAMS view's columns: what a comparison of runs varies
+               "booster.llm_init", "booster.lm_norm", "data.size", "data.resize", "train.epochs", "train.batch_size",
+               "train.lr", "train.weight_decay")  # the HPARAMS view's columns: what a comparison of runs varies
 
     def _open(self, first_epoch: int) -> bool:
         from torch.utils.tensorboard import SummaryWriter

@@ -1,5 +1,6 @@
-"""Batches on the training device: a uint8 batch resized to the model's input, augmented by one random affine map
-per sample and normalised, in a handful of batched tensor operations (no per-image Python work)."""
+"""Batches on the training device: a uint8 batch brought to the model's input (interpolated or padded:
+``data.resize``, resizing/), augmented by one random affine map per sample and normalised, in a handful of batched
+tensor operations (no per-image Python work)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError
+from .resizing import DEFAULT_RESIZE, RESIZES, ResizeMode
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,9 @@ class BatchTransform:
 
     Augmentation draws one affine map per sample (flips, zoom, shift, in-plane rotation for 2D) and applies
     them all with a single ``affine_grid`` + ``grid_sample`` that also resizes to ``out_size``. Without
-    augmentation the batch is resized with ``F.interpolate`` (same bilinear/trilinear sampling).
+    augmentation the batch is resized with ``F.interpolate`` (same bilinear/trilinear sampling). ``resize`` says
+    how a smaller image reaches ``out_size``: ``upsample`` resamples it to ``out_size`` as above; ``pad`` resamples
+    (augments) it at its own size and pads the normalised batch with zeros around it.
     """
 
     out_size: int
@@ -32,6 +36,7 @@ class BatchTransform:
     translate: float = 0.0
     rotate: float = 0.0
     padding: str = "border"
+    resize: ResizeMode = RESIZES[DEFAULT_RESIZE]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
                  theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -39,15 +44,16 @@ class BatchTransform:
         samples), so that processes that each hold some rows of a batch apply the maps one process would."""
         spatial = x.ndim - 2
         x = x.float().div_(255.0)
+        sampled = self.resize.sample_shape(tuple(x.shape[2:]), self.out_size)  # where the resampling lands
         if theta is None and generator is not None:
             theta = self.maps(x.shape[0], spatial, generator)
         if theta is not None:
             theta = theta.to(x.device, non_blocking=True)
-            size = (x.shape[0], x.shape[1]) + (self.out_size,) * spatial
+            size = (x.shape[0], x.shape[1]) + sampled
             grid = F.affine_grid(theta, list(size), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
-        elif x.shape[2:] != (self.out_size,) * spatial:
-            x = F.interpolate(x, size=(self.out_size,) * spatial, mode="bilinear" if spatial == 2 else "trilinear")
+        elif x.shape[2:] != sampled:
+            x = F.interpolate(x, size=sampled, mode="bilinear" if spatial == 2 else "trilinear")
         if x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
                 raise DataError(f"images have {x.shape[1]} channels but the backbone takes {self.in_chans}")
@@ -55,7 +61,7 @@ class BatchTransform:
         shape = (1, -1) + (1,) * spatial
         mean = torch.tensor(self.mean, device=x.device).view(shape)
         std = torch.tensor(self.std, device=x.device).view(shape)
-        return (x - mean) / std
+        return self.resize.place((x - mean) / std, self.out_size)
 
     @property
     def augments(self) -> bool:

@@ -47,6 +47,8 @@ def train(
                                         "(PneumoLLM: its recipes/models/pneumollm.yaml and the pneumollm.* keys)"),
     backbone: Optional[choices.BackboneName] = typer.Option(None, "--backbone", help="backbone (default: the recipe's)"),
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed, 0 <= seed < 2**32 (default: the recipe's, 0)"),
+    size: Optional[int] = typer.Option(None, "--size", help="the MedMNIST file's image size (data.size): 28, 64, 128 "
+                                       "or 224 (3D: 28 or 64); data.resize says how it reaches the backbone's input"),
     preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),
     data_dir: Optional[Path] = DataDir,
     results_dir: Optional[Path] = ResultsDir,
@@ -75,7 +77,8 @@ def train(
     """Train a classifier with or without the booster; select on val, score test once, write a results row."""
     flags = [("--booster", "booster.mode", choices.value(booster)), ("--model", "model", model),
              ("--backbone", "backbone.name", choices.value(backbone)),
-             ("--seed", "seed", seed), ("--folds", "data.folds", folds), ("--fold", "data.fold", fold)]
+             ("--seed", "seed", seed), ("--size", "data.size", size), ("--folds", "data.folds", folds),
+             ("--fold", "data.fold", fold)]
     flags += common_flags(epochs, lr, batch_size, llm, layer)
     _train(task, flags, preset=choices.value(preset), sets=sets, recipe_file=recipe_file, data_dir=data_dir,
            folder=results_dir_of(results_dir), track=track, resume=resume, force=force, quiet=quiet,
