@@ -64,6 +64,8 @@ UPGRADES: tuple[Upgrade, ...] = (
     # added within schema 3: the test metric panel (panel.py) and the run manifest, not recorded before
     Upgrade(None, dict.fromkeys(("test_balanced_acc", "test_macro_f1", "test_mcc", "test_ece", "test_panel_json",
                                  "manifest_json"), lambda row: None)),
+    # added within schema 3: the step budget's columns (budget.py), not recorded before
+    Upgrade(None, dict.fromkeys(("steps", "eval_points", "val_subset"), lambda row: None)),
 )
 SCHEMA_VERSION = 1 + max(u.version for u in UPGRADES if u.version is not None)
 
