@@ -172,7 +172,8 @@ class Run:
             precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
             frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
             history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
-            manifest_json=run_manifest(self.data.path, device_name(self.device), r.lm_source, built.frozen_sha256),
+            manifest_json=run_manifest(self.data.path, device_name(self.device), r.lm_source, built.frozen_sha256,
+                                       built.lm_files),
             started_at=s.started_at, data_dir=self.data_dir, **extra,
         )
 
