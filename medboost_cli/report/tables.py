@@ -215,11 +215,8 @@ RENDERERS: dict[str, Callable[[Config, TableSpec], Table]] = {
 
 
 def build_tables(configs: list[Config]) -> list[Table]:
-    """Every table the studies declare, the paper's in its order (Table 1 first), then the others by study; each
-    caption says what its cells are (captions.py)."""
-    from .captions import with_cells_caption
-
-    built = [(spec.paper_table or math.inf, with_cells_caption(RENDERERS[spec.kind](config, spec)))
+    """Every table the studies declare, the paper's in its order (Table 1 first), then the others by study."""
+    built = [(spec.paper_table or math.inf, RENDERERS[spec.kind](config, spec))
              for config in configs for spec in config.study.tables]
     return [table for _, table in sorted(built, key=lambda pair: pair[0])]
 
