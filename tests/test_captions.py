@@ -50,8 +50,9 @@ def test_each_study_table_says_what_its_cells_are(tmp_path, study, table, paper)
         assert title.endswith(paper)
     else:
         assert "paper" not in title.split(OURS)[1] and "[" not in title
-    tex = written["latex"].read_text()
-    assert SEEDS_SHOWN not in tex  # LaTeX cells show no (n): the table's seeds line says it
+    tex = next(line for line in written["latex"].read_text().splitlines()
+               if line.startswith(rf"\textbf{{{table}"))  # the table's title in report.tex
+    assert "epoch selected on validation" in tex and SEEDS_SHOWN not in tex  # LaTeX cells show no (n)
     assert (PAPER_IN_COLUMN in tex) == bool(paper) and PAPER_IN_BRACKETS not in tex
 
 

@@ -29,8 +29,9 @@ def cells_caption(table: Table) -> str:
 
 
 def with_cells_caption(table: Table) -> Table:
-    """``table`` with ``cells_caption`` after its title."""
-    sentence = cells_caption(table)
+    """``table`` with ``cells_caption`` after its title where it holds numbers of our runs (a table without any is a
+    line with the command that fills it, or with ``--all`` a table of "—")."""
+    sentence = cells_caption(table) if table.has_data else ""
     if sentence:
         table.title = f"{table.title}. {sentence}"
     return table
