@@ -10,7 +10,7 @@ import pytest
 from medboost_cli.recipes import recipes_dir
 from medboost_cli.recipe_yaml import load_yaml
 from medboost_cli.report import make_report
-from medboost_cli.report.captions import OURS, PAPER_IN_BRACKETS, PAPER_IN_COLUMN, SEEDS_SHOWN, cells_caption
+from medboost_cli.report.captions import ONE_RUN, OURS, PAPER_IN_BRACKETS, PAPER_IN_COLUMN, SEEDS_SHOWN, cells_caption
 from medboost_cli.report.gather import Value
 from medboost_cli.report.tables import Table, _Params
 
@@ -28,6 +28,8 @@ def test_the_sentence_follows_what_the_cells_hold():
     assert cells_caption(every) == f"{OURS}; {PAPER_IN_BRACKETS}."
     assert cells_caption(_table(Value(80.0, 1.0, 3, 81.0), Value(70.0, 1.0, 3))) == f"{OURS}; {SOME}."
     assert cells_caption(_table(Value(80.0, 1.0, 3), Value(None, 0.0, 0))) == f"{OURS}."
+    assert cells_caption(_table(Value(80.0, 0.0, 1), Value(None, 0.0, 0))) == f"{ONE_RUN}."  # no spread to state
+    assert cells_caption(_table(Value(80.0, 0.0, 1), Value(70.0, 1.0, 2))) == f"{OURS}."
     assert "Params: millions" in cells_caption(_table(_Params(1.5, 0.0, 0, 2.0), Value(80.0, 1.0, 3)))
     assert cells_caption(_table("text only")) == ""
 

@@ -1,7 +1,8 @@
 """What a study table's cells are, said in its caption from what the table holds: our numbers (test %, mean ± sample
-sd over seeds, each run's epoch selected on validation), parameter counts, and the paper's values, in brackets in
-every cell or only where the paper gives one, or not at all. A study's ``caption`` names what the table compares;
-this sentence, added to it, cannot say "[paper]" of a table without paper values or claim them for every cell."""
+sd over seeds, or one run's where every cell has one seed, each run's epoch selected on validation), parameter
+counts, and the paper's values, in brackets in every cell or only where the paper gives one, or not at all. A study's
+``caption`` names what the table compares; this sentence, added to it, cannot say "[paper]" of a table without paper
+values or claim them for every cell."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from .tables import Table, _Params
 
 SEEDS_SHOWN = " (their number in parentheses; n=1: a single run)"  # as Markdown and HTML cells show them
 OURS = f"Our numbers: test %, mean ± sd over seeds{SEEDS_SHOWN}, each run's epoch selected on validation"
+ONE_SHOWN = " (n=1)"
+ONE_RUN = f"Our numbers: test % of one run each{ONE_SHOWN}, its epoch selected on validation"  # one seed: no spread
 PARAMS = "Params: millions of parameters"
 PAPER_IN_BRACKETS = "the paper's value in brackets"
 PAPER_IN_COLUMN = "the paper's value in the column beside ours"  # LaTeX's layout (latex.py)
@@ -20,7 +23,9 @@ def cells_caption(table: Table) -> str:
     values = [c for row in table.rows for c in row if isinstance(c, Value)]
     if not values:
         return ""
-    parts = [OURS] if any(not isinstance(v, _Params) for v in values) else []
+    ours = [v for v in values if not isinstance(v, _Params)]
+    one_run = {v.n for v in ours if v.mean is not None} == {1}
+    parts = [ONE_RUN if one_run else OURS] if ours else []
     parts += [PARAMS] if any(isinstance(v, _Params) for v in values) else []
     with_paper = sum(v.paper is not None for v in values)
     if with_paper:
@@ -40,4 +45,4 @@ def with_cells_caption(table: Table) -> Table:
 def latex_caption(title: str) -> str:
     """A title as the LaTeX layout reads: the paper's values stand in a column of their own there, and the number
     of seeds is said once for the table (latex.seeds_text), not in each cell."""
-    return title.replace(PAPER_IN_BRACKETS, PAPER_IN_COLUMN).replace(SEEDS_SHOWN, "")
+    return title.replace(PAPER_IN_BRACKETS, PAPER_IN_COLUMN).replace(SEEDS_SHOWN, "").replace(ONE_SHOWN, "")
