@@ -66,7 +66,7 @@ def _results_default(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True, scope="session")
 def _hash_cache(tmp_path_factory):
-    """Checkpoint hashes (file_hashes.py) are kept in the session's own folder, never in the user's ~/.cache."""
+    """Checkpoint hashes (file_hashes.py) are kept in the test run's own folder, never in the user's ~/.cache."""
     mp = pytest.MonkeyPatch()
     mp.setenv("MEDBOOST_HASH_CACHE", str(tmp_path_factory.mktemp("hash-cache")))
     yield
