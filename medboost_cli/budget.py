@@ -49,6 +49,22 @@ def steps_per_point(train, steps_per_epoch: int) -> int:
     return -(-train.steps // points(train, steps_per_epoch)) if binds(train, steps_per_epoch) else steps_per_epoch
 
 
+def row_columns(run) -> dict[str, Any]:
+    """The row's step-budget columns: ``steps``, the optimizer steps trained when the row is written (a completed
+    run whose budget binds: ``train.steps``, unless it stopped early); ``eval_points``, the evaluation points where
+    the budget binds (None: the run validates once per epoch); ``val_subset``, the size of the validation subset it
+    selects on (None: the full validation split)."""
+    t, spe, history = run.recipe.train, run.steps_per_epoch, run.state.history
+    steps = history[-1].get("step", len(history) * spe) if history else 0
+    return {"steps": steps, "eval_points": points(t, spe) if binds(t, spe) else None, "val_subset": run.val_subset}
+
+
+def subset_size(n: int | None, n_val: int) -> int | None:
+    """The size of the validation subset ``with_val_subset`` cuts from a split of ``n_val`` samples (``n``:
+    ``train.val_subset``); None where it keeps the full split."""
+    return n if n is not None and n < n_val else None
+
+
 def images_seen(history: list[dict[str, Any]], n_train: int) -> int:
     """Training images over the recorded epochs or points."""
     return sum(h.get("images", n_train) for h in history)

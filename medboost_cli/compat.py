@@ -67,6 +67,8 @@ UPGRADES: tuple[Upgrade, ...] = (
     # added within schema 3: how a smaller image reached the backbone's input (data.resize); every run before
     # the key interpolated it
     Upgrade(None, {"resize": lambda row: "upsample"}),
+    # added within schema 3: the step budget's columns (budget.py), not recorded before
+    Upgrade(None, dict.fromkeys(("steps", "eval_points", "val_subset"), lambda row: None)),
 )
 SCHEMA_VERSION = 1 + max(u.version for u in UPGRADES if u.version is not None)
 

@@ -20,8 +20,9 @@ The cohort file's layout is in ``cohort_file.py``.
 
 Files are read one at a time into a preallocated uint8 array (S*S bytes per listed file); a bad file (not DICOM,
 no pixel data, a transfer syntax no installed decoder reads, colour, multi-frame, no mask) is skipped with one
-line that names it and counted in the summary. The archive is written to a temporary file and renamed, so an
-interrupted run leaves no partial file.
+line that names it and counted in the summary; one whose image or .npy mask declares more than it holds or than
+memory allows stops the command with one line naming it (``dicom_limits.py``, ``npz_arrays.py``). The archive is
+written to a temporary file and renamed, so an interrupted run leaves no partial file.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from typing import Callable
 import numpy as np
 
 from .cohort_file import COHORT_FORMAT, COHORT_VERSION, MAX_CLASSES, write_cohort
+from .dicom_limits import check_declared_size
 from .errors import ConfigError, DataError, short
+from .npz_arrays import read_npy
 from .paths import confined
 
 LABEL_COLUMNS = ("file", "patient_id", "label")
@@ -126,6 +129,7 @@ def read_dataset(path: Path):
         raise SkipFile(f"not MONOCHROME1/2 (PhotometricInterpretation '{photometric}'; colour is not supported)")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise SkipFile(f"multi-frame ({ds.NumberOfFrames} frames; one radiograph per file is supported)")
+    check_declared_size(ds, path)  # before the pixel data is decoded
     return ds
 
 
@@ -217,15 +221,18 @@ def find_mask(masks: Path, file: str) -> Path:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A 2D boolean mask from a PNG (any mode; non-zero = lung) or a .npy array."""
+    """A 2D boolean mask from a PNG (any mode; non-zero = lung) or a .npy array, whose header is checked before the
+    array is allocated (``npz_arrays.npy_header``: a DataError naming the file)."""
     try:
         if path.suffix == ".npy":
-            mask = np.load(path, allow_pickle=False)
+            mask = read_npy(path)
         else:
             from PIL import Image
 
             with Image.open(path) as img:
                 mask = np.asarray(img.convert("L"))
+    except DataError:
+        raise
     except Exception as e:  # PIL and numpy raise many kinds for a damaged file
         raise SkipFile(f"unreadable mask ({path}: {type(e).__name__}: {_first_line(e)})") from None
     if mask.ndim != 2:

@@ -80,6 +80,7 @@ class Run:
     cost: RunCost | None = None  # wall time by part and FLOPs (run_cost.py)
     data_dir: str | None = None  # the folder the data came from, recorded in the row
     val_scores: dict[str, np.ndarray] = field(default_factory=dict)  # the last and the best epoch's (panel.py)
+    val_subset: int | None = None  # the validation subset's size where selection uses one (budget.py)
 
     @classmethod
     def build(cls, recipe: Recipe, data_dir: Path, results: ResultsDir, cost: RunCost | None = None) -> Run:
@@ -91,6 +92,7 @@ class Run:
         with cost.part("data"):
             data = load_dataset(recipe.task_info, recipe.data.size, data_dir, verify=recipe.data.verify,
                                 select_metric=recipe.train.select_metric).to(device)
+            subset = budget.subset_size(recipe.train.val_subset, len(data.splits["val"]))
             data = budget.with_val_subset(data, recipe.train.val_subset)  # selection on a fixed subset, if asked
         with cost.part("model"):
             built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
@@ -101,7 +103,7 @@ class Run:
         return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built, runner,
                    make_transforms(recipe, built.model.backbone), optimizer, make_schedule(optimizer, recipe, steps),
                    world=world, devices=distributed.gather(device_name(device)), cost=cost,
-                   data_dir=str(Path(data_dir).resolve()))
+                   data_dir=str(Path(data_dir).resolve()), val_subset=subset)
 
     @property
     def run_id(self) -> str:
@@ -161,7 +163,7 @@ class Run:
             layer=built.llm.layer if built.llm else None, frozen=r.booster.freeze, llm_init=r.booster.llm_init,
             lm_norm=built.llm.norm if built.llm else built.stack.norm_kind if built.stack else None, seed=r.seed,
             epochs=r.train.epochs,
-            epochs_done=len(s.history), best_epoch=s.best_epoch,
+            epochs_done=len(s.history), best_epoch=s.best_epoch, **budget.row_columns(self),
             select_metric=r.train.select_metric, val_acc=best.get("val_acc"), val_auc=best.get("val_auc"),
             params_total=total, params_trainable=trainable, train_seconds=s.train_seconds,
             images_per_second=(budget.images_seen(s.history, n_train) / s.train_seconds) if s.train_seconds else None,
@@ -170,7 +172,8 @@ class Run:
             precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
             frozen_sha256=built.frozen_sha256, config_hash=r.config_hash(), config_json=r.model_dump_json(),
             history_json=json.dumps(s.history), versions_json=package_versions(), git_commit=git_commit(),
-            manifest_json=run_manifest(self.data.path, device_name(self.device), r.lm_source, built.frozen_sha256),
+            manifest_json=run_manifest(self.data.path, device_name(self.device), r.lm_source, built.frozen_sha256,
+                                       built.lm_files),
             started_at=s.started_at, data_dir=self.data_dir, **extra,
         )
 

@@ -65,6 +65,15 @@ def _results_default(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _hash_cache(tmp_path_factory):
+    """Checkpoint hashes (file_hashes.py) are kept in the test run's own folder, never in the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEDBOOST_HASH_CACHE", str(tmp_path_factory.mktemp("hash-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _no_network():
     """Fail any name lookup or connection beyond this machine, as an unplugged cable would (tests that need an
     unreachable server get one whatever the machine's network; a test that reaches out by mistake fails)."""

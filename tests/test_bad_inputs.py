@@ -5,8 +5,9 @@
 * recipe values the schema accepts as types but no model can use: sizes of 0, heads that do not divide the width, a
   patch larger than the input, a warmup past any float, a zoom range that mirrors the image, devices medboost does
   not train on, a weights file that is not one;
-* sizes checked before allocation: an npz header claiming more than its member holds, cohort and labels.csv class
-  indices, ``prepare dicom --size``, an LM layer larger than the available memory;
+* sizes checked before allocation: an npz or .npy mask header claiming more than its member or file holds, a DICOM
+  declaring a huge image, cohort and labels.csv class indices, ``prepare dicom --size``, an LM layer larger than
+  the available memory;
 * paths: labels.csv rows leaving the DICOM folder, names over the file system's limits;
 * a data file that is not a regular file (a FIFO would block the MD5 check forever);
 * a test split on which the run's test AUC would be NaN; ``runs`` over a missing folder or a status that no run
@@ -266,6 +267,32 @@ def _labels_csv(rows: list[tuple[str, str, object]], *extra) -> Callable[[Path],
     return make
 
 
+def _dicom_declaring(rows: int, cols: int, mask_shape: tuple[int, ...] | None = None) -> Callable[[Path], list]:
+    """``prepare dicom`` of one file whose Rows x Columns tags say ``rows`` x ``cols`` (its pixel data 64 x 64),
+    with a .npy lung mask whose header claims ``mask_shape`` (its data 64 bytes) where given."""
+    def make(tmp: Path) -> list:
+        import pydicom
+
+        from .dicom_fixtures import write_dicom, write_labels
+
+        path = write_dicom(tmp / "dicom" / "a.dcm", np.full((64, 64), 100, np.uint16))
+        ds = pydicom.dcmread(path)
+        ds.Rows, ds.Columns = rows, cols
+        ds.save_as(path)
+        write_labels(tmp / "labels.csv", [("a.dcm", "p", 0)])
+        masks = []
+        if mask_shape is not None:
+            (tmp / "masks").mkdir()
+            with open(tmp / "masks" / "a.npy", "wb") as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": mask_shape})
+                f.write(b"\1" * 64)
+            masks = ["--masks", tmp / "masks"]
+        return ["prepare", "dicom", tmp / "dicom", "--labels", tmp / "labels.csv", "--out", tmp / "results" / "o.npz",
+                *masks]
+
+    return make
+
+
 LONG = "x" * 300
 SIZE_AND_PATH_CASES = {
     "npy-header-1e9-images": (_huge_header, ["train_images claims shape (1000000000, 28, 28)",
@@ -287,6 +314,11 @@ SIZE_AND_PATH_CASES = {
                           ["bad value for 'booster.llm'", "has a name of 300 bytes"], 2),
     "data-dir-name-too-long": (lambda t: TRAIN + ["--data-dir", t / LONG],
                                ["--data-dir", "has a name of 300 bytes"], 2),
+    "dicom-rows-columns-65535": (_dicom_declaring(65535, 65535), [
+        "a.dcm: declares an image of 65535 x 65535 pixels (Rows x Columns), more than the 16,384 a side may have",
+        "remove it from labels.csv"], 3),
+    "npy-mask-header-1e6-squared": (_dicom_declaring(64, 64, (10**6, 10**6)), [
+        "a.npy claims shape (1000000, 1000000) of uint8 (1,000,000,000,000 bytes) but holds 64 bytes"], 3),
     "fifo-data-file": (_fifo("true"), ["breastmnist.npz: is a FIFO (named pipe), not a regular file"], 3),
     "fifo-data-file-unverified": (_fifo("false"), ["breastmnist.npz: is a FIFO (named pipe)"], 3),
     "runs-status-typo": (lambda t: ["runs", "--status", "complete"],

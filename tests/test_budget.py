@@ -144,3 +144,28 @@ def test_evaluate_scores_val_on_the_subset_the_run_selected_on(data_dir, tmp_pat
     row = train(budget_recipe("breast", "none", "train.val_subset=8"), data_dir, tmp_path / "r", log=quiet)
     again = evaluate_run(row["run_id"], tmp_path / "r", data_dir, split="val")
     assert len(again["labels"]) == 8 and again["auc"] == row["val_auc"]
+
+
+def test_the_row_records_the_steps_the_points_and_the_selection_subset(data_dir, tmp_path):
+    """``steps``, ``eval_points`` and ``val_subset``: a binding budget with a subset, then an epoch run whose
+    subset is no smaller than its validation split (16 samples), which selects on the whole split."""
+    budgeted = train(budget_recipe("breast", "none", "train.val_subset=8"), data_dir, tmp_path / "a", log=quiet)
+    assert (budgeted["steps"], budgeted["eval_points"], budgeted["val_subset"]) == (7, 3, 8)
+    epochs = train(load_recipe("breast", preset="cpu", sets=TINY_SETS + ["train.steps=100", "train.val_subset=16"]),
+                   data_dir, tmp_path / "b", log=quiet)
+    assert (epochs["steps"], epochs["eval_points"], epochs["val_subset"]) == (2 * 3, None, None)
+    from medboost_cli.results import read_row
+
+    assert read_row(tmp_path / "a", budgeted["run_id"])["val_subset"] == 8  # as written, as read
+
+
+def test_the_row_columns_follow_the_history_of_a_run_that_stopped_early():
+    from types import SimpleNamespace
+
+    recipe = load_recipe("breast", preset="cpu", sets=BUDGET)
+    run = SimpleNamespace(recipe=recipe, steps_per_epoch=3, val_subset=None,
+                          state=SimpleNamespace(history=[{"step": 2}, {"step": 4}]))
+    assert budget.row_columns(run) == {"steps": 4, "eval_points": 3, "val_subset": None}
+    run.state.history = []
+    assert budget.row_columns(run)["steps"] == 0
+    assert budget.subset_size(8, 16) == 8 and budget.subset_size(16, 16) is None and budget.subset_size(None, 5) is None

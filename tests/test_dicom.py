@@ -246,3 +246,42 @@ def test_colour_multiframe_and_flat_images_are_skipped(tmp_path):
         assert str(caught.value).startswith(reason), caught.value
     x, source = dicom.display_image(dicom.read_dataset(write_dicom(tmp_path / "w.dcm", raw)))
     assert source == "window" and np.allclose(x, (100 - 2047.5) / 4095 + 0.5)  # a window keeps a flat image
+
+
+def test_an_image_too_large_for_the_memory_stops_before_its_pixels_are_decoded(tmp_path, monkeypatch):
+    """16,000 x 16,000 declared (within the side limit), 4 GiB available: refused without decoding the file."""
+    from collections import namedtuple
+
+    import psutil
+    import pydicom
+
+    path = write_dicom(tmp_path / "dicom" / "a.dcm", np.zeros((64, 64), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.Rows = ds.Columns = 16_000
+    ds.save_as(path)
+    write_labels(tmp_path / "labels.csv", [("a.dcm", "p", 0)])
+    memory = namedtuple("memory", "available total")(4 * 2**30, 8 * 2**30)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory)
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(lambda self: pytest.fail("pixel data decoded")))
+    result = run("prepare", "dicom", tmp_path / "dicom", "--labels", tmp_path / "labels.csv", "--out",
+                 tmp_path / "o.npz")
+    assert_one_line_error(result, "a.dcm: its 16000 x 16000 image needs 7.6 GiB to decode and window, more than "
+                          "the 4.0 GiB of memory available", code=DataError.exit_code)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_a_npy_mask_is_read_with_its_header_checked(tmp_path):
+    mask = np.zeros((6, 5), dtype=bool)
+    mask[1:3, 2:4] = True
+    np.save(tmp_path / "m.npy", mask)
+    assert (dicom.read_mask(tmp_path / "m.npy") == mask).all()
+    np.save(tmp_path / "cube.npy", np.ones((2, 2, 2), np.uint8))
+    with pytest.raises(dicom.SkipFile, match="mask not 2D"):
+        dicom.read_mask(tmp_path / "cube.npy")
+    data = (tmp_path / "m.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-10])  # the header says 30 bytes; 20 follow it
+    with pytest.raises(DataError, match=r"cut.npy claims shape \(6, 5\) of bool \(30 bytes\) but holds 20 bytes"):
+        dicom.read_mask(tmp_path / "cut.npy")
+    (tmp_path / "junk.npy").write_bytes(b"not an array")
+    with pytest.raises(dicom.SkipFile, match="unreadable mask"):
+        dicom.read_mask(tmp_path / "junk.npy")

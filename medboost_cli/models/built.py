@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.nn as nn
 
@@ -17,6 +18,12 @@ class BuiltModel:
     frozen_sha256: str | None  # hash of the frozen weights (F_L; PneumoLLM: its LM and frozen vision encoder),
     # stored in checkpoints instead of the weights
     stack: LoadedStack | None = None  # PneumoLLM's LM layers
+
+    @property
+    def lm_files(self) -> tuple[Path, ...]:
+        """The LM checkpoint files read to build it (config, index file, the shards holding its layers)."""
+        loaded = self.llm or self.stack
+        return loaded.files if loaded is not None else ()
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

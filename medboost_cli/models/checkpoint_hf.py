@@ -35,12 +35,34 @@ class Source(NamedTuple):
     read_layer: Callable[[int, LayerSpec, torch.dtype], dict[str, torch.Tensor]]  # -> state dict in our names
     read_final_norm: Callable[[torch.dtype], dict[str, torch.Tensor]]  # -> norm parameter name -> tensor
     rope_rows_: Callable[[nn.Module, LayerSpec], None] | None = None  # reorders q/k rows for RoPE (Meta files)
+    # -> the files read for layer i (None: the shape alone) with or without the final norm (the run manifest's)
+    files: Callable[[int | None, bool], list[Path]] | None = None
 
 
 def hf_folder_source(path: Path) -> Source:
     spec = hf_layer_spec(read_json_object(path / "config.json"), str(path / "config.json"))
     return Source(str(path), spec, lambda i, spec, dt: read_hf_layer(path, i, spec, dt),
-                  lambda dt: read_hf_final_norm(path, spec, dt))
+                  lambda dt: read_hf_final_norm(path, spec, dt), files=lambda i, norm: hf_files(path, spec, i, norm))
+
+
+INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def hf_files(folder: Path, spec: LayerSpec, index: int | None, final_norm: bool) -> list[Path]:
+    """The files of a Hugging Face folder that reading layer ``index`` (and the final norm) reads: config.json, the
+    index file and the shards holding those tensors, or the single weights file; config.json alone for ``index``
+    None (the shape without weights). As ``hf_key_files`` chooses them, without reading any tensor."""
+    files = [folder / "config.json"]
+    if index is None:
+        return files
+    for name in INDEX_NAMES:
+        if (folder / name).exists():
+            key_files = weight_map(read_json_object(folder / name), str(folder / name))
+            keys = list(layer_keys(key_files, index, str(folder)))
+            keys += list(final_norm_keys(key_files, spec, str(folder)).values()) if final_norm else []
+            return files + [folder / name] + [folder / f for f in sorted({key_files[k] for k in keys})]
+    single = "model.safetensors" if (folder / "model.safetensors").exists() else "pytorch_model.bin"
+    return files + [folder / single]
 
 
 _LAYER_KEY = re.compile(r"^(?P<prefix>(?:[A-Za-z_]+\.)*?(?:layers|layer))\.(?P<index>\d+)\.(?P<rest>.+)$")
@@ -118,7 +140,7 @@ def tensor_in(state: dict, key: str, path: Path):
 
 def hf_key_files(folder: Path) -> dict[str, str]:
     """Every tensor key -> the file holding it, from the index file or the single file's header."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+    for index_name in INDEX_NAMES:
         if (folder / index_name).exists():
             return weight_map(read_json_object(folder / index_name), str(folder / index_name))
     if (folder / "model.safetensors").exists():

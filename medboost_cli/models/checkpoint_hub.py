@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..hub import cached_file, ensure_reachable
-from .checkpoint_hf import Source, final_norm_keys, layer_keys, read_hf_final_norm, read_hf_layer
+from .checkpoint_hf import Source, final_norm_keys, hf_files, layer_keys, read_hf_final_norm, read_hf_layer
 from .lm import LayerSpec, hf_layer_spec
 from .untrusted import first_line, read_json_object, weight_map
 
@@ -60,4 +60,5 @@ def hub_source(repo: str) -> Source:
         folder = fetch_files_of(lambda files: final_norm_keys(files, spec, repo).values())
         return read_hf_final_norm(folder, spec, dtype)
 
-    return Source(repo, spec, read_layer, read_final_norm)
+    return Source(repo, spec, read_layer, read_final_norm,
+                  files=lambda i, norm: hf_files(config.parent, spec, i, norm))  # the cache's copy, once fetched

@@ -26,7 +26,8 @@ def is_meta_folder(source: str) -> bool:
 def meta_folder_source(path: Path) -> Source:
     spec = meta_layer_spec(read_json_object(path / "params.json"), str(path / "params.json"))
     return Source(str(path), spec, lambda i, spec, dt: read_meta_layer(path, i, spec, dt),
-                  lambda dt: read_meta_final_norm(path, spec, dt), meta_format_family(str(path)).meta.rope_rows_)
+                  lambda dt: read_meta_final_norm(path, spec, dt), meta_format_family(str(path)).meta.rope_rows_,
+                  files=lambda i, norm: [path / "params.json"] + ([] if i is None else _files(path)))
 
 
 def _files(folder: Path) -> list[Path]:

@@ -56,6 +56,7 @@ class LoadedLayer:
     layer: int  # index in the source model, non-negative
     sha256: str  # hash of the weights as used (the final norm included)
     norm: str = "none"  # booster.lm_norm as resolved: unit, pretrained or none
+    files: tuple[Path, ...] = ()  # the checkpoint files read (config, index, shards), for the run manifest
 
 
 def load_llm_layer(
@@ -85,13 +86,20 @@ def load_llm_layer(
         random_init_(block, spec, generator)
         block = _add_final_norm(block, spec, norm, None).to(dtype)
         return LoadedLayer(block, spec, source if found is None else found.description, index,
-                           weights_sha256(block), norm)
+                           weights_sha256(block), norm, _files_read(found, None, False))
     block = _read_block(found, index, dtype, source)
     state = found.read_final_norm(dtype) if norm == "pretrained" else None
     block = _add_final_norm(block, spec, norm, state).to(dtype)
     if init == "shuffled":
         shuffle_(block, generator)
-    return LoadedLayer(block, spec, found.description, index, weights_sha256(block), norm)
+    return LoadedLayer(block, spec, found.description, index, weights_sha256(block), norm,
+                       _files_read(found, index, norm == "pretrained"))
+
+
+def _files_read(found: Source | None, index: int | None, final_norm: bool) -> tuple[Path, ...]:
+    """What ``found``'s checkpoint files building a layer read: none for ``random:NAME``, the shape's file alone
+    where no weights are read (``index`` None), else the layer's files."""
+    return () if found is None or found.files is None else tuple(found.files(index, final_norm))
 
 
 def _read_block(found: Source, index: int, dtype: torch.dtype, source: str) -> nn.Module:
@@ -118,6 +126,7 @@ class LoadedStack:
     layers: list[int]  # indices in the source model, non-negative
     sha256: str  # hash of the per-layer hashes (the final norm included)
     norm_kind: str = "none"  # as resolved: unit, pretrained or none
+    files: tuple[Path, ...] = ()  # the checkpoint files read, each once, in the order first read
 
 
 def load_llm_layers(
@@ -151,7 +160,8 @@ def load_llm_layers(
         for block in blocks:
             reorder(block, spec)
     digest = hashlib.sha256("".join(one.sha256 for one in loaded).encode()).hexdigest()
-    return LoadedStack(blocks, final, loaded[0].spec, loaded[0].source, indices, digest, loaded[-1].norm)
+    files = tuple(dict.fromkeys(f for one in loaded for f in one.files))
+    return LoadedStack(blocks, final, loaded[0].spec, loaded[0].source, indices, digest, loaded[-1].norm, files)
 
 
 def _add_final_norm(block: nn.Module, spec: LayerSpec, norm: str, state: dict | None) -> nn.Module:

@@ -32,6 +32,7 @@ from ..errors import ConfigError, ResultsError
 from ..fileio import write_csv, write_text
 from ..cohort import cv_groups
 from ..results import warn_line
+from .captions import with_cells_caption
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .latex import latex_escape, render_latex, write_fragments
@@ -86,7 +87,8 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     seen: set = set()
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
     outside = outside_cells(configs, df)
-    tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
+    studies = [with_cells_caption(t) for t in build_tables(configs)]  # each caption says what its cells are
+    tables = studies + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
     cv = cv_groups(df.to_dict("records")) if not df.empty else []
     tables += ([table_cv(cv)] if cv else []) + panel_tables(configs)
     out_dir.mkdir(parents=True, exist_ok=True)

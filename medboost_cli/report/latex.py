@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..fileio import write_text
+from .captions import latex_caption
 from .gather import Value
 from .render import EMPTY, FIGURE_CAPTION, NO_PAIRS, SKIPPED, Meta, empty_lines, introduction
 from .tables import Table, _Params, best_values
@@ -81,7 +82,7 @@ def fragment(t: Table) -> str:
     for j, _, paper in columns:
         header.append(latex_text(re.sub(r"\s*\[paper\]", "", t.header[j])))
         header += ["paper"] if paper else []
-    lines = [f"% {t.title}", f"% {seeds_text(t)}", "% needs \\usepackage{booktabs}",
+    lines = [f"% {latex_caption(t.title)}", f"% {seeds_text(t)}", "% needs \\usepackage{booktabs}",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
     for row in t.rows:
         cells = []
@@ -132,7 +133,8 @@ def render_latex(tables: list[Table], sentences: list[str], meta: Meta) -> str:
     for t in tables:
         seeds = f"; {seeds_text(t)}" if any(isinstance(c, Value) for r in t.rows for c in r) else ""
         # the title as a bold line, not \caption, whose own "Table N" would clash with the paper's numbers
-        out += [r"\begin{table}[htbp]\centering\small", r"\textbf{" + latex_text(t.title) + "}" + seeds + r"\par",
+        title = latex_text(latex_caption(t.title))
+        out += [r"\begin{table}[htbp]\centering\small", r"\textbf{" + title + "}" + seeds + r"\par",
                 r"\smallskip", rf"\fittable{{{FRAGMENTS}/{t.name or t.key}}}"]
         out += [r"\par\footnotesize " + latex_text(n) for n in t.notes]
         out += [r"\end{table}"]

@@ -27,7 +27,8 @@ SCORES = ("test_labels", "test_scores")
 NUMBERS = ("size", "layer", "seed", "fold", "folds", "epochs", "epochs_done", "best_epoch", "val_acc", "val_auc",
            "test_acc", "test_auc", "test_sens", "test_spec", "params_total", "params_trainable", "train_seconds",
            "images_per_second", "peak_memory_mb", "world_size", "schema_version", "run_flops",
-           "run_fraction_of_matmul", "test_balanced_acc", "test_macro_f1", "test_mcc", "test_ece")
+           "run_fraction_of_matmul", "test_balanced_acc", "test_macro_f1", "test_mcc", "test_ece",
+           "steps", "eval_points", "val_subset")
 FLAGS = ("frozen",)
 
 

@@ -19,7 +19,8 @@ from .layout import ResultsDir
 # Columns every row has, in order.
 COLUMNS = [
     "run_id", "status", "task", "flag", "size", "resize", "backbone", "booster", "llm", "layer", "frozen", "llm_init",
-    "lm_norm", "seed", "fold", "folds", "epochs", "epochs_done", "best_epoch", "select_metric", "val_acc", "val_auc", "test_acc",
+    "lm_norm", "seed", "fold", "folds", "epochs", "epochs_done", "steps", "eval_points", "val_subset", "best_epoch",
+    "select_metric", "val_acc", "val_auc", "test_acc",
     "test_auc", "test_sens", "test_spec", "params_total", "params_trainable", "train_seconds", "images_per_second", "peak_memory_mb",
     "memory_kind", "device", "world_size", "devices", "precision", "frozen_sha256", "config_hash", "config_json", "history_json",
     "versions_json", "git_commit", "started_at", "ended_at", "error", "test_labels", "test_scores",

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from ...errors import ConfigError
 from .family import BackboneFamily, CamTarget
-from .timm_weights import create_timm_model
+from .timm_weights import check_weights, create_timm_model
 
 if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
     from ...recipes import BackboneConfig
@@ -105,6 +105,7 @@ def check_resnet(spec: ResNetSpec, cfg: BackboneConfig) -> int:
     img_size = cfg.img_size or DEFAULT_SIZES[cfg.stem]
     if img_size < 1:
         raise ConfigError(f"backbone.img_size={img_size} must be a positive integer")
+    check_weights(cfg)  # the weights file, before any data is read
     return img_size
 
 

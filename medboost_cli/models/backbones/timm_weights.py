@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import stat
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,15 +22,7 @@ if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
 def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
     """The local weights file: backbone.weights, else the hub cache, else fetched from the hub."""
     if cfg.weights:
-        path = Path(cfg.weights).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"backbone.weights: file not found: {path}; point it at a local weights file")
-        if path.suffix == ".safetensors":  # its header checked before timm reads it (untrusted.py says how)
-            safetensors_header(path)
-        elif not _torch_file(path):
-            raise ModelFileError(f"backbone.weights: {path} is neither a safetensors file (by its name) nor a torch "
-                                 f"file (a zip archive or a pickle); download the weights again")
-        return path
+        return check_weights(cfg)
     hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
     for filename in ("model.safetensors", "pytorch_model.bin"):
         if (cached := cached_file(hub_id, filename)) is not None:
@@ -43,11 +37,47 @@ def pretrained_file(timm_name: str, cfg: BackboneConfig) -> Path:
     return Path(hf_hub_download(hub_id, "model.safetensors"))
 
 
+def check_weights(cfg: BackboneConfig) -> Path | None:
+    """``backbone.weights`` where the backbone loads it (``backbone.pretrained``), checked as the family's checks of
+    the keys are, before any data is read or model built: a regular file (ConfigError otherwise) in a format timm
+    loads (ModelFileError otherwise): safetensors by its name, with its header checked (untrusted.py), else a torch
+    file, a zip archive holding a pickle or (the legacy format) a pickle. None where no file is named or loaded."""
+    if not (cfg.pretrained and cfg.weights):
+        return None
+    path = Path(cfg.weights).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:  # FileNotFoundError, PermissionError on a folder above it, ...
+        what = "file not found" if isinstance(e, FileNotFoundError) else f"cannot read it ({e.strerror or e})"
+        raise ConfigError(f"backbone.weights: {what}: {path}; point it at a local weights file") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, a socket or a device)"
+        raise ConfigError(f"backbone.weights: {path} is {kind}; point it at a weights file (.safetensors or .pth)")
+    try:
+        if path.suffix == ".safetensors":  # its header checked before timm reads it (untrusted.py says how)
+            safetensors_header(path)
+        elif not _torch_file(path):
+            raise ModelFileError(f"backbone.weights: {path} is neither a safetensors file (by its name) nor a torch "
+                                 f"file (a zip archive or a pickle); download the weights again")
+    except OSError as e:
+        raise ModelFileError(f"backbone.weights: {path}: cannot read it ({e.strerror or e})") from None
+    return path
+
+
 def _torch_file(path: Path) -> bool:
-    """Whether ``path`` starts as torch.save writes: a zip archive, or (the legacy format) a pickle."""
+    """Whether ``path`` is what torch.save writes: a zip archive with a pickle (``data.pkl``) in it, or (the legacy
+    format) a pickle of protocol 2 or later."""
     with open(path, "rb") as f:
         start = f.read(4)
-    return start == b"PK\x03\x04" or start[:1] == b"\x80"
+    if start[:1] == b"\x80":
+        return start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if start != b"PK\x03\x04":
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:  # the central directory alone is read
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
 
 
 def create_timm_model(timm_name: str, cfg: BackboneConfig, **kwargs):

@@ -18,7 +18,7 @@ from timm.layers import PatchEmbed
 
 from ...errors import ConfigError
 from .family import BackboneFamily, CamTarget
-from .timm_weights import create_timm_model
+from .timm_weights import check_weights, create_timm_model
 
 if TYPE_CHECKING:  # the recipe schema imports the model layer (models/families)
     from ...recipes import BackboneConfig
@@ -153,6 +153,7 @@ def check_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> None:
     if patch > img_size:
         raise ConfigError(f"backbone.patch_size={patch} is larger than the input ({img_size}x{img_size}): no "
                           f"patch fits; choose a patch size up to {img_size}")
+    check_weights(cfg)  # the weights file, before any data is read
 
 
 def build_timm_vit(spec: TimmViTSpec, cfg: BackboneConfig) -> TimmViT:
