@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ..anchors import LEGEND, SOURCES, Anchor, Protocol, anchors_for, marks
+from ..anchors import ASPECTS, LEGEND, SOURCES, Anchor, Protocol, anchors_for, marks
 from ..anchors.source import SCHEMES
 from .gather import Config, Value
 from .protocols import our_protocol
@@ -68,8 +68,7 @@ def _row_marks(group: list[Anchor], ours: dict) -> str:
     for a in group:
         for cells in ours.values():
             letters |= {ch for task, p in cells if task == a.task and p is not None for ch in marks(p, a.protocol)}
-    ordered = "".join(ch for ch in "SRPNV" if ch in letters)
-    return ordered or "same"
+    return "".join(aspect.letter for aspect in ASPECTS if aspect.letter in letters) or "same"
 
 
 def table_anchors(config: Config) -> Table:
