@@ -44,7 +44,7 @@ def test_the_anchors_table_shows_ours_beside_v2_and_medmnist_plus_with_sources_a
     assert "| AUC | ResNet-18 (28) | MedMNIST v2 (Yang et al. 2023) | 28, scratch, 1 seed, sel. val | N | 90.1 |" in section
     assert "| ACC | ResNet-18 (224) | MedMNIST v2 (Yang et al. 2023) | 28→224 upsample, scratch, 1 seed, sel. val | SN | 83.3 |" in section
     assert f"{PLUS_28} SPV | 89.08 ± 2.41 AlexNet |" in section
-    assert "| ACC | best kNN, 224 | MedMNIST+ (Doerrich et al. 2025) | 224, pretrained, 1 seed, sel. none | SPNV |" in section
+    assert "| ACC | best kNN, 224 | MedMNIST+ (Doerrich et al. 2025) | 224, pretrained, 1 seed, no training | SPNV |" in section
     assert "Source: Yang et al., MedMNIST v2, Sci Data" in section
     assert "sdoerrich97/rethinking-model-prototyping-MedMNISTPlus" in section and "S size (data size→input side)" in section
 

@@ -12,13 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-# How an image reaches a larger input: "upsample" (interpolated, as the paper and MedMNIST v2's ResNet (224) do) or
-# "pad" (zero-padded into the centre, as MedMNIST+ does). An input of the image's own size is not resized.
-RESIZE_MODES = ("upsample", "pad")
-# The split and criterion the reported epoch or model was chosen on.
-SELECTIONS = {"val": "validation metric", "val loss": "validation loss (early stopping)",
-              "test": "test split", "none": "no training (kNN)"}
-
 
 @dataclass(frozen=True)
 class Protocol:
@@ -26,10 +19,14 @@ class Protocol:
 
     size: int | None  # the data's image side (MedMNIST file size: 28, 64, 128, 224)
     input: int | None  # the side of what the network takes (after upsampling or padding)
-    resize: str | None = None  # one of RESIZE_MODES where input > size
+    # how the image reaches a larger input: "upsample" (interpolated: the paper, MedMNIST v2's ResNet (224)) or
+    # "pad" (zero-padded into the centre: MedMNIST+); None where the input is the image's own size
+    resize: str | None = None
     pretrained: bool | None = None
     seeds: int | None = None  # runs behind the number (1: a single reported number, no spread)
-    selection: str | None = None  # a key of SELECTIONS
+    # what the reported epoch or model was chosen on: "val" (a validation metric), "val loss" (early stopping on
+    # it), "test" (the test split), "none" (nothing trained: kNN)
+    selection: str | None = None
 
     @property
     def resized(self) -> bool:
@@ -69,6 +66,12 @@ def _seed_words(p: Protocol) -> str:
     return "1 seed" if p.seeds == 1 else f"{p.seeds} seeds"
 
 
+def _selection_words(selection: str | None) -> str:
+    if selection is None:
+        return "selection not stated"
+    return "no training" if selection == "none" else f"sel. {selection}"
+
+
 ASPECTS: tuple[Aspect, ...] = (
     Aspect("S", "size", lambda a, b: _known(a.size, a.input, b.size, b.input) and (a.size, a.input) != (b.size, b.input),
            _size_words),
@@ -78,7 +81,7 @@ ASPECTS: tuple[Aspect, ...] = (
            lambda p: "pretrained not stated" if p.pretrained is None else ("pretrained" if p.pretrained else "scratch")),
     Aspect("N", "seeds", lambda a, b: _known(a.seeds, b.seeds) and a.seeds != b.seeds, _seed_words),
     Aspect("V", "selection", lambda a, b: _known(a.selection, b.selection) and a.selection != b.selection,
-           lambda p: f"sel. {p.selection}" if p.selection else "selection not stated"),
+           lambda p: _selection_words(p.selection)),
 )
 
 LEGEND = ("S size (data size→input side), R resize (upsample vs pad), P pretrained vs from scratch, N number of "
