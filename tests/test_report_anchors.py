@@ -96,3 +96,13 @@ def test_our_protocol_reads_size_input_pretrained_and_the_recorded_resize():
     assert marks(our_protocol(run.recipe, plain), plus.protocol) == "RNV"
     cpu = next(r for r in expand(load_study("main2d", "cpu"), tasks=["breast"], seeds=1, preset="cpu"))
     assert input_side(cpu.recipe) == 28 and our_protocol(cpu.recipe, plain).pretrained is False
+
+
+def test_anchors_of_a_task_without_our_runs_are_shown_unmarked_and_variants_without_runs_are_left_out(tmp_path):
+    fabricate(tmp_path / "results", "control", tasks=["breast"], seeds=2)
+    md = make_report(tmp_path / "results", tmp_path / "out", ["markdown"], n_boot=50)["markdown"].read_text()
+    section = _anchors_section(md, "control")
+    assert "| AUC | ResNet-18+3D | MedMNIST v2 (Yang et al. 2023) | 28, scratch, 1 seed, sel. val | — | — | 82.7 |" in section
+    assert "| AUC | ResNet-18 (28) | MedMNIST v2 (Yang et al. 2023) | 28, scratch, 1 seed, sel. val | N | 90.1 | — |" in section
+    assert "| AUC | ViT-mini + R-LLM, random F_L (ours) |" in section and "ViT-3D" not in section
+    assert "| ACC | auto-sklearn | MedMNIST v2 (Yang et al. 2023) | 28, pretrained n/s, 1 seed, selection n/s | N |" in section

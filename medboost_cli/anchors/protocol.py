@@ -3,8 +3,8 @@
 A result is only comparable with another made the same way (MedMNIST issue #58): at the same image size and
 input side, resized the same way, from the same kind of start (pretrained or from scratch), over as many seeds,
 with the epoch chosen by the same rule. Each aspect is one small typed entry with the letter the report marks a
-difference with; an aspect either side does not state (None) marks nothing, and the protocol's text says "not
-stated" for it.
+difference with; an aspect either side does not state (None) marks nothing, and the protocol's text says "n/s"
+(not stated) for it.
 """
 
 from __future__ import annotations
@@ -54,21 +54,21 @@ def _known(*values) -> bool:
 
 def _size_words(p: Protocol) -> str:
     if p.size is None:
-        return "size not stated"
+        return "size n/s"
     if not p.resized:
         return f"{p.size}"
-    return f"{p.size}→{p.input} {p.resize or '(resize not stated)'}"
+    return f"{p.size}→{p.input} {p.resize or 'resize n/s'}"
 
 
 def _seed_words(p: Protocol) -> str:
     if p.seeds is None:
-        return "seeds not stated"
+        return "seeds n/s"
     return "1 seed" if p.seeds == 1 else f"{p.seeds} seeds"
 
 
 def _selection_words(selection: str | None) -> str:
     if selection is None:
-        return "selection not stated"
+        return "selection n/s"
     return "no training" if selection == "none" else f"sel. {selection}"
 
 
@@ -78,7 +78,7 @@ ASPECTS: tuple[Aspect, ...] = (
     Aspect("R", "resize", lambda a, b: a.resized and b.resized and _known(a.resize, b.resize) and a.resize != b.resize,
            lambda p: ""),  # said by the size's words ("28→224 pad")
     Aspect("P", "pretrained", lambda a, b: _known(a.pretrained, b.pretrained) and a.pretrained != b.pretrained,
-           lambda p: "pretrained not stated" if p.pretrained is None else ("pretrained" if p.pretrained else "scratch")),
+           lambda p: "pretrained n/s" if p.pretrained is None else ("pretrained" if p.pretrained else "scratch")),
     Aspect("N", "seeds", lambda a, b: _known(a.seeds, b.seeds) and a.seeds != b.seeds, _seed_words),
     Aspect("V", "selection", lambda a, b: _known(a.selection, b.selection) and a.selection != b.selection,
            lambda p: _selection_words(p.selection)),

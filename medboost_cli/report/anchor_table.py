@@ -13,7 +13,7 @@ import re
 
 from ..anchors import ASPECTS, LEGEND, SOURCES, Anchor, Protocol, anchors_for, marks
 from ..anchors.source import SCHEMES
-from .gather import Config, Value
+from .gather import Config
 from .protocols import our_protocol
 from .tables import Table, _title
 
@@ -63,12 +63,41 @@ def _anchor_text(a: Anchor, metric: str) -> str:
 
 
 def _row_marks(group: list[Anchor], ours: dict) -> str:
-    """The letters where any of our cells on an anchor's task differs from that anchor; "same" where none does."""
-    letters = set()
-    for a in group:
-        for cells in ours.values():
-            letters |= {ch for task, p in cells if task == a.task and p is not None for ch in marks(p, a.protocol)}
+    """The letters where any of our cells on an anchor's task differs from that anchor; "same" where none does,
+    "—" where none of our cells on its tasks has runs (nothing to compare)."""
+    compared = [(p, a) for a in group for cells in ours.values() for task, p in cells if task == a.task and p]
+    if not compared:
+        return "—"
+    letters = {ch for p, a in compared for ch in marks(p, a.protocol)}
     return "".join(aspect.letter for aspect in ASPECTS if aspect.letter in letters) or "same"
+
+
+def _our_rows(t: Table, config: Config, ours: dict, metric: str, header: str) -> None:
+    """Our rows of one metric: each backbone and variant with runs, its cells per task ("" where it plans none)."""
+    for (backbone, variant), cells in ours.items():
+        known = [p for _, p in cells if p is not None]
+        if not known:  # a variant without runs: nothing to set beside the anchors
+            continue
+        label = config.study.label(variant)
+        method = config.backbone_title(backbone) + (f" + {label}" if label else "") + " (ours)"
+        row = [header, method, "medboost", known[0].text(), ""]
+        for task in config.tasks():
+            cell = config.cell(task, backbone, variant)
+            row.append(cell.value(metric) if any(k == task for k, _ in cells) else "")
+            if cell.n:
+                t.traces.append({"table": t.key, "row": method, "column": task, "metric": metric,
+                                 "mean": round(cell.mean(metric), 4), "std": round(cell.std(metric), 4),
+                                 "n": cell.n, "run_ids": ";".join(cell.run_ids)})
+        t.rows.append(row)
+
+
+def _notes(sources: list[str]) -> list[str]:
+    """Each cited source's citation, what its numbers are and where they were read; the marks' legend."""
+    notes = [f"{SOURCES[s].citation}: {SOURCES[s].about}. Source: {SOURCES[s].reference}." for s in sources]
+    return notes + [f"{MARKS_HEADER}: where our cells' protocol differs from the anchor's: {LEGEND}; \"same\": no "
+                    f"stated aspect differs; \"—\": none of our cells on its tasks has runs; n/s: not stated. "
+                    f"Anchors are for orientation across protocols, not like-for-like comparisons "
+                    f"(docs/studies-and-reports.md, Anchors)."]
 
 
 def table_anchors(config: Config) -> Table:
@@ -83,30 +112,14 @@ def table_anchors(config: Config) -> Table:
         return t
     ours = _ours(config)
     for metric, header in METRICS:
-        for (backbone, variant), cells in ours.items():
-            label = config.study.label(variant)
-            method = config.backbone_title(backbone) + (f" + {label}" if label else "") + " (ours)"
-            known = [p for _, p in cells if p is not None]
-            row = [header, method, "medboost", known[0].text() if known else "—", ""]
-            for task in tasks:
-                cell = config.cell(task, backbone, variant)
-                row.append(cell.value(metric) if any(k == task for k, _ in cells) else "")
-                if cell.n:
-                    t.traces.append({"table": t.key, "row": method, "column": task, "metric": metric,
-                                     "mean": round(cell.mean(metric), 4), "std": round(cell.std(metric), 4),
-                                     "n": cell.n, "run_ids": ";".join(cell.run_ids)})
-            t.rows.append(row)
+        _our_rows(t, config, ours, metric, header)
         for m, method, source, group in groups:
             if m != metric:
                 continue
             by_task = {a.task: a for a in group}
             t.rows.append([header, method, SOURCES[source].citation, group[0].protocol.text(), _row_marks(group, ours)]
                           + [_anchor_text(by_task[k], metric) if k in by_task else "—" for k in tasks])
-    cited = dict.fromkeys(s for _, _, s, _ in groups)
-    t.notes += [f"{SOURCES[s].citation}: {SOURCES[s].about}. Source: {SOURCES[s].reference}." for s in cited]
-    t.notes.append(f"{MARKS_HEADER}: where our cells' protocol differs from the anchor's: {LEGEND}; \"same\": "
-                   f"no stated aspect differs. Anchors are for orientation across protocols, not like-for-like "
-                   f"comparisons (docs/studies-and-reports.md, Anchors).")
+    t.notes += _notes(list(dict.fromkeys(s for _, _, s, _ in groups)))
     return t
 
 
