@@ -38,5 +38,6 @@ SOURCE = AnchorSource(
               "the benchmark tables of medmnist.com (MedMNIST/medmnist.github.io, index.html at 74c5d44; "
               "NoduleMNIST3D after the site's 2022-04-27 correction)",
     about="ResNet-18/50 (28 and 28 upsampled to 224; 3D: 2.5D, 3D and ACS convolutions at 28^3) trained from "
-          "scratch and selected on validation AUC, and three AutoML tools; one run per number",
+          "scratch, each kept at the epoch of its best AUC on the validation split, and three AutoML tools; one run "
+          "per number",
     table="medmnist_v2.tsv", read=read)

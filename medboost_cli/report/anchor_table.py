@@ -73,7 +73,8 @@ def _row_marks(group: list[Anchor], ours: dict) -> str:
 
 
 def _our_rows(t: Table, config: Config, ours: dict, metric: str, header: str) -> None:
-    """Our rows of one metric: each backbone and variant with runs, its cells per task ("" where it plans none)."""
+    """Our rows of one metric: each backbone and variant with runs, its cells per task ("" where it plans none).
+    Their numbers are the study's own cells, traced to their runs in cells.csv by the study's tables."""
     for (backbone, variant), cells in ours.items():
         known = [p for _, p in cells if p is not None]
         if not known:  # a variant without runs: nothing to set beside the anchors
@@ -84,10 +85,6 @@ def _our_rows(t: Table, config: Config, ours: dict, metric: str, header: str) ->
         for task in config.tasks():
             cell = config.cell(task, backbone, variant)
             row.append(cell.value(metric) if any(k == task for k, _ in cells) else "")
-            if cell.n:
-                t.traces.append({"table": t.key, "row": method, "column": task, "metric": metric,
-                                 "mean": round(cell.mean(metric), 4), "std": round(cell.std(metric), 4),
-                                 "n": cell.n, "run_ids": ";".join(cell.run_ids)})
         t.rows.append(row)
 
 
