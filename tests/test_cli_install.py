@@ -78,6 +78,8 @@ def test_the_installed_wheel_reads_its_own_recipes_from_any_folder(wheel, tmp_pa
                            env=env, capture_output=True, text=True, timeout=120)
     assert Path(where.stdout.strip()).is_relative_to(site), (where.stdout, where.stderr[-3000:])  # not the checkout
     assert (site / "medboost_cli" / "recipe_files" / "studies" / "layers.yaml").is_file()
+    assert (site / "medboost_cli" / "anchors" / "medmnist_plus.tsv").is_file()  # the anchors' packaged tables
+    assert (site / "medboost_cli" / "anchors" / "medmnist_v2.tsv").is_file()
     assert not (site / "recipes").exists()  # so recipes_dir() can only have found the package's copy
     medboost = python.parent / "medboost"
     dry = subprocess.run([str(medboost), "ablate", "layers", "--preset", "cpu", "--seeds", "1", "--dry-run",

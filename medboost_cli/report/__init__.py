@@ -17,8 +17,13 @@ brackets (LaTeX: in a column of its own, one booktabs fragment per table under t
 pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Every
 number can be traced to its runs through cells.csv and pairs.csv, written beside the report.
 
-Modules: gather (cells, pairs and their statistics), tables (one renderer per table kind), render (markdown,
-HTML), latex (fragments and the document that inputs them), figures (Figure 1).
+Beside our cells, the field's reference numbers (medboost_cli.anchors): each study configuration with results gets
+an anchors table (MedMNIST v2's baselines and MedMNIST+'s best per size and scheme, each with its source and
+protocol), and each cell beside a paper value marks where its protocol differs from the paper's (≠ and letters).
+
+Modules: gather (cells, pairs and their statistics), tables (one renderer per table kind), anchor_table (the
+anchors table), protocols (our cells' protocol and its marks), render (markdown, HTML), latex (fragments and the
+document that inputs them), figures (Figure 1).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..errors import ConfigError, ResultsError
 from ..fileio import write_csv, write_text
 from ..cohort import cv_groups
 from ..results import warn_line
+from .anchor_table import anchor_tables
 from .captions import with_cells_caption
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
@@ -88,7 +94,8 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
     outside = outside_cells(configs, df)
     studies = [with_cells_caption(t) for t in build_tables(configs)]  # each caption says what its cells are
-    tables = studies + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
+    tables = studies + anchor_tables(configs) + ([table_pairs(pairs)] if pairs else [])
+    tables += [table_outside(outside)] if outside else []
     cv = cv_groups(df.to_dict("records")) if not df.empty else []
     tables += ([table_cv(cv)] if cv else []) + panel_tables(configs)
     out_dir.mkdir(parents=True, exist_ok=True)

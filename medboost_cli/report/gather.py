@@ -64,14 +64,17 @@ class Cell:
 @dataclass
 class Value:
     """One table cell: our mean and std over n seeds (percent; None: no run) beside the paper's value. Text shows
-    "mean ± std (n)", "mean (n=1)" for one seed (a single run has no spread) and the paper's value in brackets;
-    the LaTeX renderer puts the paper's value in a column of its own and bolds the best of a ``group``."""
+    "mean ± std (n)", "mean (n=1)" for one seed (a single run has no spread) and the paper's value in brackets,
+    then "≠" and the letters of the protocol aspects where our cell differs from the paper's (``marks``,
+    anchors.protocol); the LaTeX renderer puts the paper's value in a column of its own and bolds the best of a
+    ``group``."""
 
     mean: float | None
     std: float
     n: int
     paper: float | None = None
     group: str | None = None  # cells compared with each other: the best of a group is bold in LaTeX and HTML
+    marks: str = ""  # where our protocol differs from the paper's: "SPNV" (anchors.protocol.ASPECTS' letters)
 
     def ours(self) -> str:
         if self.mean is None:
@@ -79,7 +82,8 @@ class Value:
         return f"{self.mean:.2f} (n=1)" if self.n == 1 else f"{self.mean:.2f} ± {self.std:.2f} ({self.n})"
 
     def __str__(self) -> str:
-        return self.ours() + (f" [{self.paper:.2f}]" if self.paper is not None else "")
+        return (self.ours() + (f" [{self.paper:.2f}]" if self.paper is not None else "")
+                + (f" ≠{self.marks}" if self.marks else ""))
 
 
 @dataclass

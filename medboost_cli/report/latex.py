@@ -20,7 +20,8 @@ from .tables import Table, _Params, best_values
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "✗": "w/o", "✓": "w/", "−": "$-$", "Δ": r"$\Delta$"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "✗": "w/o", "✓": "w/", "−": "$-$", "Δ": r"$\Delta$",
+                  "≠": r"$\neq$", "→": r"$\to$"}
 FRAGMENTS = "tables"  # the fragments' folder, beside report.tex
 
 
@@ -55,7 +56,9 @@ def _number(value: Value, bold: bool) -> str:
         text = f"{value.mean:.1f}"
     else:
         text = f"{value.mean:.2f}" if value.n <= 1 else f"{value.mean:.2f} $\\pm$ {value.std:.2f}"
-    return rf"\textbf{{{text}}}" if bold else text
+    text = rf"\textbf{{{text}}}" if bold else text
+    # where the cell's protocol differs from the paper's: the aspects' letters as a superscript
+    return text + (rf"$^{{\mathrm{{{value.marks}}}}}$" if value.marks else "")
 
 
 def _paper(value) -> str:

@@ -13,10 +13,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..anchors import LEGEND
 from ..paper import TITLES
 from ..stats import PairedDiff, describe
 from ..studies import TableSpec
 from .gather import Cell, Config, Pair, Value
+from .protocols import paper_marks
 
 # The comparison the summary sentences are about: the R-LLM booster against the bare backbone.
 HEADLINE = ("rllm", "none")
@@ -82,6 +84,23 @@ def _trace(table: Table, row: str, column: str, metric: str, cell: Cell) -> None
                              "run_ids": ";".join(cell.run_ids)})
 
 
+def _mark(value: Value, config: Config, task: str, backbone: str, variant: str, cell: Cell) -> Value:
+    """``value`` with the marks of where its cell's protocol differs from the paper's (where it has a paper value).
+    Only the main tables (the paper's Tables 1 and 3, Lai et al.) are marked: an ablation table's paper values may
+    come from another paper (PneumoLLM's), whose protocol the anchors registry does not hold."""
+    if value.paper is not None:
+        value.marks = paper_marks(config, task, backbone, variant, cell)
+    return value
+
+
+def _marks_note(t: Table) -> list[str]:
+    """The legend of the protocol marks, for a table that shows any."""
+    if not any(isinstance(c, Value) and c.marks for r in t.rows for c in r):
+        return []
+    return [f"≠ letters: where our cell's protocol differs from the paper's (Lai et al. 2024: one number per cell, "
+            f"selected on the test split): {LEGEND}."]
+
+
 def _missing_note(config: Config, cells: list[tuple[str, Cell]]) -> list[str]:
     tasks = [t for t, c in cells if not c.n]
     if not tasks:
@@ -106,12 +125,13 @@ def table_main(config: Config, spec: TableSpec) -> Table:
                 for variant in config.study.table_variants(spec):
                     cell = config.cell(task, backbone, variant)
                     value = cell.value(metric, spec.paper_value(task, variant, metric, backbone))
+                    _mark(value, config, task, backbone, variant, cell)
                     value.group = f"{backbone} {metric} {task}"  # without against with the booster
                     row.append(value)
                     _trace(t, f"{backbone} {metric}", f"{task} {variant}", metric, cell)
                     seen.append((task, cell))
             t.rows.append(row)
-    t.notes += _missing_note(config, seen)
+    t.notes += _missing_note(config, seen) + _marks_note(t)
     if config.preset or config.overrides:
         names = "/".join(config.backbone_title(b) for b in backbones)
         t.notes.append(f"Our runs use {config.label} ({names}); the paper's values in brackets come from its own, "
