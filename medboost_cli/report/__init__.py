@@ -14,8 +14,9 @@ Without ``--out`` the report goes beside the results folder (``default_out_dir``
 
 Cells read "mean ± std (n)" over seeds ("mean (n=1)" for one seed), in percent, with the paper's value in
 brackets (LaTeX: in a column of its own, one booktabs fragment per table under tables/, see .latex). Each booster-vs-baseline
-pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Every
-number can be traced to its runs through cells.csv and pairs.csv, written beside the report.
+pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Each task
+and comparison of the booster arm gets a verdict line (medboost_cli.verdict: Holm across a study's tasks). Every
+number can be traced to its runs through cells.csv, pairs.csv and verdict.csv, written beside the report.
 
 Modules: gather (cells, pairs and their statistics), tables (one renderer per table kind), render (markdown,
 HTML), latex (fragments and the document that inputs them), figures (Figure 1).
@@ -32,6 +33,7 @@ from ..errors import ConfigError, ResultsError
 from ..fileio import write_csv, write_text
 from ..cohort import cv_groups
 from ..results import warn_line
+from ..verdict import VerdictSettings, report_verdicts, write_verdicts
 from .figures import figure1
 from .gather import gather, outside_cells, paired_stats, selection_metrics
 from .latex import latex_escape, render_latex, write_fragments
@@ -57,15 +59,18 @@ def default_out_dir(results_dir: Path) -> Path:
 
 
 def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], seeds: int = 3, n_boot: int = 2000,
-                log=print, warn=warn_line, command_options: tuple[str, ...] = (), all_tables: bool = False
-                ) -> dict[str, Path]:
+                log=print, warn=warn_line, command_options: tuple[str, ...] = (), all_tables: bool = False,
+                margin: float = 1.0, on_verdict=None) -> dict[str, Path]:
     """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir
     (None: ``default_out_dir``). ``command_options`` (e.g. ``("--results-dir", "runs")``) end every command the
     report prints to fill its empty cells. ``all_tables``: every table, also those without data, and the train
     command of every missing run (else: only tables with data, and one fill-in line per table without).
+    ``margin``: the verdicts' equivalence margin in points (medboost_cli.verdict); ``on_verdict`` is called with
+    each verdict line.
 
     A file under runs/ that is not a sound row is left out, named through ``warn`` (one line each) and listed in
     the report itself, so that the report is made and says what it does not count."""
+    settings = VerdictSettings(margin=margin, n_boot=n_boot)
     unknown = [f for f in formats if f not in RENDERERS]
     if unknown:
         raise ConfigError(f"unknown report format '{unknown[0]}'; use markdown, latex or html")
@@ -85,6 +90,7 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     configs, df = gather(results_dir, seeds, tuple(command_options), warn=skip)
     seen: set = set()
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
+    verdicts = report_verdicts(configs, pairs, settings)
     outside = outside_cells(configs, df)
     tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
     cv = cv_groups(df.to_dict("records")) if not df.empty else []
@@ -96,8 +102,12 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     meta = Meta(n_runs=len(df), results=str(results_dir), selection=selection_metrics(df),
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped,
-                empty=[(t.title, t.fill) for t in tables if not (all_tables or t.has_data or t.fill is None)])
+                empty=[(t.title, t.fill) for t in tables if not (all_tables or t.has_data or t.fill is None)],
+                verdicts=[v.line() for v in verdicts], verdict_rules=settings.rules())
     write_traces(tables, out_dir)
+    write_verdicts(verdicts, out_dir / "verdict.csv")
+    for line in meta.verdicts if on_verdict else ():
+        on_verdict(line)
     sentences = summary(pairs) + outside_summary(outside)
     written = {}
     for fmt in formats:
