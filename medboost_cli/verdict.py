@@ -63,9 +63,9 @@ PHRASES = {"helps": "helps", "no difference": "makes no difference", "hurts": "h
 RULES = ("Verdict rules: p is two-sided from the bootstrap (twice the smaller share of replicates at or below and "
          "at or above 0); Holm's step-down adjusts the p-values of each comparison across the tasks of a study "
          "(those with 2 or more seeds); the i-th smallest of m gets the percentile interval at level "
-         "1 - alpha/(m - i + 1) (Holm CI). helps / hurts: Holm p < alpha, the Holm CI above / below 0. no "
-         "difference: the Holm CI within ±{margin:g} points and at least the estimated seeds needed. inconclusive: "
-         "otherwise, and always at 1 seed. Seeds needed to resolve ±{margin:g} points: ((z(1 - alpha/2) + "
+         "1 - alpha/(m - i + 1) (Holm CI). helps / hurts: Holm p below alpha, the Holm CI above / below 0. no "
+         "difference: the Holm CI within ±{points} and at least the estimated seeds needed. inconclusive: "
+         "otherwise, and always at 1 seed. Seeds needed to resolve ±{points}: ((z(1 - alpha/2) + "
          "z(power)) sd / {margin:g})^2 with sd the per-seed differences' standard deviation, alpha {alpha:g}, "
          "power {power:g} (normal approximation: an estimate).")
 
@@ -91,7 +91,12 @@ class VerdictSettings:
             raise ConfigError(f"verdict {bad}")
 
     def rules(self) -> str:
-        return RULES.format(margin=self.margin, alpha=self.alpha, power=self.power)
+        return RULES.format(margin=self.margin, points=points(self.margin), alpha=self.alpha, power=self.power)
+
+
+def points(x: float) -> str:
+    """``x`` percentage points in words: "1 point", "0.5 points"."""
+    return f"{x:g} point" + ("" if x == 1 else "s")
 
 
 def p_value(replicates) -> float:
@@ -173,7 +178,7 @@ class Verdict:
         ci = f"Holm {100 * self.level:.3g}% CI {100 * self.low:+.2f} to {100 * self.high:+.2f}"
         ps = f"p {_p_text(self.p, d.n_boot)}, Holm p {_p_text(self.p_holm, d.n_boot)}"
         sd = 100 * float(np.std(d.per_seed_diffs, ddof=1))
-        seeds = (f"about {self.seeds} seeds would resolve ±{self.settings.margin:g} points (an estimate from the "
+        seeds = (f"about {self.seeds} seeds would resolve ±{points(self.settings.margin)} (an estimate from the "
                  f"per-seed SD {sd:.2f} points)")
         return f"{head} ({change}, {ci}, {ps}; {seeds})."
 
@@ -194,7 +199,7 @@ CSV_COLUMNS = ["scope", "task", "backbone", "comparison", "metric", "n", "mean",
 def _p_text(p: float, n_boot: int) -> str:
     if math.isnan(p):
         return "n/a"
-    return f"< {2 / n_boot:.2g}" if p == 0 else f"= {p:.3g}"  # 2/n_boot: the smallest p the replicates resolve
+    return f"below {2 / n_boot:.2g}" if p == 0 else f"= {p:.3g}"  # 2/n_boot: the smallest p the replicates resolve
 
 
 def judge(items: list[Compared], settings: VerdictSettings) -> list[Verdict]:

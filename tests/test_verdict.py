@@ -73,7 +73,7 @@ def test_rules_on_chosen_distributions():
         assert v.outcome == expected, (expected, v)
     narrow_but_few = _diff([0.008, -0.008], 0.008 * spread)  # within ±1 point, but sd 1.13 points: 7.85 x 1.28
     (v,) = judge([_compared(narrow_but_few)], settings)
-    assert v.outcome == "inconclusive" and v.seeds == 11 and "about 11 seeds would resolve ±1 points" in v.line()
+    assert v.outcome == "inconclusive" and v.seeds == 11 and "about 11 seeds would resolve ±1 point " in v.line()
     (v,) = judge([_compared(narrow_but_few)], VerdictSettings(margin=3))  # a wider margin needs 2 seeds
     assert v.outcome == "no difference" and v.seeds == 2
 
@@ -175,7 +175,7 @@ def test_the_report_gives_one_verdict_line_per_task_and_comparison(control_repor
     assert len(lines) == 4  # against none, mlp, random and shuffled
     for control in CONTROLS:
         assert any(f"R-LLM vs {control.name}: the pretrained layer helps at 3 seeds" in line for line in lines)
-    assert "Holm" in section and "±1 points" in section
+    assert "Holm" in section and "±1 point" in section
     table = pd.read_csv(root / "out" / "verdict.csv")
     assert sorted(table["comparison"]) == sorted(f"rllm - {c.variant}" for c in CONTROLS)
     assert set(table["verdict"]) == {"helps"} and set(table["n"]) == {3} and set(table["setting_margin"]) == {1.0}

@@ -92,12 +92,12 @@ def ablate(
 def verdict_lines(spec, plan: list, folder: Path) -> None:
     """The verdict of each task and comparison whose runs are completed (medboost_cli.verdict), after the
     launch's summary; nothing for a study without the booster arm or before any pair is complete."""
-    from ..verdict import VerdictSettings, plan_verdicts
+    from ..verdict import VerdictSettings, plan_verdicts, points
 
     settings = VerdictSettings()
     verdicts = plan_verdicts(spec, plan, folder, settings)
     if verdicts:
-        say(f"verdict ({settings.metric.upper()}, Holm across the tasks run, margin ±{settings.margin:g} points; "
+        say(f"verdict ({settings.metric.upper()}, Holm across the tasks run, margin ±{points(settings.margin)}; "
             f"`medboost report` has the rules):")
     for v in verdicts:
         say(f"  {v.line()}")

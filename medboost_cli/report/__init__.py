@@ -65,8 +65,7 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     (None: ``default_out_dir``). ``command_options`` (e.g. ``("--results-dir", "runs")``) end every command the
     report prints to fill its empty cells. ``all_tables``: every table, also those without data, and the train
     command of every missing run (else: only tables with data, and one fill-in line per table without).
-    ``margin``: the verdicts' equivalence margin in points (medboost_cli.verdict); ``on_verdict`` is called with
-    each verdict line.
+    ``margin``: the verdicts' equivalence margin in points; ``on_verdict`` gets each verdict line (``verdicts``).
 
     A file under runs/ that is not a sound row is left out, named through ``warn`` (one line each) and listed in
     the report itself, so that the report is made and says what it does not count."""
@@ -90,12 +89,12 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     configs, df = gather(results_dir, seeds, tuple(command_options), warn=skip)
     seen: set = set()
     pairs = [p for c in configs if c.has_results for p in paired_stats(c, n_boot, seen)]
-    verdicts = report_verdicts(configs, pairs, settings)
     outside = outside_cells(configs, df)
     tables = build_tables(configs) + ([table_pairs(pairs)] if pairs else []) + ([table_outside(outside)] if outside else [])
     cv = cv_groups(df.to_dict("records")) if not df.empty else []
     tables += ([table_cv(cv)] if cv else []) + panel_tables(configs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    verdicts = verdict_lines(configs, pairs, settings, out_dir, on_verdict)
     done = set(df["run_id"]) if not df.empty else set()
     missing = [c.run_command(run) for c in configs for run in c.plan if run.run_id not in done] if all_tables else []
     shown = [t for t in tables if all_tables or t.has_data or t.fill is None]
@@ -103,11 +102,8 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped,
                 empty=[(t.title, t.fill) for t in tables if not (all_tables or t.has_data or t.fill is None)],
-                verdicts=[v.line() for v in verdicts], verdict_rules=settings.rules())
+                verdicts=verdicts, verdict_rules=settings.rules())
     write_traces(tables, out_dir)
-    write_verdicts(verdicts, out_dir / "verdict.csv")
-    for line in meta.verdicts if on_verdict else ():
-        on_verdict(line)
     sentences = summary(pairs) + outside_summary(outside)
     written = {}
     for fmt in formats:
@@ -117,6 +113,17 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     if "latex" in formats:
         write_fragments(shown, out_dir)
     return written
+
+
+def verdict_lines(configs: list, pairs: list, settings: VerdictSettings, out_dir: Path, on_verdict=None) -> list[str]:
+    """The verdict line of each task and comparison (medboost_cli.verdict), each given to ``on_verdict``, and
+    verdict.csv with their numbers."""
+    verdicts = report_verdicts(configs, pairs, settings)
+    write_verdicts(verdicts, out_dir / "verdict.csv")
+    lines = [v.line() for v in verdicts]
+    for line in lines if on_verdict else ():
+        on_verdict(line)
+    return lines
 
 
 TRACE_COLUMNS = ["table", "row", "column", "metric", "mean", "std", "n", "run_ids"]
