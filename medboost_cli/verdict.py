@@ -22,7 +22,8 @@ The rules (``RULES``, printed above every list of verdicts):
 - inconclusive: everything else; always with one seed, whose interval holds only test-image noise.
 - seeds to resolve a difference of margin points: n = ((z(1 - alpha/2) + z(power)) * sd / margin)^2, rounded
   up, at least 2, with sd the standard deviation of the per-seed paired differences (the normal approximation for
-  a paired mean: an estimate). One seed has no sd: it cannot tell.
+  a paired mean: an estimate; it leaves out the test images' noise, which the interval holds). One seed has no
+  sd: it cannot tell.
 """
 
 from __future__ import annotations
@@ -299,8 +300,9 @@ def plan_verdicts(study, plan: list, results_dir, settings: VerdictSettings | No
     for run in plan:
         runs.setdefault((run.task, run.backbone, run.variant), []).append(run.run_id)
         specs[run.backbone] = run.recipe.backbone
-    preset = plan[0].preset
-    scope = f"{study.name}, " + (f"--preset {preset}" if preset else "paper recipes")
+    preset, shared = plan[0].preset, set(plan[0].sets).intersection(*(r.sets for r in plan))
+    label = [f"--preset {preset}" if preset else "paper recipes"] + [f"--set {s}" for s in plan[0].sets if s in shared]
+    scope = f"{study.name}, {' '.join(label)}"  # as the report labels a configuration (its overrides included)
     items = []
     for task, backbone in dict.fromkeys((t, b) for t, b, _ in runs):
         rows = {v: df[df["run_id"].isin(runs.get((task, backbone, v), []))] for v in variants}

@@ -207,3 +207,17 @@ def test_ablate_ends_with_the_verdict_lines(tmp_path):
     lines = result.stdout.split("verdict (AUC")[1].splitlines()
     assert sum("BreastMNIST (ViT-mini; control, --preset cpu), R-LLM vs" in line for line in lines) == 4
     assert all("at 2 seeds" in line for line in lines[1:] if line.strip())
+
+
+def test_ablate_verdicts_name_the_overrides_of_the_runs(tmp_path):
+    from medboost_cli.verdict import plan_verdicts
+
+    sets = ["train.epochs=2"]
+    fabricate(tmp_path, "main2d", tasks=["breast", "retina"], seeds=2, quality={"rllm": 3.0}, extra_sets=sets)
+    study = load_study("main2d", "cpu")
+    plan = expand(study, tasks=["breast", "retina"], seeds=2, preset="cpu", extra_sets=sets)
+    verdicts = plan_verdicts(study, plan, tmp_path, VerdictSettings(n_boot=300))
+    assert [v.compared.task for v in verdicts] == ["BreastMNIST", "RetinaMNIST"]  # one family of two tasks
+    assert {v.compared.scope for v in verdicts} == {"main2d, --preset cpu --set train.epochs=2"}
+    assert sorted(v.level for v in verdicts) == pytest.approx([0.95, 0.975])
+    assert plan_verdicts(study, expand(study, tasks=["breast"], seeds=2, preset="cpu"), tmp_path) == []  # not run
