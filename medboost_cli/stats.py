@@ -28,7 +28,7 @@ out of that replicate's AUC mean, as :func:`medboost_cli.metrics.auc` does for a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
@@ -148,6 +148,8 @@ class PairedDiff:
     n_samples: int
     n_boot: int
     per_seed_diffs: tuple[float, ...]
+    # the finite bootstrap replicates of the mean difference, for p-values and intervals at other levels (verdict)
+    replicates: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
 
     @property
     def includes_zero(self) -> bool:
@@ -224,7 +226,7 @@ def paired_bootstrap(labels, base_scores, boost_scores, task_type: str, metric: 
     low, high = np.percentile(finite, [tail, 100 - tail]) if len(finite) else (np.nan, np.nan)
     return PairedDiff(metric=metric, mean_diff=float(np.mean(per_seed)), ci_low=float(low), ci_high=float(high),
                       ci_level=ci, n_seeds=n_seeds, n_samples=n, n_boot=n_boot,
-                      per_seed_diffs=tuple(float(d) for d in per_seed))
+                      per_seed_diffs=tuple(float(d) for d in per_seed), replicates=finite)
 
 
 def _phrase(d: PairedDiff, level: str, extra: str) -> str:

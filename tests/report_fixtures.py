@@ -12,11 +12,12 @@ from medboost_cli.studies import expand, load_study
 
 
 def fabricate(results_dir, study: str, tasks=None, seeds: int = 3, preset: str | None = "cpu",
-              quality: dict[str, float] | None = None, n_test: int = 200):
-    """Write completed rows for ``study``'s runs; ``quality[variant]`` sets how well the scores separate classes."""
+              quality: dict[str, float] | None = None, n_test: int = 200, extra_sets: list[str] | None = None):
+    """Write completed rows for ``study``'s runs; ``quality[variant]`` sets how well the scores separate classes;
+    ``extra_sets`` as ``ablate --set`` gives them."""
     quality = quality or {}
     rows = []
-    for run in expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset):
+    for run in expand(load_study(study, preset), tasks=tasks, seeds=seeds, preset=preset, extra_sets=extra_sets):
         task = run.recipe.task_info
         # Stable seeds (crc32, not the per-process salted hash()): the same folder in every process.
         labels = np.random.default_rng(zlib.crc32(run.task.encode())).integers(0, task.n_classes, size=(n_test, 1))

@@ -13,7 +13,7 @@ from .conftest import TINY_SETS, write_medmnist
 def test_all_studies_load_and_expand_under_both_configurations():
     assert study_names() == ["capacity", "control", "layers", "main2d", "main3d", "pneumollm-components",
                              "pneumollm-tokens", "residual"]
-    sizes = {"main2d": 6 * 2, "main3d": 4 * 3 * 2, "capacity": 2 * 4, "residual": 2 * 4, "control": 2 * 4,
+    sizes = {"main2d": 6 * 2, "main3d": 4 * 3 * 2, "capacity": 2 * 4, "residual": 2 * 4, "control": 2 * 5,
              "pneumollm-components": 5, "pneumollm-tokens": 5}
     for name, n in sizes.items():
         for preset in (None, "cpu"):
@@ -128,9 +128,9 @@ def test_ablate_runs_only_what_is_missing(tmp_path):
         return train(recipe, data_dir, results_dir, resume=resume, log=lambda *a: None)
 
     first = run_study(runs, tmp_path / "d", tmp_path / "r", quiet_train, log=lambda *a: None)
-    assert first == {"planned": 4, "skipped": 0, "busy": 0, "trained": 4} and len(calls) == 4
+    assert first == {"planned": 5, "skipped": 0, "busy": 0, "trained": 5} and len(calls) == 5
     second = run_study(runs, tmp_path / "d", tmp_path / "r", quiet_train, log=lambda *a: None)
-    assert second == {"planned": 4, "skipped": 4, "busy": 0, "trained": 0} and len(calls) == 4
+    assert second == {"planned": 5, "skipped": 5, "busy": 0, "trained": 0} and len(calls) == 5
 
 
 def test_ablate_resumes_only_runs_that_were_interrupted(tmp_path):

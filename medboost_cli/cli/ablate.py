@@ -77,13 +77,30 @@ def ablate(
     options = launchers.cluster_options(profile, flags)
     common = [f"{key}={value}" for _, key, value in common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
     preset, chosen = choices.value(preset), seed_list(seeds)
-    plan = [run for run in expand(load_study(study, preset), tasks=tasks, seeds=max(chosen) + 1, preset=preset,
+    spec, folder = load_study(study, preset), results_dir_of(results_dir)
+    plan = [run for run in expand(spec, tasks=tasks, seeds=max(chosen) + 1, preset=preset,
                                   extra_sets=common + sets) if run.seed in chosen]
     with interruptible(go_on="run the same command again to continue (interrupted runs resume)"):
-        launchers.launch(launcher, plan, data_dir_from(data_dir), results_dir_of(results_dir), jobs=jobs,
+        launchers.launch(launcher, plan, data_dir_from(data_dir), folder, jobs=jobs,
                          options=options, dry_run=dry_run, wait=wait,
                          reporter=None if quiet else RichReporter(err_console), say=say, log=log, show=console.print,
                          title=study, tracks=tuple(resolve_tracks(track)))
+    if not dry_run:
+        verdict_lines(spec, plan, folder)
+
+
+def verdict_lines(spec, plan: list, folder: Path) -> None:
+    """The verdict of each task and comparison whose runs are completed (medboost_cli.verdict), after the
+    launch's summary; nothing for a study without the booster arm or before any pair is complete."""
+    from ..verdict import VerdictSettings, plan_verdicts, points
+
+    settings = VerdictSettings()
+    verdicts = plan_verdicts(spec, plan, folder, settings)
+    if verdicts:
+        say(f"verdict ({settings.metric.upper()}, Holm across the tasks run, margin ±{points(settings.margin)}; "
+            f"`medboost report` has the rules):")
+    for v in verdicts:
+        say(f"  {v.line()}")
 
 
 def seed_list(text: str) -> list[int]:

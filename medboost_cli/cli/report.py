@@ -32,6 +32,8 @@ def report(
     out: Optional[Path] = ReportOut,
     seeds: int = typer.Option(3, "--seeds", min=1, help="seeds the fill-in commands ask for"),
     n_boot: int = typer.Option(2000, "--n-boot", min=100, help="bootstrap replicates per interval"),
+    margin: float = typer.Option(1.0, "--margin", help="the verdicts' equivalence margin in points (AUC percent): "
+                                 "an interval within ±margin, with enough seeds, is \"no difference\""),
     results_dir: Optional[Path] = ResultsDir,
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="MedMNIST folder the fill-in commands name "
                                             "(they read $MEDBOOST_DATA, else ~/.medmnist, without it)"),
@@ -48,14 +50,16 @@ def report(
              if _on_command_line(ctx, name)]
     chosen = [f for f, on in (("markdown", markdown), ("latex", latex), ("html", html)) if on]
     formats = chosen or ["markdown"]
+    printed = "markdown" in formats and (markdown or not chosen)  # the printed Markdown holds the verdict lines
     with folder_errors(out):  # a full or read-only report folder: one results error, the old report kept whole
         written = make_report(folder, out, formats, seeds=seeds, n_boot=n_boot, all_tables=all_tables,
-                              command_options=tuple(p for pair in given for p in pair))
-    if "markdown" in written and (markdown or not chosen):  # no format given: Markdown, printed
+                              command_options=tuple(p for pair in given for p in pair), margin=margin,
+                              on_verdict=None if printed else log)
+    if printed:  # no format given: Markdown, printed
         typer.echo(written["markdown"].read_text(), nl=False)  # as written, byte for byte: a pipe gets the file
     for fmt, path in written.items():
         log(f"{fmt}: {path}" + (f" (tables: {out / 'tables'})" if fmt == "latex" else ""))
-    log(f"traces: {out / 'cells.csv'}, {out / 'pairs.csv'}")
+    log(f"traces: {out / 'cells.csv'}, {out / 'pairs.csv'}, {out / 'verdict.csv'}")
 
 
 def _on_command_line(ctx: typer.Context, name: str) -> bool:

@@ -14,8 +14,9 @@ Without ``--out`` the report goes beside the results folder (``default_out_dir``
 
 Cells read "mean ± std (n)" over seeds ("mean (n=1)" for one seed), in percent, with the paper's value in
 brackets (LaTeX: in a column of its own, one booktabs fragment per table under tables/, see .latex). Each booster-vs-baseline
-pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Every
-number can be traced to its runs through cells.csv and pairs.csv, written beside the report.
+pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Each task
+and comparison of the booster arm gets a verdict line (medboost_cli.verdict: Holm across a study's tasks). Every
+number can be traced to its runs through cells.csv, pairs.csv and verdict.csv, written beside the report.
 
 Beside our cells, the field's reference numbers (medboost_cli.anchors): each study configuration with results gets
 an anchors table (MedMNIST v2's baselines and MedMNIST+'s best per size and scheme, each with its source and
@@ -37,6 +38,7 @@ from ..errors import ConfigError, ResultsError
 from ..fileio import write_csv, write_text
 from ..cohort import cv_groups
 from ..results import warn_line
+from ..verdict import VerdictSettings, report_verdicts, write_verdicts
 from .anchor_table import anchor_tables
 from .captions import with_cells_caption
 from .figures import figure1
@@ -64,15 +66,17 @@ def default_out_dir(results_dir: Path) -> Path:
 
 
 def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], seeds: int = 3, n_boot: int = 2000,
-                log=print, warn=warn_line, command_options: tuple[str, ...] = (), all_tables: bool = False
-                ) -> dict[str, Path]:
+                log=print, warn=warn_line, command_options: tuple[str, ...] = (), all_tables: bool = False,
+                margin: float = 1.0, on_verdict=None) -> dict[str, Path]:
     """Write the requested formats (markdown, latex, html) plus cells.csv, pairs.csv and Figure 1 into out_dir
     (None: ``default_out_dir``). ``command_options`` (e.g. ``("--results-dir", "runs")``) end every command the
     report prints to fill its empty cells. ``all_tables``: every table, also those without data, and the train
     command of every missing run (else: only tables with data, and one fill-in line per table without).
+    ``margin``: the verdicts' equivalence margin in points; ``on_verdict`` gets each verdict line (``verdicts``).
 
     A file under runs/ that is not a sound row is left out, named through ``warn`` (one line each) and listed in
     the report itself, so that the report is made and says what it does not count."""
+    settings = VerdictSettings(margin=margin, n_boot=n_boot)
     unknown = [f for f in formats if f not in RENDERERS]
     if unknown:
         raise ConfigError(f"unknown report format '{unknown[0]}'; use markdown, latex or html")
@@ -99,13 +103,15 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     cv = cv_groups(df.to_dict("records")) if not df.empty else []
     tables += ([table_cv(cv)] if cv else []) + panel_tables(configs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    verdicts = verdict_lines(configs, pairs, settings, out_dir, on_verdict)
     done = set(df["run_id"]) if not df.empty else set()
     missing = [c.run_command(run) for c in configs for run in c.plan if run.run_id not in done] if all_tables else []
     shown = [t for t in tables if all_tables or t.has_data or t.fill is None]
     meta = Meta(n_runs=len(df), results=str(results_dir), selection=selection_metrics(df),
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 missing=list(dict.fromkeys(missing)), figures=figure1(configs, out_dir), skipped=skipped,
-                empty=[(t.title, t.fill) for t in tables if not (all_tables or t.has_data or t.fill is None)])
+                empty=[(t.title, t.fill) for t in tables if not (all_tables or t.has_data or t.fill is None)],
+                verdicts=verdicts, verdict_rules=settings.rules())
     write_traces(tables, out_dir)
     sentences = summary(pairs) + outside_summary(outside)
     written = {}
@@ -116,6 +122,17 @@ def make_report(results_dir: Path, out_dir: Path | None, formats: list[str], see
     if "latex" in formats:
         write_fragments(shown, out_dir)
     return written
+
+
+def verdict_lines(configs: list, pairs: list, settings: VerdictSettings, out_dir: Path, on_verdict=None) -> list[str]:
+    """The verdict line of each task and comparison (medboost_cli.verdict), each given to ``on_verdict``, and
+    verdict.csv with their numbers."""
+    verdicts = report_verdicts(configs, pairs, settings)
+    write_verdicts(verdicts, out_dir / "verdict.csv")
+    lines = [v.line() for v in verdicts]
+    for line in lines if on_verdict else ():
+        on_verdict(line)
+    return lines
 
 
 TRACE_COLUMNS = ["table", "row", "column", "metric", "mean", "std", "n", "run_ids"]

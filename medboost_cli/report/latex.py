@@ -15,7 +15,7 @@ from pathlib import Path
 from ..fileio import write_text
 from .captions import latex_caption
 from .gather import Value
-from .render import EMPTY, FIGURE_CAPTION, NO_PAIRS, SKIPPED, Meta, empty_lines, introduction
+from .render import EMPTY, FIGURE_CAPTION, NO_PAIRS, SKIPPED, VERDICT, Meta, empty_lines, introduction
 from .tables import Table, _Params, best_values
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -133,6 +133,9 @@ def render_latex(tables: list[Table], sentences: list[str], meta: Meta) -> str:
                       r"\subsection*{Summary}", r"\begin{itemize}"]
     out += [r"\item " + latex_text(s) for s in sentences] or [r"\item " + NO_PAIRS]
     out.append(r"\end{itemize}")
+    if meta.verdicts:
+        out += [r"\subsection*{" + VERDICT + "}", latex_text(meta.verdict_rules), r"\begin{itemize}"]
+        out += [r"\item " + latex_text(v) for v in meta.verdicts] + [r"\end{itemize}"]
     for t in tables:
         seeds = f"; {seeds_text(t)}" if any(isinstance(c, Value) for r in t.rows for c in r) else ""
         # the title as a bold line, not \caption, whose own "Table N" would clash with the paper's numbers

@@ -17,6 +17,7 @@ from .tables import Table, best_values
 NO_PAIRS = "No booster-vs-baseline pair has results yet."
 SKIPPED = "Files not counted"
 EMPTY = "Tables without results"
+VERDICT = "Verdict per task"
 FIGURE_CAPTION = ("Figure 1: test AUC per dataset without and with R-LLM. Ours: mean over seeds with its 95% "
                   "confidence interval (n=1: the single run, no interval); the paper's values (hollow markers) come "
                   "from its own configuration and protocol (selected on the test split).")
@@ -34,6 +35,8 @@ class Meta:
     figures: list[str] = field(default_factory=list)  # paths of the figure files
     skipped: list[str] = field(default_factory=list)  # files under runs/ left out, each with why (results.load_results)
     empty: list[tuple[str, str]] = field(default_factory=list)  # (title, fill command) of each table not shown
+    verdicts: list[str] = field(default_factory=list)  # one line per task and comparison (medboost_cli.verdict)
+    verdict_rules: str = ""  # how the verdicts are decided
 
 
 def _metric_name(metric: str | None) -> str:
@@ -71,6 +74,9 @@ def empty_lines(meta: Meta) -> list[str]:
 def render_markdown(tables: list[Table], sentences: list[str], meta: Meta) -> str:
     out = ["# medboost report", "", introduction(meta), "", "## Summary", ""]
     out += [f"- {s}" for s in sentences] or [f"- {NO_PAIRS}"]
+    if meta.verdicts:
+        out += ["", f"## {VERDICT}", "", _md_escape(meta.verdict_rules), ""]
+        out += [f"- {_md_escape(v)}" for v in meta.verdicts]
     for t in tables:
         out += ["", f"## {t.title}", "", "| " + " | ".join(map(_md_escape, t.header)) + " |",
                 "|" + "|".join("---" for _ in t.header) + "|"]
@@ -116,6 +122,9 @@ def render_html(tables: list[Table], sentences: list[str], meta: Meta) -> str:
            f"<p>{_html_text(introduction(meta))}</p>", "<h2>Summary</h2><ul>"]
     out += [f"<li>{_html_text(s)}</li>" for s in sentences] or [f"<li>{NO_PAIRS}</li>"]
     out.append("</ul>")
+    if meta.verdicts:
+        out += [f"<h2>{VERDICT}</h2><p class='note'>{_html_text(meta.verdict_rules)}</p><ul>"]
+        out += [f"<li>{_html_text(v)}</li>" for v in meta.verdicts] + ["</ul>"]
     for t in tables:
         out += _html_table(t)
     if meta.empty:
