@@ -21,7 +21,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +33,11 @@ import torch
 
 from .errors import short
 from .fileio import write_text
-from .hardware import AUTO_PRECISION_ENV, bf16_supported, cpu_model, forced_auto_precision, resolve_device
+from .hardware import (AUTO_PRECISION_ENV, autocast_dtype, bf16_supported, cpu_model, forced_auto_precision,
+                       resolve_device)
+from .models import build_model
+from .optimisation import make_optimizer, prepare_runner
+from .steps import make_transforms, train_step
 
 if TYPE_CHECKING:
     from .recipes import Recipe
@@ -151,23 +157,36 @@ def shape_key(recipe: Recipe) -> dict[str, Any]:
 
 
 def step_seconds(recipe: Recipe) -> float:
-    """The median seconds of ``recipe``'s training step (its precision keys named), after ``WARMUP`` untimed steps:
-    the training loop's step on a synthetic batch of the run's shape (``bench_step.StepBench``), eager, on a model
-    of its own. The global RNG is left as it was, so the run that follows draws what it would have drawn."""
-    from .bench_step import StepBench  # bench_step imports engine, which imports this module
-    from .bench_timing import measure
-
+    """The median seconds of ``recipe``'s training step (its precision keys named) on its CPU, after ``WARMUP``
+    untimed steps: the training loop's step (``steps.train_step``: augmentation, autocast, backward, clipping,
+    AdamW) on a synthetic uint8 batch of the run's shape, on a model of its own, built as the run builds its
+    model. The global RNG is left as it was, so the run that follows draws what it would have drawn."""
+    t, task, device = recipe.train, recipe.task_info, torch.device(recipe.train.device)
     with torch.random.fork_rng(devices=[]):
-        bench = StepBench.of(recipe)
-        seconds = measure(bench.step, WARMUP, STEPS, "precision auto").median
-    del bench
+        built = build_model(recipe, task, device)
+        runner, optimizer = prepare_runner(built.model, recipe), make_optimizer(built.model, recipe)
+        transform, _ = make_transforms(recipe, built.model.backbone)
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (t.batch_size, task.n_channels) + (recipe.data.size,) * task.dims,
+                               generator=g, dtype=torch.uint8).to(device)
+        labels = torch.randint(0, 2, (t.batch_size, task.n_classes if task.multilabel else 1), generator=g).to(device)
+        augment, amp = torch.Generator().manual_seed(1), autocast_dtype(t.precision, device)
+        times = []
+        for _ in range(WARMUP + STEPS):
+            start = time.perf_counter()
+            train_step(runner, optimizer, images, labels, transform, augment, amp, task.task_type,
+                       t.label_smoothing, t.grad_clip, micro_batch=t.micro_batch)
+            times.append(time.perf_counter() - start)
+    del built, runner, optimizer
     gc.collect()
-    return seconds
+    return statistics.median(times[WARMUP:])
 
 
 def measure_both(recipe: Recipe, device: torch.device,
-                 step: Callable[[Recipe], float] = step_seconds) -> tuple[float, float]:
-    """Seconds per training step of ``recipe`` in fp32 and in bf16 on ``device``, without torch.compile."""
+                 step: Callable[[Recipe], float] | None = None) -> tuple[float, float]:
+    """Seconds per training step of ``recipe`` in fp32 and in bf16 on ``device``, without torch.compile, each
+    timed by ``step`` (``step_seconds`` by default)."""
+    step = step or step_seconds
     where = {"device": str(device), "compile": False}
     fp32, bf16 = (candidate(recipe, bf16) for bf16 in (False, True))
     return (step(fp32.model_copy(update={"train": fp32.train.model_copy(update=where)})),
@@ -236,7 +255,7 @@ def _without_measuring(device: torch.device) -> Decision | None:
     return None if device.type == "cpu" else Decision(True, "device")
 
 
-def _measured(recipe: Recipe, device: torch.device, step: Callable[[Recipe], float], path: Path | None) -> Decision:
+def _measured(recipe: Recipe, device: torch.device, step: Callable[[Recipe], float] | None, path: Path) -> Decision:
     """The cached decision for the run's shape, else a new measurement, kept in the cache."""
     key = shape_key(recipe)
     found = next((e for e in read_cache(path) if e["key"] == key), None)
@@ -246,15 +265,15 @@ def _measured(recipe: Recipe, device: torch.device, step: Callable[[Recipe], flo
         found = {"key": key, "fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3,
                  "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         how = "measured"
-        path = path if keep(path, found) else None
+    kept = how == "cached" or keep(path, found)
     return Decision(found["bf16_ms"] <= (1 - MARGIN) * found["fp32_ms"], how, found["fp32_ms"], found["bf16_ms"],
-                    key["cpu"], key["threads"], found.get("measured_at"), str(path) if path else None)
+                    key["cpu"], key["threads"], found.get("measured_at"), str(path) if kept else None)
 
 
-def decide(recipe: Recipe, device: torch.device, *, step: Callable[[Recipe], float] = step_seconds,
+def decide(recipe: Recipe, device: torch.device, *, step: Callable[[Recipe], float] | None = None,
            main: bool = True, share: Callable[[Any], list[Any]] | None = None) -> Decision | None:
     """What ``auto`` resolves to for the run of ``recipe`` on ``device`` (module docstring); None where no key of
-    the recipe says ``auto``. ``step``: seconds per training step of a recipe (injected by tests). With several
+    the recipe says ``auto``. ``step``: seconds per training step of a recipe (``step_seconds``). With several
     processes, the main one (``main``) measures and ``share`` (an all-gather) hands its decision to the others."""
     if not auto_keys(recipe):
         return None

@@ -59,8 +59,10 @@ _LOCAL = {None, "localhost", "127.0.0.1", "::1", "0.0.0.0"}
 @pytest.fixture(autouse=True)
 def _results_default(tmp_path, monkeypatch):
     """A test that names no results folder writes into its own, never into the working directory's results/; and
-    no tracker is on unless the test asks (a developer's $MEDBOOST_TRACK stays out)."""
+    no tracker is on unless the test asks (a developer's $MEDBOOST_TRACK stays out); precision auto's measurements
+    are cached in the test's folder."""
     monkeypatch.setenv("MEDBOOST_RESULTS", str(tmp_path / "default-results"))
+    monkeypatch.setenv("MEDBOOST_PRECISION_CACHE", str(tmp_path / "precision.json"))  # not the user's cache
     monkeypatch.delenv("MEDBOOST_TRACK", raising=False)
 
 
