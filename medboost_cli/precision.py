@@ -222,7 +222,7 @@ def read_cache(path: Path, warn: bool = True) -> list[dict[str, Any]]:
                 or not all(_valid(e) for e in data["entries"]):
             raise ValueError(f"not a format-{CACHE_FORMAT} precision cache")
         return data["entries"]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no cache yet
         return []
     except (OSError, ValueError) as e:
         if warn:
