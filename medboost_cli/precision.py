@@ -218,10 +218,10 @@ def read_cache(path: Path, warn: bool = True) -> list[dict[str, Any]]:
     the cache (it is rewritten when the next decision is kept)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or not isinstance(data.get("entries"), list) \
-                or not all(_valid(e) for e in data["entries"]):
+        entries = data.get("entries") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or data.get("format") != CACHE_FORMAT or not all(map(_valid, entries)):
             raise ValueError(f"not a format-{CACHE_FORMAT} precision cache")
-        return data["entries"]
+        return entries
     except (FileNotFoundError, NotADirectoryError):  # no cache yet
         return []
     except (OSError, ValueError) as e:
