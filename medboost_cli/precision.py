@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .recipes import Recipe
 
 MARGIN = 0.10  # bf16 is chosen where its step takes at most 90% of fp32's
-WARMUP, STEPS = 2, 3  # untimed steps, then timed ones (their median), per precision
+WARMUP, STEPS = 1, 3  # untimed steps, then timed ones (their median), per precision
 CACHE_ENV = "MEDBOOST_PRECISION_CACHE"  # the cache file's path, where set
 CACHE_FORMAT = 1
 
