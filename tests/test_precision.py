@@ -200,3 +200,22 @@ def test_bench_measures_both_precisions_where_auto_would_measure(cache, monkeypa
     assert precision.bench_candidates(tiny("train.precision=fp32"))[0].train.precision == "fp32"
     monkeypatch.setenv(AUTO_PRECISION_ENV, "fp32")
     assert [r.train.precision for r in precision.bench_candidates(tiny())] == ["auto"]
+
+
+def test_medboost_bench_shows_a_table_for_each_precision_where_auto_would_measure(cache, monkeypatch):
+    from typer.testing import CliRunner
+
+    from medboost_cli import bench
+    from medboost_cli.cli import app
+
+    measured = []
+    monkeypatch.setattr(bench, "run_bench", lambda case, *args, **kwargs: measured.append(case) or [case])
+    monkeypatch.setattr(bench, "bench_table", lambda rows, label: f"table {rows[0].train.precision}")
+    out = CliRunner().invoke(app, ["bench", "breast", "--preset", "cpu", "--booster", "none"])
+    assert out.exit_code == 0, out.output
+    assert [case.train.precision for case in measured] == ["fp32", "bf16"]
+    assert "table fp32" in out.output and "table bf16" in out.output
+    measured.clear()
+    monkeypatch.setenv(AUTO_PRECISION_ENV, "fp32")  # pinned: one table, as the variable says
+    assert CliRunner().invoke(app, ["bench", "breast", "--preset", "cpu"]).exit_code == 0
+    assert [case.train.precision for case in measured] == ["auto"]
