@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import budget, distributed, metrics, panel
+from . import budget, distributed, metrics, panel, precision
 from .attempts import Attempt, pending_commit, roll_forward
 from .checkpoint_checks import check_checkpoint
 from .checkpoints import (CHECKPOINT_FORMAT, TrainState, load_checkpoint, load_trainable_state, save_checkpoint,
@@ -79,6 +79,7 @@ class Run:
     staged: bool = False  # retraining a completed run, whose result stays until this one completes (attempts.py)
     cost: RunCost | None = None  # wall time by part and FLOPs (run_cost.py)
     data_dir: str | None = None  # the folder the data came from, recorded in the row
+    auto_precision: precision.Decision | None = None  # what precision auto resolved to, where a key says auto
     val_scores: dict[str, np.ndarray] = field(default_factory=dict)  # the last and the best epoch's (panel.py)
     val_subset: int | None = None  # the validation subset's size where selection uses one (budget.py)
 
@@ -94,16 +95,19 @@ class Run:
                                 select_metric=recipe.train.select_metric).to(device)
             subset = budget.subset_size(recipe.train.val_subset, len(data.splits["val"]))
             data = budget.with_val_subset(data, recipe.train.val_subset)  # selection on a fixed subset, if asked
-        with cost.part("model"):
-            built = build_model(recipe, recipe.task_info, device)  # each process loads the frozen layer itself
+        with cost.part("model"):  # with the measurement that resolves precision auto (precision.py), if any
+            decision = precision.decide(recipe, device, main=world.is_main, share=distributed.gather)
+            concrete = precision.resolved(recipe, decision)  # auto replaced; the run's id keeps the recipe's
+            built = build_model(concrete, recipe.task_info, device)  # each process loads the frozen layer itself
             optimizer = make_optimizer(built.model, recipe)
             runner = prepare_runner(built.model, recipe, wrap=lambda module: distributed.wrap(module, device))
         steps = _steps_per_epoch(len(data.splits["train"]), recipe.train.batch_size)
         distributed.check_shared(results.root)
-        return cls(recipe, results, device, autocast_dtype(recipe.train.precision, device), data, built, runner,
+        cost.extra.update(precision.record(decision))
+        return cls(recipe, results, device, autocast_dtype(concrete.train.precision, device), data, built, runner,
                    make_transforms(recipe, built.model.backbone), optimizer, make_schedule(optimizer, recipe, steps),
                    world=world, devices=distributed.gather(device_name(device)), cost=cost,
-                   data_dir=str(Path(data_dir).resolve()), val_subset=subset)
+                   data_dir=str(Path(data_dir).resolve()), val_subset=subset, auto_precision=decision)
 
     @property
     def run_id(self) -> str:
@@ -303,6 +307,7 @@ def _train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool, f
     for stale in results.stale_writes(run_id):  # left by a killed write; the files they were for are whole
         stale.unlink(missing_ok=True)
     run = Run.build(recipe, Path(data_dir), results)
+    distributed.on_main(precision.announce, run.auto_precision, log)
     run.staged = done is not None and done["status"] == "completed"
     last = results.last(run_id)
     if resume and last.exists():

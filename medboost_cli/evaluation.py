@@ -15,6 +15,7 @@ from .download import data_dir_from
 from .errors import ModelFileError, ResultsError
 from .hardware import autocast_dtype, resolve_device, set_threads
 from .models import BuiltModel, build_model, check_frozen_hash
+from .precision import as_recorded
 from .recipes import Recipe, saved_recipe
 from .results import ResultsDir, find_run
 from .steps import make_transforms, predict
@@ -30,7 +31,8 @@ def load_run(run: str, results_dir: Path) -> tuple[dict[str, Any], Recipe, Built
     if not best.exists():
         raise ModelFileError(f"{best}: the run's best checkpoint is missing; retrain the run")
     set_threads(recipe.train.threads)
-    built = build_model(recipe, recipe.task_info, resolve_device(recipe.train.device))
+    # precision auto as the run resolved it: a frozen LM stored in another dtype would not match its hash
+    built = build_model(as_recorded(recipe, row), recipe.task_info, resolve_device(recipe.train.device))
     ckpt = load_checkpoint(best)
     check_checkpoint(ckpt, best, "best", built.model)
     check_frozen_hash(built, ckpt["frozen_sha256"], str(best))
@@ -53,7 +55,7 @@ def evaluate_run(run: str, results_dir: Path, data_dir: Path | None = None, spli
     row, recipe, built = load_run(run, results_dir)
     data_dir = run_data_dir(row, data_dir)
     device = next(built.model.parameters()).device
-    amp = autocast_dtype(recipe.train.precision, device)
+    amp = autocast_dtype(as_recorded(recipe, row).train.precision, device)
     task = recipe.task_info
     data = load_dataset(task, recipe.data.size, Path(data_dir), verify=recipe.data.verify).to(device)
     data = with_val_subset(data, recipe.train.val_subset)  # val as the run selected on it

@@ -57,15 +57,21 @@ def cpu_bf16_native() -> bool:
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def cpu_summary() -> str:
-    """One line on this CPU for logs and test headers: its model, cores, torch's vector capability and the bf16
-    instructions that decide precision ``auto``."""
+def cpu_model() -> str:
+    """This CPU's model name (``/proc/cpuinfo``'s ``model name``), else what ``platform`` says of it."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
+    return model
+
+
+def cpu_summary() -> str:
+    """One line on this CPU for logs and test headers: its model, cores, torch's vector capability and the bf16
+    instructions that make precision ``auto`` consider bf16."""
+    model = cpu_model()
     x86 = platform.machine().lower() in X86_MACHINES
     bf16 = (f"AVX512-BF16 {'yes' if torch.cpu._is_avx512_bf16_supported() else 'no'}, "
             f"AMX {'yes' if torch.cpu._is_amx_tile_supported() else 'no'}") if x86 \
@@ -89,19 +95,26 @@ AUTO_PRECISION_ENV = "MEDBOOST_AUTO_PRECISION"
 AUTO_PRECISIONS = ("bf16", "fp32")
 
 
-def auto_is_bf16(device: torch.device) -> bool:
-    """What ``auto`` (``train.precision`` and ``booster.dtype``) resolves to on ``device``: bf16 where the device
-    runs it natively (``bf16_supported``), unless ``$MEDBOOST_AUTO_PRECISION`` says bf16 or fp32. The variable
-    makes one machine resolve ``auto`` as another kind would: a test suite that sees on an AVX2 CPU what a bf16
-    CPU sees, or a run repeated in the precision another machine chose. An explicit bf16 or fp32 in the recipe
-    is never overridden."""
+def forced_auto_precision() -> str | None:
+    """The precision ``$MEDBOOST_AUTO_PRECISION`` gives ``auto`` (bf16 or fp32), None where it is unset or empty."""
     forced = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
     if not forced:
-        return bf16_supported(device)
+        return None
     if forced not in AUTO_PRECISIONS:
         raise ConfigError(f"{AUTO_PRECISION_ENV}={forced!r} is not a precision; set it to "
                           f"{' or '.join(AUTO_PRECISIONS)}, or unset it to let the device decide")
-    return forced == "bf16"
+    return forced
+
+
+def auto_is_bf16(device: torch.device) -> bool:
+    """What ``auto`` (``train.precision`` and ``booster.dtype``) resolves to on ``device`` without a measurement:
+    bf16 where the device runs it natively (``bf16_supported``), unless ``$MEDBOOST_AUTO_PRECISION`` says bf16 or
+    fp32. A run decides with ``precision.decide`` instead, which on a CPU with bf16 instructions also measures
+    which precision is faster. The variable makes one machine resolve ``auto`` as another kind would: a test
+    suite that sees on an AVX2 CPU what a bf16 CPU sees, or a run repeated in the precision another machine
+    chose. An explicit bf16 or fp32 in the recipe is never overridden."""
+    forced = forced_auto_precision()
+    return bf16_supported(device) if forced is None else forced == "bf16"
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -79,6 +79,7 @@ class RunCost:
         self.flops = {"train": 0, "eval": 0}
         self.counts = {"train_steps": 0, "eval_passes": 0}
         self._shapes: dict[tuple[str, Any], int] = {}  # the FLOPs counted once per (train, batch) / (eval, split)
+        self.extra: dict[str, Any] = {}  # other figures of the run for its row: how precision auto was resolved
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._clock
@@ -132,7 +133,7 @@ class RunCost:
         return {"wall_seconds": wall, "seconds": seconds, "flops": dict(self.flops), **self.counts,
                 "total_flops": flops, "matmul_tflops": rate, "matmul_dtype": dtype_name(dtype),
                 "reference_seconds": reference_seconds,
-                "fraction_of_matmul": flops / (wall * rate * 1e12) if wall > 0 and rate > 0 else None}
+                "fraction_of_matmul": flops / (wall * rate * 1e12) if wall > 0 and rate > 0 else None, **self.extra}
 
     def close(self, row: dict[str, Any], device: torch.device, amp: torch.dtype | None) -> None:
         """Put the run's figures (``figures``, the reference in the precision ``amp`` or fp32) into its final

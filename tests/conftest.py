@@ -8,7 +8,10 @@ Precision: ``make test`` runs the suite with precision ``auto`` pinned to fp32 (
 numerical core of it with ``auto`` forced to bf16, so every CPU sees both. Tests that compare runs made the same
 way (resume, launchers, allocators, repeated seeds) expect identical numbers in whichever precision: the same
 kernels on the same batches. Tests that compare two computations of one quantity (a batch over processes or in
-chunks against one pass) pin fp32, or bound bf16's rounding explicitly.
+chunks against one pass) pin fp32, or bound bf16's rounding explicitly. Where the variable is unset the suite
+sets it to what the device's instructions say (``hardware.auto_is_bf16``), so that no test run measures which
+precision is faster (precision.py) and every test sees one precision; tests/test_precision.py removes it to
+test that measurement.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from medboost_cli.hardware import AUTO_PRECISION_ENV, auto_is_bf16  # noqa: E402
 from medboost_cli.tasks import resolve_task  # noqa: E402
+
+_AUTO_BY_DEVICE = not os.environ.get(AUTO_PRECISION_ENV, "").strip()  # no precision pinned: the device's rule
+if _AUTO_BY_DEVICE:  # also in the subprocesses the tests start, which inherit it
+    os.environ[AUTO_PRECISION_ENV] = "bf16" if auto_is_bf16(torch.device("cpu")) else "fp32"
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = Path(os.environ.get("MEDBOOST_SHARED_DATA", ROOT.parent / "shared" / "medmnist"))
@@ -39,12 +47,11 @@ TINY_SETS = [
 
 def pytest_report_header(config):
     """The CPU and the precision ``auto`` resolves to, at the top of every run, so a failure reads against them."""
-    from medboost_cli.hardware import AUTO_PRECISION_ENV, auto_is_bf16, cpu_summary
+    from medboost_cli.hardware import cpu_summary
 
-    forced = os.environ.get(AUTO_PRECISION_ENV)
+    how = "decided by the CPU" if _AUTO_BY_DEVICE else f"{AUTO_PRECISION_ENV}={os.environ.get(AUTO_PRECISION_ENV)}"
     auto = "bf16" if auto_is_bf16(torch.device("cpu")) else "fp32"
-    return [f"cpu: {cpu_summary()}",
-            f"precision auto -> {auto} ({f'{AUTO_PRECISION_ENV}={forced}' if forced else 'decided by the CPU'})"]
+    return [f"cpu: {cpu_summary()}", f"precision auto -> {auto} ({how})"]
 
 
 def pytest_collection_modifyitems(items):
@@ -59,8 +66,10 @@ _LOCAL = {None, "localhost", "127.0.0.1", "::1", "0.0.0.0"}
 @pytest.fixture(autouse=True)
 def _results_default(tmp_path, monkeypatch):
     """A test that names no results folder writes into its own, never into the working directory's results/; and
-    no tracker is on unless the test asks (a developer's $MEDBOOST_TRACK stays out)."""
+    no tracker is on unless the test asks (a developer's $MEDBOOST_TRACK stays out); precision auto's measurements
+    are cached in the test's folder."""
     monkeypatch.setenv("MEDBOOST_RESULTS", str(tmp_path / "default-results"))
+    monkeypatch.setenv("MEDBOOST_PRECISION_CACHE", str(tmp_path / "precision.json"))  # not the user's cache
     monkeypatch.delenv("MEDBOOST_TRACK", raising=False)
 
 

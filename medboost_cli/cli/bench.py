@@ -37,6 +37,7 @@ def bench(
     """Measure each booster mode's (PneumoLLM: each variant's) train step and eval throughput, memory, parameters
     and FLOPs, side by side; each in its own process."""
     from ..bench import bench_names, bench_recipe, bench_table, run_bench
+    from ..precision import bench_candidates
 
     recipe = bench_recipe(task, shape, llm, batch, sets, preset=choices.value(preset), backbone=choices.value(backbone), model=model)
     label = shape or task
@@ -48,5 +49,6 @@ def bench(
                                 label))
         return
     names = bench_names(recipe, [choices.value(b) for b in boosters], variants)
-    rows = run_bench(recipe, names, warmup, steps, results_dir_of(results_dir), label, log=log)
-    console.print(bench_table(rows, label))
+    for case in bench_candidates(recipe):  # fp32 and bf16 where precision auto would measure which is faster
+        rows = run_bench(case, names, warmup, steps, results_dir_of(results_dir), label, log=log)
+        console.print(bench_table(rows, label))
