@@ -63,10 +63,10 @@ PHRASES = {"helps": "helps", "no difference": "makes no difference", "hurts": "h
 
 RULES = ("Verdict rules: p is two-sided from the bootstrap (twice the smaller share of replicates at or below and "
          "at or above 0); Holm's step-down adjusts the p-values of each comparison across the tasks of a study "
-         "(those with 2 or more seeds); the i-th smallest of m gets the percentile interval at level "
+         "(those with at least {min_seeds} seeds); the i-th smallest of m gets the percentile interval at level "
          "1 - alpha/(m - i + 1) (Holm CI). helps / hurts: Holm p below alpha, the Holm CI above / below 0. no "
          "difference: the Holm CI within ±{points} and at least the estimated seeds needed. inconclusive: "
-         "otherwise, and always at 1 seed. Seeds needed to resolve ±{points}: ((z(1 - alpha/2) + "
+         "otherwise, and always below {min_seeds} seeds (too few seeds to resample). Seeds needed to resolve ±{points}: ((z(1 - alpha/2) + "
          "z(power)) sd / {margin:g})^2 with sd the per-seed differences' standard deviation, alpha {alpha:g}, "
          "power {power:g} (normal approximation: an estimate).")
 
@@ -80,19 +80,22 @@ class VerdictSettings:
     power: float = 0.8
     metric: str = "auc"
     n_boot: int = 2000
+    min_seeds: int = 3  # fewer seeds than this are always inconclusive: a bootstrap over 2 seeds is too narrow
 
     def __post_init__(self):
         problems = [(self.margin > 0, f"margin {self.margin}: give a positive number of points"),
                     (0 < self.alpha < 1, f"alpha {self.alpha}: give a number between 0 and 1"),
                     (0 < self.power < 1, f"power {self.power}: give a number between 0 and 1"),
                     (self.metric in ("acc", "auc"), f"metric {self.metric!r}: use acc or auc"),
-                    (self.n_boot >= 1, f"n_boot {self.n_boot}: give at least 1 replicate")]
+                    (self.n_boot >= 1, f"n_boot {self.n_boot}: give at least 1 replicate"),
+                    (self.min_seeds >= 2, f"min_seeds {self.min_seeds}: give at least 2")]
         bad = next((text for ok, text in problems if not ok), None)
         if bad:
             raise ConfigError(f"verdict {bad}")
 
     def rules(self) -> str:
-        return RULES.format(margin=self.margin, points=points(self.margin), alpha=self.alpha, power=self.power)
+        return RULES.format(margin=self.margin, points=points(self.margin), alpha=self.alpha, power=self.power,
+                            min_seeds=self.min_seeds)
 
 
 def points(x: float) -> str:
@@ -176,6 +179,8 @@ class Verdict:
         if d.n_seeds < 2:
             return (f"{head} ({change}; one seed cannot tell: its interval holds only test-image noise, and there "
                     f"is no per-seed variance to estimate the seeds needed).")
+        if d.n_seeds < self.settings.min_seeds:
+            change += f"; {n} are too few to resample, run at least {self.settings.min_seeds}"
         ci = f"Holm {100 * self.level:.3g}% CI {100 * self.low:+.2f} to {100 * self.high:+.2f}"
         ps = f"p {_p_text(self.p, d.n_boot)}, Holm p {_p_text(self.p_holm, d.n_boot)}"
         sd = 100 * float(np.std(d.per_seed_diffs, ddof=1))
@@ -207,7 +212,7 @@ def judge(items: list[Compared], settings: VerdictSettings) -> list[Verdict]:
     """A verdict for each comparison, Holm-adjusted within each (scope, control) family; in the order given."""
     families: dict[tuple[str, str], list[int]] = {}
     for i, c in enumerate(items):
-        if c.diff.n_seeds > 1 and not math.isnan(p_value(c.diff.replicates)):
+        if c.diff.n_seeds >= settings.min_seeds and not math.isnan(p_value(c.diff.replicates)):
             families.setdefault((c.scope, c.control.variant), []).append(i)
     steps: dict[int, tuple[float, int]] = {}  # item -> (Holm-adjusted p, Holm's divisor m - i + 1)
     for members in families.values():
@@ -222,7 +227,7 @@ def _verdict(c: Compared, step: tuple[float, int] | None, settings: VerdictSetti
     d = c.diff
     p = p_value(d.replicates)
     needed = seeds_needed(d.per_seed_diffs, settings.margin / 100, settings.alpha, settings.power)
-    if step is None:  # one seed, or no replicate with both classes: nothing to test
+    if step is None:  # too few seeds, or no replicate with both classes: nothing to test
         low, high = interval(d.replicates, 1 - settings.alpha)
         return Verdict(c, "inconclusive", p, math.nan, 1 - settings.alpha, low, high, needed, settings)
     p_holm, divisor = step

@@ -15,7 +15,7 @@ import torch
 
 from medboost_cli import hardware
 from medboost_cli.errors import ConfigError
-from medboost_cli.hardware import autocast_dtype, bf16_supported, peak_rss_mb
+from medboost_cli.hardware import autocast, autocast_dtype, bf16_supported, peak_rss_mb
 from medboost_cli.models import llm_dtype
 from medboost_cli.recipes import load_recipe
 
@@ -117,3 +117,20 @@ def test_a_child_process_does_not_report_its_parents_peak():
     parent = peak_rss_mb()
     del block
     assert float(child.stdout.split()[-1]) < parent - 300, (child.stdout, parent)
+
+
+def _attention_kernels(amp):
+    """The SDPA kernels one attention call runs, under ``autocast`` to ``amp`` on the CPU."""
+    q = torch.randn(2, 3, 50, 16, generator=torch.Generator().manual_seed(0))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with autocast(torch.device("cpu"), amp):
+            out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    return {e.name for e in prof.events() if "attention" in e.name}, out
+
+
+def test_bf16_attention_on_the_cpu_runs_as_the_math_path_and_fp32_keeps_torchs_kernel():
+    fused, reference = _attention_kernels(None)
+    assert any("flash" in name for name in fused), fused  # torch's own choice on the CPU
+    math, out = _attention_kernels(torch.bfloat16)
+    assert math and not any("flash" in name for name in math), math
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), reference, atol=3e-2)

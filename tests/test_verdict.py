@@ -74,7 +74,9 @@ def test_rules_on_chosen_distributions():
     narrow_but_few = _diff([0.008, -0.008], 0.008 * spread)  # within ±1 point, but sd 1.13 points: 7.85 x 1.28
     (v,) = judge([_compared(narrow_but_few)], settings)
     assert v.outcome == "inconclusive" and v.seeds == 11 and "about 11 seeds would resolve ±1 point " in v.line()
-    (v,) = judge([_compared(narrow_but_few)], VerdictSettings(margin=3))  # a wider margin needs 2 seeds
+    (v,) = judge([_compared(narrow_but_few)], VerdictSettings(margin=3))  # a wider margin needs 2 seeds, but 2
+    assert v.outcome == "inconclusive" and v.seeds == 2   # are below min_seeds: too few to resample
+    (v,) = judge([_compared(narrow_but_few)], VerdictSettings(margin=3, min_seeds=2))
     assert v.outcome == "no difference" and v.seeds == 2
 
 
@@ -130,6 +132,8 @@ def test_a_booster_that_clearly_helps_is_called_helps():
 
 def test_arms_of_equal_quality_make_no_difference_with_enough_seeds_and_are_inconclusive_with_two():
     assert _verdict_of(quality=0.0, seeds=2).outcome == "inconclusive"
+    two = _verdict_of(quality=1.5, seeds=2)  # a clear gain, but 2 seeds are too few to resample
+    assert two.outcome == "inconclusive" and "too few to resample, run at least 3" in two.line()
     many = _verdict_of(quality=0.0, seeds=30)
     assert many.outcome == "no difference", many.line()
     assert many.seeds <= 30 and -0.01 <= many.low and many.high <= 0.01
@@ -213,9 +217,9 @@ def test_ablate_verdicts_name_the_overrides_of_the_runs(tmp_path):
     from medboost_cli.verdict import plan_verdicts
 
     sets = ["train.epochs=2"]
-    fabricate(tmp_path, "main2d", tasks=["breast", "retina"], seeds=2, quality={"rllm": 3.0}, extra_sets=sets)
+    fabricate(tmp_path, "main2d", tasks=["breast", "retina"], seeds=3, quality={"rllm": 3.0}, extra_sets=sets)
     study = load_study("main2d", "cpu")
-    plan = expand(study, tasks=["breast", "retina"], seeds=2, preset="cpu", extra_sets=sets)
+    plan = expand(study, tasks=["breast", "retina"], seeds=3, preset="cpu", extra_sets=sets)
     verdicts = plan_verdicts(study, plan, tmp_path, VerdictSettings(n_boot=300))
     assert [v.compared.task for v in verdicts] == ["BreastMNIST", "RetinaMNIST"]  # one family of two tasks
     assert {v.compared.scope for v in verdicts} == {"main2d, --preset cpu --set train.epochs=2"}
