@@ -81,6 +81,19 @@ def test_ablate_seeds_take_a_count_a_list_or_a_range(tmp_path):
                           "--seeds 2-x: give a count", code=2)
 
 
+def test_ablate_tasks_take_a_list_or_the_option_repeated(tmp_path):
+    def tasks(*words):
+        result = run("ablate", "main2d", *words, "--preset", "cpu", "--seeds", "1", "--dry-run",
+                     "--results-dir", tmp_path)
+        assert result.returncode == 0, result.stderr
+        return [l.split("train ")[1].split()[0] for l in result.stdout.splitlines() if l.startswith("todo")]
+
+    listed = tasks("--tasks", "breast,pneumonia")
+    assert listed == tasks("--tasks", "breast", "--tasks", "pneumonia") and set(listed) == {"breast", "pneumonia"}
+    assert_one_line_error(run("ablate", "main2d", "--tasks", "breast,lung", "--preset", "cpu", "--dry-run",
+                              "--results-dir", tmp_path), "unknown task 'lung'", code=2)
+
+
 def test_train_print_config_prints_the_resolved_recipe_and_trains_nothing(tmp_path):
     import yaml
 

@@ -35,7 +35,8 @@ Wait = typer.Option(False, "--wait", help="slurm: wait for the jobs and show how
 @app.command()
 def ablate(
     study: str = typer.Argument(..., help="main2d, main3d, capacity, residual, control or layers (recipes/studies/)"),
-    tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="only these tasks (repeatable)"),
+    tasks: Optional[list[str]] = typer.Option(None, "--tasks", help="only these tasks: a list (breast,pneumonia), "
+                                              "or the option repeated"),
     seeds: str = typer.Option("3", "--seeds", help="seeds per configuration: N (seeds 0..N-1), a list (0,2,4) or a "
                                "range (3-5)"),
     preset: Optional[choices.PresetName] = typer.Option(None, "--preset", help="cpu: a laptop-sized configuration"),
@@ -78,6 +79,7 @@ def ablate(
     common = [f"{key}={value}" for _, key, value in common_flags(epochs, lr, batch_size, llm, layer) if value is not None]
     preset, chosen = choices.value(preset), seed_list(seeds)
     spec, folder = load_study(study, preset), results_dir_of(results_dir)
+    tasks = [t.strip() for words in tasks for t in words.split(",") if t.strip()] if tasks else None
     plan = [run for run in expand(spec, tasks=tasks, seeds=max(chosen) + 1, preset=preset,
                                   extra_sets=common + sets) if run.seed in chosen]
     with interruptible(go_on="run the same command again to continue (interrupted runs resume)"):
