@@ -135,6 +135,11 @@ def weighted_auc(y_true, y_score, task_type: str, weights):
     return float(out[0]) if w.ndim == 1 else out
 
 
+# Below this many seeds a difference is described, never called better or worse: one seed's interval holds only
+# the test images' noise, and a bootstrap over two seeds resamples two numbers (verdict.py uses the same bound).
+MIN_SEEDS = 3
+
+
 @dataclass(frozen=True)
 class PairedDiff:
     """Booster minus baseline for one metric (fractions, not points), with a paired bootstrap interval."""
@@ -232,6 +237,8 @@ def paired_bootstrap(labels, base_scores, boost_scores, task_type: str, metric: 
 def _phrase(d: PairedDiff, level: str, extra: str) -> str:
     name, points, low, high = d.metric.upper(), 100 * d.mean_diff, 100 * d.ci_low, 100 * d.ci_high
     interval = f"({level}CI {low:.1f} to {high:.1f}{extra}"
+    if d.n_seeds < MIN_SEEDS:  # the interval cannot hold the seed-to-seed noise: no direction is claimed
+        return f"changed {name} by {points:.1f} points {interval}, too few seeds to call)"
     if d.verdict == "better":
         return f"raised {name} by {points:.1f} points {interval})"
     if d.verdict == "worse":

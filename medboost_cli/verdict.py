@@ -37,7 +37,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .paper import TITLES
-from .stats import PairedDiff, paired_bootstrap
+from .stats import MIN_SEEDS, PairedDiff, paired_bootstrap
 
 ARM = "rllm"  # the study variant with the pretrained layer
 
@@ -80,7 +80,7 @@ class VerdictSettings:
     power: float = 0.8
     metric: str = "auc"
     n_boot: int = 2000
-    min_seeds: int = 3  # fewer seeds than this are always inconclusive: a bootstrap over 2 seeds is too narrow
+    min_seeds: int = MIN_SEEDS  # fewer seeds are always inconclusive: a bootstrap over 2 seeds is too narrow
 
     def __post_init__(self):
         problems = [(self.margin > 0, f"margin {self.margin}: give a positive number of points"),

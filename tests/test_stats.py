@@ -169,4 +169,7 @@ def test_describe_is_one_sentence():
                     "by -0.3 points (CI -2.5 to 1.9, no clear difference).")
     worse = stats.describe("DermaMNIST", acc=_diff("acc", -0.05, -0.08, -0.02, 1), auc=_diff("auc", 0.0, 0.0, 0.0, 1))
     assert worse.startswith("DermaMNIST: ") and worse.endswith(".") and "\n" not in worse and ". " not in worse
-    assert "lowered ACC by 5.0 points (CI -8.0 to -2.0)" in worse and "1 seed," in worse and "AUC" in worse
+    assert "changed ACC by -5.0 points (CI -8.0 to -2.0, too few seeds to call)" in worse  # 1 seed: no direction
+    assert "1 seed," in worse and "AUC" in worse
+    lowered = stats.describe("DermaMNIST", acc=_diff("acc", -0.05, -0.08, -0.02), auc=_diff("auc", 0.0, 0.0, 0.0))
+    assert "lowered ACC by 5.0 points (CI -8.0 to -2.0)" in lowered  # the same interval at 3 seeds
