@@ -320,7 +320,7 @@ def _train(recipe: Recipe, data_dir: Path, results_dir: Path, *, resume: bool, f
     run.write(run.row("running"))
     reporter.start(run_id, budget.points(recipe.train, run.steps_per_epoch),
                    budget.steps_per_point(recipe.train, run.steps_per_epoch),
-                   run.state.epoch + 1)
+                   run.state.epoch + 1, "point" if budget.binds(recipe.train, run.steps_per_epoch) else "epoch")
     reset_peak_memory(run.device)
     final = _epochs(run, reporter, log)
     _record_end(run, final, reporter, commit=True)

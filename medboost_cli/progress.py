@@ -50,12 +50,13 @@ class RichReporter:
         self.progress: Progress | None = None
         self.task = None
         self.epochs = 0
+        self.unit = "epoch"  # "point" where a step budget cuts training into evaluation points (budget.py)
         self.loss = float("nan")
         self.best: dict[str, Any] = {}
         self.seconds: list[float] = []  # each epoch's time in this process (a resumed run starts anew)
 
-    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
-        self.epochs = epochs
+    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int, unit: str = "epoch") -> None:
+        self.epochs, self.unit = epochs, unit
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeElapsedColumn(),
@@ -63,7 +64,7 @@ class RichReporter:
         )
         self.progress.start()
         self.task = self.progress.add_task(
-            f"{run_id} epoch {first_epoch + 1}/{epochs}", total=(epochs - first_epoch) * steps_per_epoch,
+            f"{run_id} {unit} {first_epoch + 1}/{epochs}", total=(epochs - first_epoch) * steps_per_epoch,
             loss="-", val="-",
         )
 
@@ -78,12 +79,12 @@ class RichReporter:
             return
         e = record["epoch"] + 1
         val = f"auc {record['val_auc']:.4f} acc {record['val_acc']:.4f}"
-        self.progress.update(self.task, description=self.progress.tasks[0].description.rsplit(" epoch", 1)[0]
-                             + f" epoch {min(e + 1, self.epochs)}/{self.epochs}", val=val)
+        self.progress.update(self.task, description=self.progress.tasks[0].description.rsplit(f" {self.unit}", 1)[0]
+                             + f" {self.unit} {min(e + 1, self.epochs)}/{self.epochs}", val=val)
         best = " *" if record["best_epoch"] == record["epoch"] else ""
         self.seconds.append(record["seconds"])
         self.progress.console.print(
-            f"epoch {e:>3}/{self.epochs}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
+            f"{self.unit} {e:>3}/{self.epochs}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
             f"{val}{best}  ({record['seconds']:.1f}s, ETA {eta_text(self.seconds, self.epochs - e)})"
         )
 

@@ -126,7 +126,7 @@ class Tracker:
         self.run_id = recipe.run_id()
         self.open = False
 
-    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
+    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int, unit: str = "epoch") -> None:
         row = attempt_row(self.results_dir, self.run_id) or {}  # the engine's "running" row: attempt, epochs so far
         self.started_at = row.get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S")
         history = [h for h in json.loads(row.get("history_json") or "[]") if h["epoch"] < first_epoch]
@@ -338,8 +338,8 @@ class Reporters:
         if self.progress is not None:
             getattr(self.progress, method)(*args)
 
-    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
-        self._each("start", run_id, epochs, steps_per_epoch, first_epoch)
+    def start(self, run_id: str, epochs: int, steps_per_epoch: int, first_epoch: int, unit: str = "epoch") -> None:
+        self._each("start", run_id, epochs, steps_per_epoch, first_epoch, unit)
 
     def step(self, loss: float | None) -> None:  # per batch: the progress display only
         if self.progress is not None:

@@ -43,6 +43,21 @@ def test_every_task_recipe_trains_with_the_cpu_preset(task, tmp_path):
     assert json.loads(row["config_json"])["train"]["val_subset"] == 8
 
 
+def test_a_budgeted_run_shows_points_not_epochs(data_dir, tmp_path):
+    """Where the budget binds, the progress lines and the final line count evaluation points, not epochs."""
+    from .test_cli import run
+
+    sets = [a for s in TINY_SETS + BUDGET for a in ("--set", s)]
+    out = run("train", "breast", "--preset", "cpu", *sets, "--data-dir", data_dir, "--results-dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "train loss" in line]
+    assert [line.split()[:2] for line in lines] == [["point", "1/3"], ["point", "2/3"], ["point", "3/3"]]
+    assert " of 3 (7 steps) by val auc" in out.stdout + out.stderr and "best point " in out.stdout + out.stderr
+    plain = run("train", "breast", "--preset", "cpu", *sets, "--set", "train.steps=null", "--data-dir", data_dir,
+                "--results-dir", tmp_path)
+    assert plain.returncode == 0 and "epoch   1/4  train loss" in plain.stderr and "best epoch " in plain.stdout
+
+
 def test_the_budget_takes_exactly_train_steps_steps_and_selects_the_best_point(data_dir, tmp_path, monkeypatch):
     calls = []
     real = engine.train_step

@@ -132,7 +132,11 @@ def _show_row(row: dict, folder: Path, as_json: bool) -> None:
     if as_json:
         typer.echo(_json_row(row))
         return
-    say(f"{row['run_id']}: best epoch {row['best_epoch'] + 1} of {row['epochs_done']} by val {row['select_metric']}")
+    if row.get("eval_points"):  # a step budget: the run was selected among evaluation points (budget.py)
+        best = f"best point {row['best_epoch'] + 1} of {row['epochs_done']} ({row['steps']} steps)"
+    else:
+        best = f"best epoch {row['best_epoch'] + 1} of {row['epochs_done']}"
+    say(f"{row['run_id']}: {best} by val {row['select_metric']}")
     metrics_table("split", [("val", row["val_acc"], row["val_auc"]), ("test", row["test_acc"], row["test_auc"])])
     say(
         f"params {row['params_total'] / 1e6:.2f}M total, {row['params_trainable'] / 1e6:.2f}M trainable; "
