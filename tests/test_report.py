@@ -293,3 +293,40 @@ def test_the_metric_panel_table_shows_means_over_the_seeds_that_have_a_panel(tmp
     assert "(2)" in next(row for row in table.splitlines() if row.startswith(f"| {CPU_VIVIT} | "))
     assert "Youden" in table and (tmp_path / "out" / "tables" / "panel-residual-cpu.tex").exists()
     assert "Metric panel" in written["html"].read_text()
+
+
+def test_a_study_run_on_a_task_outside_its_list_gets_that_task_in_its_table_and_verdict(tmp_path):
+    """``ablate control --tasks pneumonia``: control lists breast and adrenal3d, yet its runs on PneumoniaMNIST are
+    its cells there (table, verdict lines, Holm over its tasks), not runs outside every plan. Cells it shares with
+    main2d's own plan (the baseline and R-LLM) do not draw the layer study onto that task; a pool's per-run
+    ``train.threads`` is where a run ran, never a difference a label names."""
+    from medboost_cli.recipes import load_recipe
+    from medboost_cli.results import new_row
+
+    fabricate(tmp_path / "results", "control", tasks=["pneumonia"], seeds=3, quality={"rllm": 2.0})
+    recipe = load_recipe("breast", preset="cpu", flags=[("--booster", "booster.mode", "rllm")],
+                         sets=["train.epochs=2", "train.threads=1"])
+    write_row(tmp_path / "results", new_row(
+        run_id=recipe.run_id(), status="completed", task="breast", backbone=recipe.backbone.name,
+        booster="rllm", seed=0, test_acc=0.5, test_auc=0.6, config_json=recipe.model_dump_json()))
+    md = make_report(tmp_path / "results", tmp_path / "out", ["markdown"], n_boot=200)["markdown"].read_text()
+    control = md.split("## Control")[1].split("\n## ")[0]
+    assert "| ViT-mini + R-LLM, shuffled F_L | PneumoniaMNIST | " in control
+    assert "(3) |" in control.split("| ViT-mini + MLP | PneumoniaMNIST |")[1].splitlines()[0]
+    verdicts = md.split("## Verdict per task")[1].split("\n## ")[0]
+    for reference in ("the baseline", "the capacity control", "a random F_L", "a shuffled F_L"):
+        assert f"- PneumoniaMNIST (ViT-mini; control, --preset cpu), R-LLM vs {reference}" in verdicts
+    outside = md.split("## Completed runs outside the studies' plans")[1].split("\n## ")[0]
+    assert "PneumoniaMNIST" not in outside  # only the breast run with --epochs 2 is outside
+    assert "| --preset cpu, train.epochs=2 | BreastMNIST |" in outside and "threads" not in outside
+    from medboost_cli.report.gather import gather
+
+    tasks = {(c.study.name, c.preset): c.tasks() for c in gather(tmp_path / "results", seeds=3)[0]}
+    assert tasks[("control", "cpu")] == ["breast", "adrenal3d", "pneumonia"]
+    assert all("pneumonia" not in t for (name, _), t in tasks.items() if name == "layers")  # main2d's baseline
+
+    other = tmp_path / "main2d"
+    fabricate(other, "main2d", tasks=["pneumonia"], seeds=3)  # only cells that control shares with main2d
+    tasks = {(c.study.name, c.preset): c.tasks() for c in gather(other, seeds=3)[0]}
+    assert "pneumonia" in tasks[("main2d", "cpu")]
+    assert all("pneumonia" not in t for (name, _), t in tasks.items() if name == "control")

@@ -187,11 +187,12 @@ def gather(results_dir: Path, seeds: int = 3, options: tuple[str, ...] = (), war
     if not df.empty:
         df = df.assign(cell=df["run_id"].map(cell_id))
     configs = []
+    own = {run.cell for run in _seed0_plans()} if not df.empty else set()
     for name in study_names():
         found = []
         for preset in PRESETS:
             study = load_study(name, preset)
-            plan = expand(study, seeds=seeds, preset=preset)
+            plan = study_plan(study, preset, seeds, df, own)
             cells = {}
             for run in plan:
                 if run.seed == 0:
@@ -201,6 +202,26 @@ def gather(results_dir: Path, seeds: int = 3, options: tuple[str, ...] = (), war
         with_results = [c for c in found if c.has_results]
         configs += with_results or found[:1]
     return configs + override_configs(configs, df, seeds, tuple(options)), df
+
+
+def study_plan(study: Study, preset: str | None, seeds: int, df: pd.DataFrame, own: set[str]) -> list[PlannedRun]:
+    """The study's planned runs over its own tasks, and over each other task where it was run (``ablate control
+    --tasks pneumonia``), so that its table and verdict include that task like one of its own. A task joins when
+    completed rows meet a cell of one of the study's variants (not its baseline) that no study plans on its own
+    tasks (``own``): rows shared with another study's plan (main2d's baseline and R-LLM cells) do not make the
+    layer study, say, a study of every task main2d ran."""
+    plan = expand(study, seeds=seeds, preset=preset)
+    if df.empty:
+        return plan
+    done = set(df["cell"])
+    for task in sorted(set(df["task"].dropna()) - {r.task for r in plan}):
+        try:
+            extra = expand(study, tasks=[task], seeds=seeds, preset=preset)
+        except MedboostError:  # no backbone of the study for this task, or a task (a cohort) it cannot plan
+            continue
+        if any(r.cell in done and r.cell not in own for r in extra if r.variant != study.baseline):
+            plan += extra
+    return plan
 
 
 def override_configs(configs: list[Config], df: pd.DataFrame, seeds: int, options: tuple[str, ...]) -> list[Config]:
@@ -306,9 +327,12 @@ def _recipe_keys(config_json: str) -> dict:
     return _flat(data)
 
 
+IGNORED_KEYS = {"seed", "train.device", "train.threads"}  # not what a run is: its seed, where it ran (config_hash)
+
+
 def _differences(ran: dict, base: dict) -> list[str]:
     """``key=value`` (as --set takes it) for each key but the seed where ``ran`` differs from ``base``."""
-    keys = sorted((set(ran) | set(base)) - {"seed"})
+    keys = sorted((set(ran) | set(base)) - IGNORED_KEYS)
     return [f"{k}={_set_value(ran.get(k))}" for k in keys if ran.get(k) != base.get(k)]
 
 
