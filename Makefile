@@ -35,7 +35,7 @@ demo: setup
 # a CPU with bf16 instructions runs, on every CPU (one without them emulates bf16, slowly: hence a reduced set).
 # Tests that compare numbers across processes or chunks pin their own precision.
 BF16_TESTS := tests/test_hardware.py tests/test_booster.py tests/test_fidelity.py tests/test_llm_layer.py \
-	tests/test_phi.py tests/test_pneumollm.py tests/test_engine.py \
+	tests/test_phi.py tests/test_pneumollm.py tests/test_engine.py tests/test_benchmarks.py \
 	tests/test_distributed.py::test_one_step_on_two_shares_gives_the_whole_batchs_gradient
 
 test: test-fp32 test-bf16
