@@ -108,6 +108,10 @@ def test_one_introduction_names_the_runs_selection_metric(report):
     assert "Protocol: epoch selected on validation AUC, test scored once" in written["markdown"].read_text()
     assert "Protocol: epoch selected on validation AUC, test scored once" in written["latex"].read_text()
     assert "Protocol: epoch selected on validation AUC, test scored once" in written["html"].read_text()
+    # each format says how it shows the paper's value: brackets in Markdown, a column of its own in LaTeX
+    assert "with the paper's value in brackets" in written["markdown"].read_text()
+    latex = written["latex"].read_text()
+    assert "in the column beside ours" in latex and "in brackets" not in latex
 
 
 def test_introduction_follows_select_metric(tmp_path):

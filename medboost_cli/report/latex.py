@@ -15,7 +15,7 @@ from pathlib import Path
 from ..fileio import write_text
 from .captions import latex_caption
 from .gather import Value
-from .render import EMPTY, FIGURE_CAPTION, NO_PAIRS, SKIPPED, VERDICT, Meta, empty_lines, introduction
+from .render import CELLS_LATEX, EMPTY, FIGURE_CAPTION, NO_PAIRS, SKIPPED, VERDICT, Meta, empty_lines, introduction
 from .tables import Table, _Params, best_values
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -129,7 +129,7 @@ PREAMBLE = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm,landscape
 
 def render_latex(tables: list[Table], sentences: list[str], meta: Meta) -> str:
     """``report.tex``: the introduction, the summary, one ``table`` per fragment, the figure."""
-    out = PREAMBLE + [r"\begin{document}", r"\section*{medboost report}", latex_text(introduction(meta)),
+    out = PREAMBLE + [r"\begin{document}", r"\section*{medboost report}", latex_text(introduction(meta, CELLS_LATEX)),
                       r"\subsection*{Summary}", r"\begin{itemize}"]
     out += [r"\item " + latex_text(s) for s in sentences] or [r"\item " + NO_PAIRS]
     out.append(r"\end{itemize}")

@@ -54,11 +54,17 @@ def selection_text(selection: dict[str | None, int]) -> str:
                                        for m, n in selection.items())
 
 
-def introduction(meta: Meta) -> str:
+CELLS_MD = ("cells are test mean ± std over seeds (n), in percent (one seed: the run's value and n=1), with the "
+            "paper's value in brackets")
+CELLS_LATEX = ("cells are test mean ± std over seeds in percent (each table says how many), with the paper's value "
+               "in the column beside ours")
+
+
+def introduction(meta: Meta, cells: str = CELLS_MD) -> str:
+    """The report's opening paragraph; ``cells`` says how the format shows a cell (LaTeX: CELLS_LATEX)."""
     return (f"{meta.n_runs} completed runs from `{meta.results}`, {meta.date}. Protocol: epoch selected on "
-            f"{selection_text(meta.selection)}, test scored once; cells are test mean ± std over seeds (n), in "
-            "percent (one seed: the run's value and n=1), with the paper's value in brackets. Every number traces to its runs in `cells.csv` and "
-            "`pairs.csv`." + (f" {len(meta.skipped)} file(s) under runs/ are not sound result rows and are not "
+            f"{selection_text(meta.selection)}, test scored once; {cells}. Every number traces to its runs in "
+            "`cells.csv` and `pairs.csv`." + (f" {len(meta.skipped)} file(s) under runs/ are not sound result rows and are not "
                               f"counted (see \"{SKIPPED}\")." if meta.skipped else ""))
 
 

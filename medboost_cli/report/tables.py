@@ -134,7 +134,7 @@ def table_main(config: Config, spec: TableSpec) -> Table:
     t.notes += _missing_note(config, seen) + _marks_note(t)
     if config.preset or config.overrides:
         names = "/".join(config.backbone_title(b) for b in backbones)
-        t.notes.append(f"Our runs use {config.label} ({names}); the paper's values in brackets come from its own, "
+        t.notes.append(f"Our runs use {config.label} ({names}); the paper's values beside them come from its own, "
                        f"larger configuration and are for orientation only.")
     return t
 
