@@ -1,5 +1,6 @@
 """The training step `medboost bench` measures (``StepBench``), built as the training loop builds it, on a synthetic
-batch: what `medboost bench` times per case, and what the scripts under benchmarks/ profile."""
+batch: what `medboost bench` times per case, what precision ``auto`` times in fp32 and bf16 (precision.py), and
+what the scripts under benchmarks/ profile."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import torch
 
-from .engine import make_optimizer, prepare_runner
 from .hardware import autocast_dtype, resolve_device
 from .models import build_model
+from .optimisation import make_optimizer, prepare_runner
 from .recipes import Recipe
 from .steps import make_transforms, train_step
 

@@ -31,13 +31,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from .bench_step import StepBench
 from .errors import short
 from .fileio import write_text
-from .hardware import (AUTO_PRECISION_ENV, autocast_dtype, bf16_supported, cpu_model, forced_auto_precision,
-                       resolve_device)
-from .models import build_model
-from .optimisation import make_optimizer, prepare_runner
-from .steps import make_transforms, train_step
+from .hardware import AUTO_PRECISION_ENV, bf16_supported, cpu_model, forced_auto_precision, resolve_device
 
 if TYPE_CHECKING:
     from .recipes import Recipe
@@ -160,24 +157,16 @@ def step_seconds(recipe: Recipe) -> float:
     """The median seconds of ``recipe``'s training step (its precision keys named) on its CPU, after ``WARMUP``
     untimed steps: the training loop's step (``steps.train_step``: augmentation, autocast, backward, clipping,
     AdamW) on a synthetic uint8 batch of the run's shape, on a model of its own, built as the run builds its
-    model. The global RNG is left as it was, so the run that follows draws what it would have drawn."""
-    t, task, device = recipe.train, recipe.task_info, torch.device(recipe.train.device)
+    model (bench_step.StepBench). The global RNG is left as it was, so the run that follows draws what it would
+    have drawn."""
     with torch.random.fork_rng(devices=[]):
-        built = build_model(recipe, task, device)
-        runner, optimizer = prepare_runner(built.model, recipe), make_optimizer(built.model, recipe)
-        transform, _ = make_transforms(recipe, built.model.backbone)
-        g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (t.batch_size, task.n_channels) + (recipe.data.size,) * task.dims,
-                               generator=g, dtype=torch.uint8).to(device)
-        labels = torch.randint(0, 2, (t.batch_size, task.n_classes if task.multilabel else 1), generator=g).to(device)
-        augment, amp = torch.Generator().manual_seed(1), autocast_dtype(t.precision, device)
+        bench = StepBench.of(recipe)
         times = []
         for _ in range(WARMUP + STEPS):
             start = time.perf_counter()
-            train_step(runner, optimizer, images, labels, transform, augment, amp, task.task_type,
-                       t.label_smoothing, t.grad_clip, micro_batch=t.micro_batch)
+            bench.step()
             times.append(time.perf_counter() - start)
-    del built, runner, optimizer
+    del bench
     gc.collect()
     return statistics.median(times[WARMUP:])
 
