@@ -64,8 +64,9 @@ def introduction(meta: Meta, cells: str = CELLS_MD) -> str:
     """The report's opening paragraph; ``cells`` says how the format shows a cell (LaTeX: CELLS_LATEX)."""
     return (f"{meta.n_runs} completed runs from `{meta.results}`, {meta.date}. Protocol: epoch selected on "
             f"{selection_text(meta.selection)}, test scored once; {cells}. Every number traces to its runs in "
-            "`cells.csv` and `pairs.csv`." + (f" {len(meta.skipped)} file(s) under runs/ are not sound result rows and are not "
-                              f"counted (see \"{SKIPPED}\")." if meta.skipped else ""))
+            "`cells.csv` and `pairs.csv`."
+            + (f" {len(meta.skipped)} file(s) under runs/ are not sound result rows and are not counted (see "
+               f"\"{SKIPPED}\")." if meta.skipped else ""))
 
 
 def _md_escape(text: str) -> str:
