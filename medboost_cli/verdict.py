@@ -62,13 +62,13 @@ PHRASES = {"helps": "helps", "no difference": "makes no difference", "hurts": "h
            "inconclusive": "is inconclusive"}
 
 RULES = ("Verdict rules: p is two-sided from the bootstrap (twice the smaller share of replicates at or below and "
-         "at or above 0); Holm's step-down adjusts the p-values of each comparison across the tasks of a study "
-         "(those with at least {min_seeds} seeds); the i-th smallest of m gets the percentile interval at level "
-         "1 - alpha/(m - i + 1) (Holm CI). helps / hurts: Holm p below alpha, the Holm CI above / below 0. no "
-         "difference: the Holm CI within ±{points} and at least the estimated seeds needed. inconclusive: "
-         "otherwise, and always below {min_seeds} seeds (too few seeds to resample). Seeds needed to resolve ±{points}: ((z(1 - alpha/2) + "
-         "z(power)) sd / {margin:g})^2 with sd the per-seed differences' standard deviation, alpha {alpha:g}, "
-         "power {power:g} (normal approximation: an estimate).")
+         "at or above 0); Holm's step-down adjusts the p-values of each comparison across the tasks and backbones "
+         "of a study (those with at least {min_seeds} seeds); the i-th smallest of m gets the percentile interval "
+         "at level 1 - alpha/(m - i + 1) (Holm CI). helps / hurts: Holm p below alpha, the Holm CI above / below 0. "
+         "no difference: the Holm CI within ±{points} and at least the estimated seeds needed. inconclusive: "
+         "otherwise, and always below {min_seeds} seeds (too few seeds to resample). Seeds needed to resolve "
+         "±{points}: ((z(1 - alpha/2) + z(power)) sd / {margin:g})^2 with sd the per-seed differences' standard "
+         "deviation, alpha {alpha:g}, power {power:g} (normal approximation: an estimate).")
 
 
 @dataclass(frozen=True)

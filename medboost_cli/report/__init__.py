@@ -15,8 +15,9 @@ Without ``--out`` the report goes beside the results folder (``default_out_dir``
 Cells read "mean ± std (n)" over seeds ("mean (n=1)" for one seed), in percent, with the paper's value in
 brackets (LaTeX: in a column of its own, one booktabs fragment per table under tables/, see .latex). Each booster-vs-baseline
 pair gets a paired-bootstrap interval (medboost_cli.stats); † marks an interval that includes zero. Each task
-and comparison of the booster arm gets a verdict line (medboost_cli.verdict: Holm across a study's tasks). Every
-number can be traced to its runs through cells.csv, pairs.csv and verdict.csv, written beside the report.
+and comparison of the booster arm gets a verdict line (medboost_cli.verdict: Holm across a study's tasks and
+backbones). Every number can be traced to its runs through cells.csv, pairs.csv and verdict.csv, written beside
+the report.
 
 Beside our cells, the field's reference numbers (medboost_cli.anchors): each study configuration with results gets
 an anchors table (MedMNIST v2's baselines and MedMNIST+'s best per size and scheme, each with its source and
