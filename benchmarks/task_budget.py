@@ -1,5 +1,5 @@
 """Whole CPU-preset runs on files with each task's real split sizes: does the step budget hold every task to about
-the same cost (issue: within 1.5x between BreastMNIST and OCTMNIST)?
+the same cost (the target: within 1.5x between BreastMNIST and OCTMNIST)?
 
     python benchmarks/task_budget.py WORKDIR [--tasks breast oct] [--real DIR]
 
