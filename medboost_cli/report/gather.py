@@ -187,12 +187,14 @@ def gather(results_dir: Path, seeds: int = 3, options: tuple[str, ...] = (), war
     if not df.empty:
         df = df.assign(cell=df["run_id"].map(cell_id))
     configs = []
-    own = {run.cell for run in _seed0_plans()} if not df.empty else set()
+    studies = {(name, preset): load_study(name, preset) for name in study_names() for preset in PRESETS}
+    plans = {key: expand(study, seeds=seeds, preset=key[1]) for key, study in studies.items()}
+    own = {run.cell for plan in plans.values() for run in plan}  # every cell a study plans on its own tasks
     for name in study_names():
         found = []
         for preset in PRESETS:
-            study = load_study(name, preset)
-            plan = study_plan(study, preset, seeds, df, own)
+            study = studies[(name, preset)]
+            plan = plans[(name, preset)] + extra_tasks(study, preset, seeds, df, own)
             cells = {}
             for run in plan:
                 if run.seed == 0:
@@ -204,24 +206,23 @@ def gather(results_dir: Path, seeds: int = 3, options: tuple[str, ...] = (), war
     return configs + override_configs(configs, df, seeds, tuple(options)), df
 
 
-def study_plan(study: Study, preset: str | None, seeds: int, df: pd.DataFrame, own: set[str]) -> list[PlannedRun]:
-    """The study's planned runs over its own tasks, and over each other task where it was run (``ablate control
-    --tasks pneumonia``), so that its table and verdict include that task like one of its own. A task joins when
-    completed rows meet a cell of one of the study's variants (not its baseline) that no study plans on its own
-    tasks (``own``): rows shared with another study's plan (main2d's baseline and R-LLM cells) do not make the
-    layer study, say, a study of every task main2d ran."""
-    plan = expand(study, seeds=seeds, preset=preset)
+def extra_tasks(study: Study, preset: str | None, seeds: int, df: pd.DataFrame, own: set[str]) -> list[PlannedRun]:
+    """The study's planned runs on each task outside its own list where it was run (``ablate control --tasks
+    pneumonia``), so that its table and verdict include that task like one of its own. A task joins when completed
+    rows meet a cell of one of the study's variants (not its baseline) that no study plans on its own tasks
+    (``own``): rows shared with another study's plan (main2d's baseline and R-LLM cells) do not make the layer
+    study, say, a study of every task main2d ran."""
     if df.empty:
-        return plan
-    done = set(df["cell"])
-    for task in sorted(set(df["task"].dropna()) - {r.task for r in plan}):
+        return []
+    done, extra = set(df["cell"]), []
+    for task in sorted(set(df["task"].dropna()) - set(study.tasks)):
         try:
-            extra = expand(study, tasks=[task], seeds=seeds, preset=preset)
+            runs = expand(study, tasks=[task], seeds=seeds, preset=preset)
         except MedboostError:  # no backbone of the study for this task, or a task (a cohort) it cannot plan
             continue
-        if any(r.cell in done and r.cell not in own for r in extra if r.variant != study.baseline):
-            plan += extra
-    return plan
+        if any(r.cell in done and r.cell not in own for r in runs if r.variant != study.baseline):
+            extra += runs
+    return extra
 
 
 def override_configs(configs: list[Config], df: pd.DataFrame, seeds: int, options: tuple[str, ...]) -> list[Config]:
